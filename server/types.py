@@ -1,0 +1,149 @@
+"""The shared vocabulary: statuses, observations and the merged task state.
+
+Every other module imports from here; this module imports nothing of ours, so
+it can be read first and on its own.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PROVIDERS: tuple[str, ...] = ("seedream", "seedance", "dreamina", "seedance2")
+ACEDATA_PROVIDERS: tuple[str, ...] = ("seedream", "seedance", "dreamina")
+
+#: Where a raw delivery came from.
+Source = Literal["callback", "reconcile", "replay"]
+
+
+class Status(str, enum.Enum):
+    """The normalised status of a task, the same for every provider."""
+
+    PENDING = "pending"  # registered, nothing heard yet
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"  # we gave up waiting; a real result still wins later
+
+    @property
+    def rank(self) -> int:
+        """Statuses only move up this order; all final statuses share the top rank."""
+        return _RANK[self]
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_RANK = {
+    Status.PENDING: 0,
+    Status.QUEUED: 1,
+    Status.RUNNING: 2,
+    Status.SUCCEEDED: 3,
+    Status.FAILED: 3,
+    Status.EXPIRED: 3,
+}
+FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.EXPIRED})
+
+
+@dataclass(frozen=True)
+class Result:
+    """One result file of a task.
+
+    ``extra`` holds whatever else the payload says about the file (prompt, size,
+    last_frame_url, resolution, duration, original_result_url, ...).
+    """
+
+    url: str
+    kind: Literal["image", "video"]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "kind": self.kind, **dict(self.extra)}
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """An error reported by upstream for a task (not a transport error)."""
+
+    code: str | None
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one payload (callback or tasks-endpoint answer) says about one task.
+
+    ``status`` is None when the payload says nothing about progress: ``{}``, a
+    missing item, ``success`` without a result, or a transient
+    ``success: false`` without an error code. Such an observation is *empty*:
+    merging it changes nothing but bookkeeping.
+    """
+
+    provider: str
+    task_id: str | None
+    status: Status | None = None
+    upstream_status: str | None = None
+    trace_id: str | None = None
+    results: tuple[Result, ...] = ()
+    error: ErrorInfo | None = None
+    #: ``success: false`` without an error code: a hiccup upstream, not final.
+    transient: bool = False
+    #: Upstream timestamps and progress as given (submit_time, finish_time, progress, ...).
+    upstream: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.status is None
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A final observation that disagreed with the final state already held."""
+
+    status: Status
+    upstream_status: str | None
+    error: ErrorInfo | None
+    results: tuple[Result, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "upstream_status": self.upstream_status,
+            "error": self.error.to_json() if self.error else None,
+            "results": [r.to_json() for r in self.results],
+        }
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """The merged outcome of every observation of one task.
+
+    Only what observations decide lives here; bookkeeping (timestamps, counts,
+    next check) belongs to the store, so that ``merge`` stays a pure function
+    of outcome and observation.
+    """
+
+    task_id: str
+    provider: str
+    status: Status = Status.PENDING
+    upstream_status: str | None = None
+    trace_id: str | None = None
+    results: tuple[Result, ...] = ()
+    error: ErrorInfo | None = None
+    conflicts: tuple[Conflict, ...] = ()
+    #: Upstream timestamps and progress, first value seen for each key wins.
+    upstream: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
