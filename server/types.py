@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 PROVIDERS: tuple[str, ...] = ("seedream", "seedance", "dreamina", "seedance2")
@@ -147,3 +148,60 @@ class TaskState:
     @property
     def is_final(self) -> bool:
         return self.status.is_final
+
+
+def iso_time(ts: float | None) -> str | None:
+    """Unix seconds -> ``2026-11-22T10:00:00Z`` (milliseconds when present)."""
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
+    text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return text.replace(".000Z", "Z")
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task as stored: its merged state plus the store's bookkeeping."""
+
+    state: TaskState
+    metadata: Mapping[str, Any]
+    created_at: float
+    updated_at: float
+    completed_at: float | None = None
+    deliveries: int = 0
+    checks: int = 0
+    next_check_at: float | None = None
+    last_source: str | None = None
+    seq: int = 0
+    #: Archive outcome per result URL: {"archived": {...}} or {"archive_error": "..."}.
+    archives: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.state
+        results = []
+        for result in s.results:
+            item = result.to_json()
+            item.update(self.archives.get(result.url, {}))
+            results.append(item)
+        body: dict[str, Any] = {
+            "task_id": s.task_id,
+            "provider": s.provider,
+            "status": s.status.value,
+            "upstream_status": s.upstream_status,
+            "trace_id": s.trace_id,
+            "results": results,
+            "error": s.error.to_json() if s.error else None,
+            "metadata": dict(self.metadata),
+            "created_at": iso_time(self.created_at),
+            "updated_at": iso_time(self.updated_at),
+            "completed_at": iso_time(self.completed_at),
+            "deliveries": self.deliveries,
+            "checks": self.checks,
+            "next_check_at": iso_time(self.next_check_at),
+            "last_source": self.last_source,
+        }
+        if s.conflicts:
+            body["conflicts"] = [c.to_json() for c in s.conflicts]
+        if s.upstream:
+            body["upstream"] = dict(s.upstream)
+        return body

@@ -1,0 +1,80 @@
+"""The one path every payload takes: parse -> keep raw -> merge -> commit.
+
+A callback, a reconciler answer and a quarantine replay all come through
+here, so they are stored and merged by exactly the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from .ids import task_key
+from .parse import ParseError, parse_body, parse_payload
+from .store import Incoming, IngestOutcome, Store
+from .types import Source
+
+log = logging.getLogger("taskhook.ingest")
+
+#: Request headers worth keeping with a quarantined body; never credentials.
+KEPT_HEADERS = ("content-type", "content-length", "user-agent", "x-forwarded-for", "x-request-id")
+
+
+class Quarantined(Exception):
+    """A delivery was kept in quarantine instead of being merged."""
+
+    def __init__(self, error: ParseError, quarantine_id: int) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.quarantine_id = quarantine_id
+
+
+def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name: headers[name] for name in KEPT_HEADERS if name in headers}
+
+
+async def receive(
+    store: Store,
+    provider: str,
+    body: bytes,
+    *,
+    headers: Mapping[str, str] | None = None,
+    source: Source = "callback",
+    quarantine_id: int | None = None,
+) -> IngestOutcome:
+    """Store and merge one delivered body, or quarantine it and raise ``Quarantined``."""
+    try:
+        observation = parse_body(provider, body)
+    except ParseError as exc:
+        if quarantine_id is None:
+            quarantine_id = await store.quarantine(
+                provider, body, safe_headers(headers or {}), exc.code, exc.message
+            )
+        raise Quarantined(exc, quarantine_id) from exc
+    assert observation.task_id is not None
+    return await store.ingest(
+        Incoming(provider, observation.task_id, source, body, observation,
+                 quarantine_id=quarantine_id)
+    )
+
+
+def answer(provider: str, asked_id: str, body: bytes | None, payload: Any) -> Incoming:
+    """A reconciler answer for ``asked_id`` as an Incoming (``body`` None: no answer yet).
+
+    An answer we cannot read is still kept raw, as a check that told us nothing.
+    """
+    if body is None:
+        return Incoming(provider, asked_id, "reconcile", None, None, check=True)
+    try:
+        observation = parse_payload(provider, payload)
+    except ParseError as exc:
+        log.warning("unreadable answer provider=%s task_id=%s: %s", provider, asked_id, exc)
+        observation = None
+    if observation is not None and task_key(observation.task_id or "") != task_key(asked_id):
+        log.warning(
+            "answer names another task provider=%s task_id=%s answered=%s",
+            provider, asked_id, observation.task_id,
+        )
+        observation = None
+    return Incoming(provider, asked_id, "reconcile", body, observation, check=True)

@@ -1,0 +1,14 @@
+"""The HTTP routes, one module per concern; ``ROUTES`` is the whole table."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from . import callbacks, health, quarantine, tasks
+
+ROUTES: list[Route] = [
+    *callbacks.ROUTES,
+    *tasks.ROUTES,
+    *quarantine.ROUTES,
+    *health.ROUTES,
+]

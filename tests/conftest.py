@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from server.app import create_app
+from server.settings import Settings
+from server.tokens import callback_token
+
+from .harness import API_TOKEN, CALLBACK_SECRET
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path}/taskhook.db",
+        callback_secrets=(CALLBACK_SECRET,),
+        api_token=API_TOKEN,
+        reconciler="off",
+        archive=False,
+        archive_dir=str(tmp_path / "files"),
+    )
+
+
+@pytest.fixture
+async def app(settings):
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://taskhook.test",
+        headers={"Authorization": f"Bearer {API_TOKEN}"},
+    ) as c:
+        yield c
+
+
+def callback_path(provider: str, secret: str = CALLBACK_SECRET) -> str:
+    return f"/callbacks/{provider}/{callback_token(secret, provider)}"
