@@ -355,10 +355,18 @@ class _EmbeddedServer(uvicorn.Server):
         self.ready.set()
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.create_server((host, port))
+    # Sockets handed to uvicorn miss asyncio's TCP_NODELAY; without it every keep-alive
+    # answer waits out the peer's delayed ACK (~40 ms on Linux). Accepted sockets inherit it.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 @contextlib.asynccontextmanager
 async def serving(app: Any, host: str = "127.0.0.1") -> AsyncIterator[str]:
     """Serve any ASGI app with uvicorn on a free port of ``host``; yields its base URL."""
-    sock = socket.create_server((host, 0))
+    sock = _listen(host, 0)
     server = _EmbeddedServer(
         uvicorn.Config(
             app, log_config=None, log_level="warning", access_log=False, timeout_graceful_shutdown=2
@@ -447,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_hold=min(args.timeout_hold, MAX_HOLD_SECONDS),
         callbacks=policy,
     )
-    sock = socket.create_server((args.host, args.port))
+    sock = _listen(args.host, args.port)
     base = f"http://{args.host}:{sock.getsockname()[1]}"
     print(
         f"fake upstream on {base}\n  ACEDATA_BASE_URL={base}\n  SEEDANCE2_BASE_URL={base}",
