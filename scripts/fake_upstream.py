@@ -1,0 +1,469 @@
+"""A fake of the upstream APIs taskhook talks to, for demos and end-to-end tests.
+
+It plays AceData's tasks endpoints (``POST /{seedream,seedance,dreamina}/tasks``,
+actions ``retrieve`` and ``retrieve_batch``) and Seedance 2.0's task query
+(``GET /v1/video/generations/{task_id}``) with the payload shapes of the upstream
+documents, serves the result files itself (``GET /files/{name}``), sends
+callbacks, and injects faults on request. Tasks are created through the
+control API under ``/_fake/`` and finish after ``finish_after`` seconds or when
+told to. Choices the documents leave open:
+
+- an unfinished SeeDream task, or any unfinished task with ``acedata_pending="empty"``,
+  answers ``{}`` like an unknown one; SeeDance answers ``data.status`` ``queued``
+  then ``running``, Dreamina ``running``, without result URLs;
+- a failed AceData task's response is
+  ``{success: false, task_id, trace_id, error: {code: "generation_failed", message}}``;
+- an unknown Seedance 2.0 task answers 404 ``{"code": "task_not_found", "message", "data": null}``,
+  a wrong key 401 ``{"code": "invalid_api_key", ...}``, injected faults the same shape;
+- Seedance 2.0 result URLs carry ``X-Tos-Date``/``X-Tos-Expires``/``X-Tos-Signature``;
+  ``/files`` answers 403 once such a URL has expired or was altered.
+
+Modules: ``fake_upstream_payloads`` (shapes), ``fake_upstream_state`` (config, tasks,
+faults, counters), ``fake_upstream_callbacks`` (delivery), this one (HTTP, CLI).
+Run ``python scripts/fake_upstream.py --help``; from tests use ``create_app`` or ``running_fake``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import re
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+try:  # run as a script (scripts/ on sys.path) or imported as scripts.fake_upstream
+    from fake_upstream_callbacks import CallbackPolicy
+    from fake_upstream_payloads import (
+        FakeTask,
+        acedata_response,
+        acedata_wrapper,
+        content_type,
+        file_chunks,
+        file_content,
+        file_denied,
+        seedance2_body,
+        task_key,
+    )
+    from fake_upstream_state import (
+        ACEDATA,
+        FAULT_KINDS,
+        MAX_HOLD_SECONDS,
+        PROVIDERS,
+        FakeConfig,
+        FakeState,
+    )
+except ModuleNotFoundError:  # pragma: no cover
+    from scripts.fake_upstream_callbacks import CallbackPolicy
+    from scripts.fake_upstream_payloads import (
+        FakeTask,
+        acedata_response,
+        acedata_wrapper,
+        content_type,
+        file_chunks,
+        file_content,
+        file_denied,
+        seedance2_body,
+        task_key,
+    )
+    from scripts.fake_upstream_state import (
+        ACEDATA,
+        FAULT_KINDS,
+        MAX_HOLD_SECONDS,
+        PROVIDERS,
+        FakeConfig,
+        FakeState,
+    )
+
+__all__ = [
+    "PROVIDERS",
+    "CallbackPolicy",
+    "FakeConfig",
+    "FakeState",
+    "create_app",
+    "file_content",
+    "main",
+    "running_fake",
+    "serving",
+]
+
+_FILE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+def _ace_error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = {"success": False, "error": {"code": code, "message": message}}
+    return JSONResponse({**body, "trace_id": str(uuid.uuid4())}, status, headers=headers)
+
+
+def _s2_error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    code = "invalid_api_key" if code == "invalid_token" else code
+    return JSONResponse({"code": code, "message": message, "data": None}, status, headers=headers)
+
+
+def _bad_request(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": {"code": "bad_request", "message": message}}, status)
+
+
+def _bearer_ok(request: Request, expected: str) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    )
+
+
+def _state(request: Request) -> FakeState:
+    return request.app.state.fake
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+async def _injected_fault(request: Request, provider: str, kind: str) -> Response | None:
+    """The answer of an injected fault for this call, or None to answer normally."""
+    state = _state(request)
+    fault = state.draw_fault(provider)
+    error = _s2_error if provider == "seedance2" else _ace_error
+    if fault is None:
+        return None
+    if fault == "429":
+        headers = {"Retry-After": f"{state.retry_after:g}"}
+        return error(429, "too_many_requests", "Too many requests, slow down.", headers)
+    if fault == "500":
+        return error(500, "api_error", "fetch failed")
+    if fault == "401":
+        return error(401, "invalid_token", "fake upstream: injected auth failure")
+    if fault == "timeout":
+        await _hold(request, state)
+        return error(504, "timeout", "fake upstream: injected timeout")
+    if fault == "malformed":
+        return Response("<html><body>502 Bad Gateway</body></html>", media_type="text/html")
+    if kind == "retrieve_batch":
+        ids = (await _json_body(request) or {}).get("ids") or []
+        return JSONResponse({"items": [{} for _ in ids], "count": len(ids)})
+    return JSONResponse({})
+
+
+async def _hold(request: Request, state: FakeState) -> None:
+    """Wait ``timeout_hold`` seconds, or less if the client hangs up or the fake stops."""
+
+    async def client_gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    waiters = {asyncio.ensure_future(client_gone()), asyncio.ensure_future(state.stopping.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=state.timeout_hold, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def acedata_tasks(request: Request) -> Response:
+    service, state = request.path_params["service"], _state(request)
+    if service not in ACEDATA:
+        return _ace_error(404, "not_found", f"no service {service!r}")
+    body = await _json_body(request)
+    action = body.get("action", "retrieve") if isinstance(body, dict) else None
+    kind = "retrieve_batch" if action == "retrieve_batch" else "retrieve"
+    state.calls[service][kind] += 1
+    if not _bearer_ok(request, state.config.acedata_token):
+        state.unauthorized[service] += 1
+        message = "Unauthorized, invalid or missing authorization token."
+        return _ace_error(401, "invalid_token", message)
+    if (fault := await _injected_fault(request, service, kind)) is not None:
+        return fault
+    if not isinstance(body, dict) or action not in ("retrieve", "retrieve_batch"):
+        return _ace_error(400, "bad_request", "body must be a JSON object with a known action")
+    now, pending = time.time(), state.config.acedata_pending
+    if kind == "retrieve":
+        task_id = body.get("id")
+        trace_id = body.get("trace_id") if service == "dreamina" else None
+        if not task_id and not trace_id:
+            return _ace_error(400, "bad_request", "id or trace_id is required to retrieve a task")
+        if task_id:
+            task = state.find(service, str(task_id))
+        else:
+            task = state.find_by_trace(service, str(trace_id))
+        response = acedata_response(task, now, pending) if task else None
+        return JSONResponse(acedata_wrapper(task, response) if task and response else {})
+    if service in state.batch_not_implemented:
+        message = "retrieve_batch is not implemented for this API"
+        return _ace_error(400, "api_not_implemented", message)
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return _ace_error(400, "bad_request", "ids must be a list of task ids")
+    if 0 < state.config.max_batch_ids < len(ids):
+        return _ace_error(400, "bad_request", f"at most {state.config.max_batch_ids} ids per batch")
+    state.batch_ids[service].append(len(ids))
+    items = []
+    for task_id in ids:
+        task = state.find(service, task_id)
+        response = acedata_response(task, now, pending) if task else None
+        if task and response:
+            items.append(acedata_wrapper(task, response))
+        elif state.config.unknown_as_empty:
+            items.append({})
+    return JSONResponse({"items": items, "count": len(items)})
+
+
+async def seedance2_query(request: Request) -> Response:
+    state, task_id = _state(request), request.path_params["task_id"]
+    state.calls["seedance2"]["seedance2_get"] += 1
+    if not _bearer_ok(request, state.config.seedance2_key):
+        state.unauthorized["seedance2"] += 1
+        return _s2_error(401, "invalid_api_key", "invalid or missing API key")
+    if (fault := await _injected_fault(request, "seedance2", "seedance2_get")) is not None:
+        return fault
+    task = state.find("seedance2", task_id)
+    if task is None:
+        return _s2_error(404, "task_not_found", f"task {task_id} not found")
+    return JSONResponse(seedance2_body(task, time.time(), state.config.result_url_ttl))
+
+
+async def files(request: Request) -> Response:
+    state, name = _state(request), request.path_params["name"]
+    if not _FILE_NAME.match(name):
+        return JSONResponse({"error": {"code": "not_found", "message": "no such file"}}, 404)
+    if reason := file_denied(name, request.query_params):
+        state.files["denied"] += 1
+        return JSONResponse({"error": {"code": "forbidden", "message": reason}}, 403)
+    size = state.config.file_bytes
+    state.files["served"] += 1
+    headers = {"Content-Length": str(size)}
+    return StreamingResponse(
+        file_chunks(name, size), media_type=content_type(name), headers=headers
+    )
+
+
+def _task_json(t: FakeTask) -> dict[str, Any]:
+    keys = ("provider", "task_id", "trace_id", "outcome", "finish_at", "callback_url")
+    return {key: getattr(t, key) for key in keys}
+
+
+async def control_create(request: Request) -> Response:
+    state, body = _state(request), await _json_body(request)
+    if not isinstance(body, dict):
+        return _bad_request("body must be a JSON object")
+    bulk = isinstance(body.get("tasks"), list)
+    specs = [s if isinstance(s, dict) else {} for s in body["tasks"]] if bulk else [body]
+    try:
+        created = state.create(specs, str(request.base_url))
+    except KeyError as exc:
+        return _bad_request(str(exc.args[0]), 409)
+    except ValueError as exc:
+        return _bad_request(str(exc))
+    if bulk:
+        return JSONResponse({"tasks": [_task_json(t) for t in created]}, 201)
+    return JSONResponse(_task_json(created[0]), 201)
+
+
+async def control_finish(request: Request) -> Response:
+    state, task_id = _state(request), request.path_params["task_id"]
+    if not any(key == task_key(task_id) for _, key in state.tasks):
+        return _bad_request(f"no task {task_id}", 404)
+    return JSONResponse({"finished": state.finish([task_id])})
+
+
+async def control_finish_all(request: Request) -> Response:
+    return JSONResponse({"finished": _state(request).finish()})
+
+
+async def control_faults(request: Request) -> Response:
+    state, body = _state(request), await _json_body(request)
+    try:
+        state.set_faults(body if isinstance(body, dict) else {})
+    except (ValueError, TypeError) as exc:
+        return _bad_request(str(exc))
+    return JSONResponse(state.faults_json())
+
+
+async def control_callbacks(request: Request) -> Response:
+    policy, body = _state(request).sender.policy, await _json_body(request)
+    try:
+        policy.update(body if isinstance(body, dict) else {})
+    except (ValueError, TypeError) as exc:
+        return _bad_request(str(exc))
+    return JSONResponse(asdict(policy))
+
+
+async def control_stats(request: Request) -> Response:
+    return JSONResponse(_state(request).stats_json())
+
+
+def create_app(config: FakeConfig | None = None) -> Starlette:
+    state = FakeState(config or FakeConfig())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.sender.start()
+        ticker = asyncio.create_task(state.tick_forever(), name="fake-ticker")
+        try:
+            yield
+        finally:
+            state.stopping.set()
+            await ticker
+            await state.sender.stop()
+
+    routes = [
+        Route("/_fake/tasks", control_create, methods=["POST"]),
+        Route("/_fake/tasks/{task_id}/finish", control_finish, methods=["POST"]),
+        Route("/_fake/finish_all", control_finish_all, methods=["POST"]),
+        Route("/_fake/faults", control_faults, methods=["POST"]),
+        Route("/_fake/callbacks", control_callbacks, methods=["POST"]),
+        Route("/_fake/stats", control_stats, methods=["GET"]),
+        Route("/v1/video/generations/{task_id}", seedance2_query, methods=["GET"]),
+        Route("/files/{name}", files, methods=["GET"]),
+        Route("/{service}/tasks", acedata_tasks, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.fake = state
+    return app
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that says when it serves, and leaves signals to its host."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.create_server((host, port))
+    # Sockets handed to uvicorn miss asyncio's TCP_NODELAY; without it every keep-alive
+    # answer waits out the peer's delayed ACK (~40 ms on Linux). Accepted sockets inherit it.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Serve any ASGI app with uvicorn on a free port of ``host``; yields its base URL."""
+    sock = _listen(host, 0)
+    server = _EmbeddedServer(
+        uvicorn.Config(
+            app, log_config=None, log_level="warning", access_log=False, timeout_graceful_shutdown=2
+        )
+    )
+    serve = asyncio.create_task(server.serve(sockets=[sock]))
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait({serve, ready}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        if not server.ready.is_set():
+            ready.cancel()
+            await serve  # raises what stopped it
+            raise RuntimeError(f"uvicorn stopped before serving on {host}")
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await serve
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def running_fake(config: FakeConfig | None = None) -> AsyncIterator[str]:
+    """``async with running_fake(FakeConfig(...)) as base_url:`` a fake on 127.0.0.1."""
+    async with serving(create_app(config)) as base_url:
+        yield base_url
+
+
+def _rate(text: str) -> tuple[str, float]:
+    kind, _, rate = text.partition("=")
+    if kind not in FAULT_KINDS:
+        raise argparse.ArgumentTypeError(
+            f"fault kind {kind!r} is not one of {', '.join(FAULT_KINDS)}"
+        )
+    return kind, float(rate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Fake AceData and Seedance 2.0 upstream for taskhook.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9100)
+    p.add_argument("--acedata-token", default=FakeConfig.acedata_token)
+    p.add_argument("--seedance2-key", default=FakeConfig.seedance2_key)
+    p.add_argument("--finish-after", type=float, default=FakeConfig.finish_after)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--public-url", default="")
+    p.add_argument("--file-bytes", type=int, default=FakeConfig.file_bytes)
+    p.add_argument("--result-url-ttl", type=int, default=FakeConfig.result_url_ttl)
+    p.add_argument("--acedata-pending", choices=("status", "empty"), default="status")
+    p.add_argument("--unknown-as-empty", action="store_true")
+    p.add_argument("--max-batch-ids", type=int, default=0)
+    p.add_argument("--batch-not-implemented", action="append", default=[], choices=ACEDATA)
+    p.add_argument("--fault", action="append", type=_rate, default=[], metavar="KIND=RATE")
+    p.add_argument("--retry-after", type=float, default=FakeConfig.retry_after)
+    p.add_argument("--timeout-hold", type=float, default=FakeConfig.timeout_hold)
+    for name in ("drop", "duplicate", "reorder", "empty-first"):
+        p.add_argument(f"--{name}", type=float, default=0.0)
+    p.add_argument("--intermediate", action="store_true", help="Seedance 2.0 IN_PROGRESS callbacks")
+    p.add_argument("--callback-wrapper", action="store_true", help="send whole task wrappers")
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    policy = CallbackPolicy()
+    policy.update(
+        {
+            "drop": args.drop,
+            "duplicate": args.duplicate,
+            "reorder": args.reorder,
+            "empty_first": args.empty_first,
+            "intermediate": args.intermediate,
+            "wrapper": args.callback_wrapper,
+        }
+    )
+    config = FakeConfig(
+        acedata_token=args.acedata_token,
+        seedance2_key=args.seedance2_key,
+        finish_after=args.finish_after,
+        seed=args.seed,
+        public_url=args.public_url,
+        file_bytes=args.file_bytes,
+        result_url_ttl=args.result_url_ttl,
+        acedata_pending=args.acedata_pending,
+        unknown_as_empty=args.unknown_as_empty,
+        max_batch_ids=args.max_batch_ids,
+        batch_not_implemented=tuple(args.batch_not_implemented),
+        faults=dict(args.fault),
+        retry_after=args.retry_after,
+        timeout_hold=min(args.timeout_hold, MAX_HOLD_SECONDS),
+        callbacks=policy,
+    )
+    sock = _listen(args.host, args.port)
+    base = f"http://{args.host}:{sock.getsockname()[1]}"
+    print(
+        f"fake upstream on {base}\n  ACEDATA_BASE_URL={base}\n  SEEDANCE2_BASE_URL={base}",
+        flush=True,
+    )
+    uvicorn.Server(uvicorn.Config(create_app(config), log_level=args.log_level)).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
