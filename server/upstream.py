@@ -15,7 +15,7 @@ import asyncio
 import email.utils
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -82,7 +82,7 @@ class BadAnswer(UpstreamError):
 
 
 class Rejected(UpstreamError):
-    """Any other 4xx (``bad_request``, ``token_mismatched``, ...); ``code`` is upstream's."""
+    """Any other 4xx (``bad_request``, ``token_mismatched``, ...) or an unexpected 3xx."""
 
 
 class NotImplementedAction(Rejected):
@@ -115,19 +115,11 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def _decode_json(content: bytes) -> Any:
-    """The decoded body, or raises ValueError (bad JSON, bad encoding, absurd nesting)."""
-    try:
-        return json.loads(content)
-    except RecursionError as exc:
-        raise ValueError("JSON nested too deeply") from exc
-
-
 def _error_fields(content: bytes) -> tuple[str | None, str]:
     """``(code, message)`` from an error body, whichever of the known shapes it has."""
     try:
-        body = _decode_json(content)
-    except ValueError:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
         return None, ""
     if not isinstance(body, dict):
         return None, ""
@@ -152,13 +144,11 @@ class _Client:
         """``text`` with the token masked, for anything upstream or httpx wrote."""
         return text.replace(self._token, "***") if self._token else text
 
-    def _headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self._token}", "accept": "application/json"}
-
     async def _send(self, method: str, url: str, what: str, body: Any = None) -> httpx.Response:
         """Send one request; any failure to get a response becomes an UpstreamError."""
+        headers = {"authorization": f"Bearer {self._token}", "accept": "application/json"}
         try:
-            return await self._http.request(method, url, json=body, headers=self._headers())
+            return await self._http.request(method, url, json=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(
                 self.provider, f"{what} timed out ({type(exc).__name__})"
@@ -194,8 +184,8 @@ class _Client:
 
     def _payload(self, response: httpx.Response, what: str) -> Any:
         try:
-            return _decode_json(response.content)
-        except ValueError as exc:
+            return json.loads(response.content)
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, absurdly nested
             detail = f"{what} answered {response.status_code} with a body that is not JSON"
             raise BadAnswer(self.provider, detail, body=response.content) from exc
 
@@ -204,10 +194,14 @@ class _Client:
         return BadAnswer(self.provider, detail, body=response.content)
 
 
+#: What one id got: its answer, None for "not yet", or the error of its call.
+Fetched = Answer | None | UpstreamError
+
+
 async def _gather_bounded(
-    ids: Sequence[str], fetch: Callable[[str], Awaitable[Answer | None]], limit: int
-) -> dict[str, Answer | None | UpstreamError]:
-    """``fetch`` each id with at most ``limit`` in flight; errors are returned per id.
+    firsts: dict[str, str], fetch: Callable[[str], Awaitable[Answer | None]], limit: int
+) -> dict[str, Fetched]:
+    """``fetch`` each id of ``firsts`` with at most ``limit`` in flight; errors returned per key.
 
     After an Unauthorized or RateLimited, ids not yet started are not sent: they
     get that same error, since every further call would meet it too.
@@ -215,7 +209,7 @@ async def _gather_bounded(
     semaphore = asyncio.Semaphore(limit)
     stop: list[UpstreamError] = []
 
-    async def one(task_id: str) -> Answer | None | UpstreamError:
+    async def one(task_id: str) -> Fetched:
         async with semaphore:
             if stop:
                 return stop[0]
@@ -227,8 +221,8 @@ async def _gather_bounded(
             except UpstreamError as exc:
                 return exc
 
-    results = await asyncio.gather(*(one(task_id) for task_id in ids))
-    return dict(zip(ids, results, strict=True))
+    results = await asyncio.gather(*(one(task_id) for task_id in firsts.values()))
+    return dict(zip(firsts, results, strict=True))
 
 
 def _distinct_by_key(ids: Sequence[str]) -> dict[str, str]:
@@ -237,6 +231,17 @@ def _distinct_by_key(ids: Sequence[str]) -> dict[str, str]:
     for task_id in ids:
         firsts.setdefault(task_key(task_id), task_id)
     return firsts
+
+
+def _per_asked(ids: Sequence[str], by_key: Mapping[str, Fetched]) -> dict[str, Any]:
+    """One entry per distinct id asked; an answer is relabelled with that spelling."""
+    out: dict[str, Any] = {}
+    for task_id in dict.fromkeys(ids):
+        result = by_key.get(task_key(task_id))
+        if isinstance(result, Answer) and result.task_id != task_id:
+            result = Answer(task_id=task_id, body=result.body, payload=result.payload)
+        out[task_id] = result
+    return out
 
 
 def _item_keys(item: dict[str, Any]) -> list[str]:
@@ -282,10 +287,7 @@ class AceDataClient(_Client):
                 self.batch_supported = False
         if by_key is None:
             by_key = await self._singles(firsts)
-        return {
-            task_id: _answer_as(by_key.get(task_key(task_id)), task_id)
-            for task_id in dict.fromkeys(ids)
-        }
+        return _per_asked(ids, by_key)
 
     async def retrieve(self, task_id: str) -> Answer | None:
         """``retrieve`` one task; ``{}`` (no such task or no result yet) is None."""
@@ -321,18 +323,11 @@ class AceDataClient(_Client):
 
     async def _singles(self, firsts: dict[str, str]) -> dict[str, Answer]:
         """The batch done with single calls; the first error raised is the batch's error."""
-        results = await _gather_bounded(list(firsts.values()), self.retrieve, FALLBACK_CONCURRENCY)
+        results = await _gather_bounded(firsts, self.retrieve, FALLBACK_CONCURRENCY)
         errors = [r for r in results.values() if isinstance(r, UpstreamError)]
         if errors:
             raise next((e for e in errors if isinstance(e, Unauthorized | RateLimited)), errors[0])
-        return {task_key(t): a for t, a in results.items() if isinstance(a, Answer)}
-
-
-def _answer_as(answer: Answer | None, task_id: str) -> Answer | None:
-    """The same answer, labelled with another spelling of the same task id."""
-    if answer is None or answer.task_id == task_id:
-        return answer
-    return Answer(task_id=task_id, body=answer.body, payload=answer.payload)
+        return {key: a for key, a in results.items() if isinstance(a, Answer)}
 
 
 class Seedance2Client(_Client):
@@ -360,7 +355,7 @@ class Seedance2Client(_Client):
             return None
         return Answer(task_id=task_id, body=response.content, payload=payload)
 
-    async def retrieve_many(self, ids: Sequence[str]) -> dict[str, Answer | None | UpstreamError]:
+    async def retrieve_many(self, ids: Sequence[str]) -> dict[str, Fetched]:
         """One entry per distinct id asked, errors included instead of raised.
 
         At most ``concurrency`` calls run at once; ids that share a task key
@@ -368,16 +363,8 @@ class Seedance2Client(_Client):
         RateLimited means the provider should be paused (ids not yet sent when
         it came carry that same error and were not sent).
         """
-        firsts = _distinct_by_key(ids)
-        results = await _gather_bounded(list(firsts.values()), self.retrieve, self.concurrency)
-        by_key = {task_key(t): r for t, r in results.items()}
-        answers: dict[str, Answer | None | UpstreamError] = {}
-        for task_id in dict.fromkeys(ids):
-            result = by_key[task_key(task_id)]
-            answers[task_id] = (
-                result if isinstance(result, UpstreamError) else _answer_as(result, task_id)
-            )
-        return answers
+        by_key = await _gather_bounded(_distinct_by_key(ids), self.retrieve, self.concurrency)
+        return _per_asked(ids, by_key)
 
 
 def build_clients(
@@ -385,11 +372,9 @@ def build_clients(
 ) -> dict[str, AceDataClient | Seedance2Client]:
     """A client per provider whose token is configured; the others are left out."""
     clients: dict[str, AceDataClient | Seedance2Client] = {}
-    if settings.acedata_api_token:
-        for provider in ACEDATA_PROVIDERS:
-            clients[provider] = AceDataClient(
-                provider, settings.acedata_base_url, settings.acedata_api_token, http
-            )
+    base, token = settings.acedata_base_url, settings.acedata_api_token
+    if token:
+        clients.update({p: AceDataClient(p, base, token, http) for p in ACEDATA_PROVIDERS})
     if settings.seedance2_api_key:
         clients["seedance2"] = Seedance2Client(
             settings.seedance2_base_url, settings.seedance2_api_key, http

@@ -264,8 +264,9 @@ async def test_fallback_raises_the_error_of_a_failed_single_retrieve() -> None:
 # --- Error mapping ------------------------------------------------------------------------
 
 
-def answering(response: httpx.Response) -> Handler:
-    return lambda request: response
+def answering(status: int, **kwargs: Any) -> Handler:
+    """A handler giving every request a fresh ``httpx.Response(status, **kwargs)``."""
+    return lambda request: httpx.Response(status, **kwargs)
 
 
 def raising(exc_type: type[httpx.TransportError]) -> Handler:
@@ -278,15 +279,15 @@ def raising(exc_type: type[httpx.TransportError]) -> Handler:
 # Error bodies echo the token, as a careless upstream might: it must not reach our messages.
 ECHO = f"bad header Bearer {TOKEN}"
 ERROR_CASES: list[tuple[str, Handler, type[UpstreamError]]] = [
-    ("401", answering(httpx.Response(401, json=error_body("invalid_token", ECHO))), Unauthorized),
-    ("429", answering(httpx.Response(429, json=error_body("too_many_requests"))), RateLimited),
-    ("500", answering(httpx.Response(500, json=error_body("api_error", ECHO))), ServerError),
-    ("503", answering(httpx.Response(503, text="<html>unavailable</html>")), ServerError),
-    ("400", answering(httpx.Response(400, json=error_body("token_mismatched", ECHO))), Rejected),
-    ("403", answering(httpx.Response(403, json={"error": {"message": ECHO}})), Rejected),
+    ("401", answering(401, json=error_body("invalid_token", ECHO)), Unauthorized),
+    ("429", answering(429, json=error_body("too_many_requests")), RateLimited),
+    ("500", answering(500, json=error_body("api_error", ECHO)), ServerError),
+    ("503", answering(503, text="<html>unavailable</html>"), ServerError),
+    ("400", answering(400, json=error_body("token_mismatched", ECHO)), Rejected),
+    ("403", answering(403, json={"error": {"message": ECHO}}), Rejected),
     ("timeout", raising(httpx.ReadTimeout), UpstreamTimeout),
     ("connect", raising(httpx.ConnectError), ConnectionFailed),
-    ("not-json", answering(httpx.Response(200, text=f"<html>{ECHO}</html>")), BadAnswer),
+    ("not-json", answering(200, text=f"<html>{ECHO}</html>"), BadAnswer),
 ]
 
 
@@ -325,21 +326,21 @@ async def test_seedance2_errors_are_translated_without_the_token(
 
 
 async def test_status_errors_carry_status_and_upstream_code() -> None:
-    client = acedata(answering(httpx.Response(400, json=error_body("token_mismatched", "why"))))
+    client = acedata(answering(400, json=error_body("token_mismatched", "why")))
     with pytest.raises(Rejected) as rejected:
         await client.retrieve_batch(["a"])
     assert (rejected.value.status_code, rejected.value.code) == (400, "token_mismatched")
     assert "400 token_mismatched: why" in str(rejected.value)
 
     # An error body without "success": false (the Dreamina seed) is read the same way.
-    client = acedata(answering(httpx.Response(503, json={"error": {"code": "api_error"}})))
+    client = acedata(answering(503, json={"error": {"code": "api_error"}}))
     with pytest.raises(ServerError) as server_error:
         await client.retrieve("a")
     assert (server_error.value.status_code, server_error.value.code) == (503, "api_error")
 
 
 async def test_api_not_implemented_on_single_retrieve_is_a_rejection() -> None:
-    client = acedata(answering(httpx.Response(400, json=error_body("api_not_implemented"))))
+    client = acedata(answering(400, json=error_body("api_not_implemented")))
     with pytest.raises(NotImplementedAction) as caught:
         await client.retrieve("a")
     assert isinstance(caught.value, Rejected)
@@ -349,7 +350,7 @@ async def test_api_not_implemented_on_single_retrieve_is_a_rejection() -> None:
 async def test_rate_limited_reads_retry_after_in_seconds_and_as_a_date() -> None:
     def limited(retry_after: str) -> AceDataClient:
         headers = {"retry-after": retry_after}
-        return acedata(answering(httpx.Response(429, headers=headers)))
+        return acedata(answering(429, headers=headers))
 
     with pytest.raises(RateLimited) as seconds:
         await limited("17").retrieve_batch(["a"])
@@ -365,7 +366,7 @@ async def test_rate_limited_reads_retry_after_in_seconds_and_as_a_date() -> None
     assert future_date.value.retry_after is not None and future_date.value.retry_after > 3600
 
     with pytest.raises(RateLimited) as absent:
-        await acedata(answering(httpx.Response(429))).retrieve_batch(["a"])
+        await acedata(answering(429)).retrieve_batch(["a"])
     assert absent.value.retry_after is None
 
 
@@ -387,22 +388,22 @@ def test_parse_retry_after() -> None:
     ids=["items-object", "items-missing", "list", "string", "null"],
 )
 async def test_batch_answer_of_the_wrong_shape_is_a_bad_answer(payload: Any) -> None:
-    response = httpx.Response(200, content=json.dumps(payload).encode())
+    raw = json.dumps(payload).encode()
     with pytest.raises(BadAnswer) as caught:
-        await acedata(answering(response)).retrieve_batch(["a"])
+        await acedata(answering(200, content=raw)).retrieve_batch(["a"])
     assert caught.value.body == json.dumps(payload).encode()
 
 
 async def test_bad_answer_keeps_a_bounded_copy_of_the_body() -> None:
     huge = b"x" * (200 * 1024)
     with pytest.raises(BadAnswer) as caught:
-        await acedata(answering(httpx.Response(200, content=huge))).retrieve("a")
+        await acedata(answering(200, content=huge)).retrieve("a")
     assert caught.value.body == huge[: 64 * 1024]
 
 
 async def test_single_retrieve_of_a_non_object_is_a_bad_answer() -> None:
     with pytest.raises(BadAnswer):
-        await acedata(answering(httpx.Response(200, json=["a"]))).retrieve("a")
+        await acedata(answering(200, json=["a"])).retrieve("a")
 
 
 # --- Seedance 2.0 -------------------------------------------------------------------------
@@ -437,23 +438,23 @@ async def test_seedance2_quotes_the_task_id_into_one_path_segment() -> None:
 
 
 @pytest.mark.parametrize(
-    "response",
+    ("status", "payload"),
     [
-        httpx.Response(404, json={"code": "not_found", "message": "task not exist"}),
-        httpx.Response(200, json={"code": "success", "message": "", "data": None}),
-        httpx.Response(200, json={"code": "success", "message": "", "data": {}}),
-        httpx.Response(200, json={"code": "task_not_exist", "message": "not yet"}),
+        (404, {"code": "not_found", "message": "task not exist"}),
+        (200, {"code": "success", "message": "", "data": None}),
+        (200, {"code": "success", "message": "", "data": {}}),
+        (200, {"code": "task_not_exist", "message": "not yet"}),
     ],
     ids=["404", "data-null", "data-empty", "data-missing"],
 )
-async def test_seedance2_not_yet(response: httpx.Response) -> None:
-    assert await seedance2(answering(response)).retrieve(S2_ID) is None
+async def test_seedance2_not_yet(status: int, payload: dict[str, Any]) -> None:
+    assert await seedance2(answering(status, json=payload)).retrieve(S2_ID) is None
 
 
 @pytest.mark.parametrize("payload", [{"code": "success", "data": ["x"]}, ["x"], "ok"])
 async def test_seedance2_wrong_shape_is_a_bad_answer(payload: Any) -> None:
     with pytest.raises(BadAnswer):
-        await seedance2(answering(httpx.Response(200, json=payload))).retrieve(S2_ID)
+        await seedance2(answering(200, json=payload)).retrieve(S2_ID)
 
 
 async def test_seedance2_retrieve_many_never_has_more_than_concurrency_in_flight() -> None:
@@ -486,7 +487,9 @@ async def test_seedance2_retrieve_many_never_has_more_than_concurrency_in_flight
 
     assert most == concurrency
     assert list(result) == ids
-    assert all(isinstance(a, Answer) and a.payload["data"]["task_id"] == t for t, a in result.items())
+    assert all(
+        isinstance(a, Answer) and a.payload["data"]["task_id"] == t for t, a in result.items()
+    )
 
 
 async def test_seedance2_retrieve_many_returns_errors_per_id() -> None:
