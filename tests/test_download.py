@@ -186,7 +186,14 @@ async def test_downloads_image_with_digest_size_and_type(server, http, tmp_path:
 
 async def test_same_bytes_from_two_urls_are_stored_once(server, http, tmp_path: Path) -> None:
     first = await fetch(f"{server}/files/clip.mp4", tmp_path, http)
+    stored = first.path.stat()
     second = await fetch(f"{server}/files/same-clip.mp4", tmp_path, http)
+
+    # The second copy is dropped, not renamed over the first.
+    assert (first.path.stat().st_ino, first.path.stat().st_mtime_ns) == (
+        stored.st_ino,
+        stored.st_mtime_ns,
+    )
 
     assert first == second
     assert first.sha256 == hashlib.sha256(MP4).hexdigest()
