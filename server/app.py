@@ -23,8 +23,14 @@ from .types import PROVIDERS
 
 log = logging.getLogger("taskhook.app")
 
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
-                 405: "method_not_allowed", 413: "body_too_large", 422: "unprocessable"}
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    422: "unprocessable",
+}
 
 
 def banner(settings: Settings, secrets: Secrets) -> str:
@@ -60,8 +66,9 @@ async def starlette_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return JSONResponse(error_body("internal_error", "taskhook failed to handle this request; "
-                                   "see its logs"), 500)
+    return JSONResponse(
+        error_body("internal_error", "taskhook failed to handle this request; see its logs"), 500
+    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -24,6 +24,8 @@ def require_api_token(request: Request) -> None:
     expected = request.app.state.taskhook.secrets.api_token
     given = bearer_token(request)
     if given is None:
-        raise Unauthorized("this route needs 'Authorization: Bearer <API_TOKEN>'", headers=_CHALLENGE)
+        raise Unauthorized(
+            "this route needs 'Authorization: Bearer <API_TOKEN>'", headers=_CHALLENGE
+        )
     if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
         raise Unauthorized("the bearer token is not the API token", headers=_CHALLENGE)

@@ -54,8 +54,9 @@ async def receive(
         raise Quarantined(exc, quarantine_id) from exc
     assert observation.task_id is not None
     return await store.ingest(
-        Incoming(provider, observation.task_id, source, body, observation,
-                 quarantine_id=quarantine_id)
+        Incoming(
+            provider, observation.task_id, source, body, observation, quarantine_id=quarantine_id
+        )
     )
 
 
@@ -74,7 +75,9 @@ def answer(provider: str, asked_id: str, body: bytes | None, payload: Any) -> In
     if observation is not None and task_key(observation.task_id or "") != task_key(asked_id):
         log.warning(
             "answer names another task provider=%s task_id=%s answered=%s",
-            provider, asked_id, observation.task_id,
+            provider,
+            asked_id,
+            observation.task_id,
         )
         observation = None
     return Incoming(provider, asked_id, "reconcile", body, observation, check=True)

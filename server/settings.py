@@ -150,7 +150,9 @@ class Settings:
                 f"RECONCILER={self.reconciler!r} is not understood; use 'embedded' or 'off'."
             )
         if self.log_format not in ("text", "json"):
-            raise ConfigError(f"LOG_FORMAT={self.log_format!r} is not understood; use text or json.")
+            raise ConfigError(
+                f"LOG_FORMAT={self.log_format!r} is not understood; use text or json."
+            )
         if self.sqlite_synchronous not in ("full", "normal"):
             raise ConfigError(
                 f"SQLITE_SYNCHRONOUS={self.sqlite_synchronous!r} is not understood; "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 PROVIDERS: tuple[str, ...] = ("seedream", "seedance", "dreamina", "seedance2")
@@ -19,7 +19,7 @@ ACEDATA_PROVIDERS: tuple[str, ...] = ("seedream", "seedance", "dreamina")
 Source = Literal["callback", "reconcile", "replay"]
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """The normalised status of a task, the same for every provider."""
 
     PENDING = "pending"  # registered, nothing heard yet
@@ -37,9 +37,6 @@ class Status(str, enum.Enum):
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _RANK = {
@@ -154,7 +151,7 @@ def iso_time(ts: float | None) -> str | None:
     """Unix seconds -> ``2026-11-22T10:00:00Z`` (milliseconds when present)."""
     if ts is None:
         return None
-    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
+    moment = datetime.fromtimestamp(ts, tz=UTC)
     text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return text.replace(".000Z", "Z")
 

@@ -17,6 +17,7 @@ group grows by itself: while one commit is on disk, the next requests queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -163,10 +164,9 @@ class Writer:
             by_loop.setdefault(job.loop, []).append((job.future, value, exc))
         for loop, settled in by_loop.items():
             # One wake-up per event loop for the whole group, not one per job.
-            try:
+            # RuntimeError: that loop is closed, so nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, settled)
-            except RuntimeError:  # that loop is closed; nobody is waiting any more
-                pass
 
 
 def _settle(settled: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import httpx
 import pytest
 
@@ -42,3 +44,18 @@ async def client(app):
 
 def callback_path(provider: str, secret: str = CALLBACK_SECRET) -> str:
     return f"/callbacks/{provider}/{callback_token(secret, provider)}"
+
+
+@contextlib.asynccontextmanager
+async def serve_app(settings: Settings, **headers: str):
+    """An in-process client for an app built from ``settings``, lifespan running."""
+    application = create_app(settings)
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application),
+            base_url="http://taskhook.test",
+            headers=headers,
+        ) as c,
+    ):
+        yield c

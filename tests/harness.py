@@ -68,7 +68,10 @@ class ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "serve"],
-            cwd=self.db_path.parent, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.db_path.parent,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         if wait:
             self.wait_ready()

@@ -32,8 +32,13 @@ def seedream(task_id: str | None = None) -> dict:
         "success": True,
         "task_id": task_id,
         "trace_id": str(uuid.uuid4()),
-        "data": [{"prompt": "a white siamese cat", "size": "2048x2048",
-                  "image_url": f"https://cdn.example/seedream/{task_id}.jpg"}],
+        "data": [
+            {
+                "prompt": "a white siamese cat",
+                "size": "2048x2048",
+                "image_url": f"https://cdn.example/seedream/{task_id}.jpg",
+            }
+        ],
     }
 
 
@@ -41,15 +46,25 @@ def dreamina(task_id: str | None = None) -> dict:
     task_id = task_id or str(uuid.uuid4())
     return {
         "success": True,
-        "data": {"task_id": task_id.replace("-", ""), "status": "done",
-                 "video_url": f"https://cdn.example/dreamina/{task_id}.mp4"},
+        "data": {
+            "task_id": task_id.replace("-", ""),
+            "status": "done",
+            "video_url": f"https://cdn.example/dreamina/{task_id}.mp4",
+        },
     }
 
 
 def seedance2(task_id: str | None = None, status: str = "SUCCESS") -> dict:
     task_id = task_id or "asyntask_" + uuid.uuid4().hex
-    data = {"task_id": task_id, "action": "generate", "status": status, "progress": "50%",
-            "submit_time": 1777288506, "start_time": 1777288508, "finish_time": 0}
+    data = {
+        "task_id": task_id,
+        "action": "generate",
+        "status": status,
+        "progress": "50%",
+        "submit_time": 1777288506,
+        "start_time": 1777288508,
+        "finish_time": 0,
+    }
     if status == "SUCCESS":
         url = f"https://tos.example/{task_id}.mp4?X-Tos-Expires=86400"
         data.update(result_url=url, fail_reason=url, progress="100%", finish_time=1777288800)
@@ -59,9 +74,17 @@ def seedance2(task_id: str | None = None, status: str = "SUCCESS") -> dict:
 
 
 def failure(task_id: str, code: str = "api_error") -> dict:
-    return {"success": False, "task_id": task_id,
-            "error": {"code": code, "message": "generation failed"}, "trace_id": "t"}
+    return {
+        "success": False,
+        "task_id": task_id,
+        "error": {"code": code, "message": "generation failed"},
+        "trace_id": "t",
+    }
 
 
-BUILDERS = {"seedance": seedance, "seedream": seedream, "dreamina": dreamina,
-            "seedance2": seedance2}
+BUILDERS = {
+    "seedance": seedance,
+    "seedream": seedream,
+    "dreamina": dreamina,
+    "seedance2": seedance2,
+}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import replace
 
 import pytest
 
 from server.tokens import callback_token
 
-from .conftest import callback_path
+from .conftest import callback_path, serve_app
 from .harness import CALLBACK_SECRET
 from .payloads import BUILDERS, dumps, failure, seedance, seedance2
 
@@ -55,7 +56,9 @@ async def test_conflicting_final_is_recorded_not_applied(client):
 async def test_status_never_moves_back(client):
     task_id = "asyntask_" + uuid.uuid4().hex
     await client.post(callback_path("seedance2"), content=dumps(seedance2(task_id, "IN_PROGRESS")))
-    answer = await client.post(callback_path("seedance2"), content=dumps(seedance2(task_id, "QUEUED")))
+    answer = await client.post(
+        callback_path("seedance2"), content=dumps(seedance2(task_id, "QUEUED"))
+    )
     assert answer.json()["status"] == "running"
 
 
@@ -80,22 +83,14 @@ async def test_wrong_token_is_401_and_stores_nothing(client):
     assert (await client.get("/quarantine")).json()["items"] == []
 
 
-async def test_every_rotated_secret_is_accepted(tmp_path):
-    from server.app import create_app
-    from server.settings import Settings
-    import httpx
-
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/r.db", callback_secrets=("new", "old"),
-                        api_token="t", reconciler="off", archive=False)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://t") as c:
-            for secret in ("new", "old"):
-                r = await c.post(callback_path("seedance", secret), content=dumps(seedance()))
-                assert r.status_code == 200
-            r = await c.post(callback_path("seedance", "retired"), content=dumps(seedance()))
-            assert r.status_code == 401
+async def test_every_rotated_secret_is_accepted(settings):
+    rotated = replace(settings, callback_secrets=("new", "old"))
+    async with serve_app(rotated) as c:
+        for secret in ("new", "old"):
+            r = await c.post(callback_path("seedance", secret), content=dumps(seedance()))
+            assert r.status_code == 200
+        r = await c.post(callback_path("seedance", "retired"), content=dumps(seedance()))
+        assert r.status_code == 401
 
 
 async def test_unknown_provider_is_404(client):
@@ -104,8 +99,11 @@ async def test_unknown_provider_is_404(client):
 
 
 async def test_not_json_is_400_and_quarantined(client):
-    answer = await client.post(callback_path("seedance"), content=b"\xff\xfe not json",
-                               headers={"content-type": "text/plain", "authorization": "Bearer x"})
+    answer = await client.post(
+        callback_path("seedance"),
+        content=b"\xff\xfe not json",
+        headers={"content-type": "text/plain", "authorization": "Bearer x"},
+    )
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "not_json"
     items = (await client.get("/quarantine")).json()["items"]
     assert len(items) == 1 and items[0]["reason"] == "not_json"
@@ -121,46 +119,30 @@ async def test_no_task_id_is_422_and_quarantined(client):
     assert [i["body"] for i in items] == ["{}"]
 
 
-async def test_body_limit_is_inclusive(settings, tmp_path):
-    from dataclasses import replace
-
-    import httpx
-
-    from server.app import create_app
-
+async def test_body_limit_is_inclusive(settings):
     body = dumps(seedance())
-    app = create_app(replace(settings, max_body_bytes=len(body)))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://t") as c:
-            assert (await c.post(callback_path("seedance"), content=body)).status_code == 200
-            over = await c.post(callback_path("seedance"), content=body + b" ")
-            assert over.status_code == 413
-            assert over.json()["error"]["code"] == "body_too_large"
+    async with serve_app(replace(settings, max_body_bytes=len(body))) as c:
+        assert (await c.post(callback_path("seedance"), content=body)).status_code == 200
+        over = await c.post(callback_path("seedance"), content=body + b" ")
+        assert over.status_code == 413
+        assert over.json()["error"]["code"] == "body_too_large"
 
 
 async def test_body_limit_holds_without_content_length(settings):
-    from dataclasses import replace
-
-    import httpx
-
-    from server.app import create_app
-
     async def chunks():
         for _ in range(10):
             yield b" " * 100
 
-    app = create_app(replace(settings, max_body_bytes=500))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://t") as c:
-            answer = await c.post(callback_path("seedance"), content=chunks())
-            assert answer.status_code == 413
+    async with serve_app(replace(settings, max_body_bytes=500)) as c:
+        answer = await c.post(callback_path("seedance"), content=chunks())
+        assert answer.status_code == 413
+        assert answer.json()["error"]["code"] == "body_too_large"
 
 
 async def test_callback_for_unregistered_task_creates_it(client):
     task_id = str(uuid.uuid4())
     assert (await client.get(f"/tasks/{task_id}")).status_code == 404
-    await client.post(callback_path("seedance"), content=dumps(seedance(task_id, "running", False)))
+    body = dumps(seedance(task_id, "running", False))
+    await client.post(callback_path("seedance"), content=body)
     task = (await client.get(f"/tasks/{task_id}")).json()
     assert task["status"] == "running" and task["next_check_at"] is not None

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from fixtures import load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +13,8 @@ from server.codec import CodecError, state_from_dict, state_to_dict
 from server.merge import merge
 from server.parse import parse_payload
 from server.types import Conflict, ErrorInfo, Result, Status, TaskState
+
+from .fixtures import load
 
 JSON_LEAVES = (
     st.none()

@@ -6,13 +6,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from fixtures import load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.merge import WrongTask, changed, expired, merge, url_key
 from server.parse import parse_payload
 from server.types import Conflict, ErrorInfo, Observation, Result, Status, TaskState
+
+from .fixtures import load
 
 SEEDANCE_ID = "9462ca25-468b-45a5-9e75-6f516dedcc80"
 SEEDANCE2_ID = "asyntask_h81efT0qwtLnzyt6VENmCZ6VXSfNxE2E"

@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 import pytest
-from fixtures import load, raw
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,8 @@ from server.parse import (
     parse_payload,
 )
 from server.types import PROVIDERS, ErrorInfo, Observation, Status
+
+from .fixtures import load, raw
 
 SEEDANCE_ID = "9462ca25-468b-45a5-9e75-6f516dedcc80"
 SEEDREAM_ID = "84d1544a-9043-4dde-a98b-e889dacd75f6"

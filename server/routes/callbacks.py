@@ -47,18 +47,30 @@ async def receive_callback(request: Request) -> JSONResponse:
     except Quarantined as q:
         log.warning(
             "callback quarantined provider=%s reason=%s quarantine_id=%s",
-            provider, q.error.code, q.quarantine_id,
+            provider,
+            q.error.code,
+            q.quarantine_id,
         )
         error = NotJSONBody if q.error.code == "not_json" else Unprocessable
-        raise error(f"{q.error.message}; the body was kept (quarantine id {q.quarantine_id})",
-                    code=q.error.code) from None
+        raise error(
+            f"{q.error.message}; the body was kept (quarantine id {q.quarantine_id})",
+            code=q.error.code,
+        ) from None
     log.info(
         "callback provider=%s task_id=%s status=%s duplicate=%s changed=%s",
-        provider, outcome.task_id, outcome.status, outcome.duplicate, outcome.changed,
+        provider,
+        outcome.task_id,
+        outcome.status,
+        outcome.duplicate,
+        outcome.changed,
     )
     return JSONResponse(
-        {"ok": True, "task_id": outcome.task_id, "status": outcome.status,
-         "duplicate": outcome.duplicate}
+        {
+            "ok": True,
+            "task_id": outcome.task_id,
+            "status": outcome.status,
+            "duplicate": outcome.duplicate,
+        }
     )
 
 

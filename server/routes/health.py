@@ -27,12 +27,17 @@ async def database_check(rt: Any) -> dict[str, Any]:
     try:
         await asyncio.wait_for(rt.store.check_writable(), WRITE_CHECK_TIMEOUT)
     except Exception as exc:  # any failure means "not writable"; say which
-        return {"ok": False, "reason": f"the database did not take a write: {type(exc).__name__}: {exc}"}
+        return {
+            "ok": False,
+            "reason": f"the database did not take a write: {type(exc).__name__}: {exc}",
+        }
     return {"ok": True, "write_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-@doc("Readiness: database writable and background services healthy",
-     responses={200: "ready", 503: "not ready; the body says why"})
+@doc(
+    "Readiness: database writable and background services healthy",
+    responses={200: "ready", 503: "not ready; the body says why"},
+)
 async def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
     checks = {"database": await database_check(rt)}
@@ -40,8 +45,9 @@ async def readyz(request: Request) -> JSONResponse:
         checks[name] = await service.status()
     ok = all(check.get("ok", True) for check in checks.values())
     reasons = [f"{name}: {c['reason']}" for name, c in checks.items() if not c.get("ok", True)]
-    return JSONResponse({"ok": ok, "reasons": reasons, "checks": checks},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"ok": ok, "reasons": reasons, "checks": checks}, status_code=200 if ok else 503
+    )
 
 
 @doc("The OpenAPI schema of every route", responses={200: "OpenAPI 3 document"})

@@ -26,26 +26,41 @@ def quarantine_view(item: dict) -> dict:
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(body).decode(), "base64"
     return {
-        "id": item["id"], "provider": item["provider"],
-        "received_at": iso_time(item["received_at"]), "reason": item["reason"],
-        "message": item["message"], "headers": item["headers"], "sha256": item["sha256"],
-        "bytes": len(body), "body": text, "body_encoding": encoding,
+        "id": item["id"],
+        "provider": item["provider"],
+        "received_at": iso_time(item["received_at"]),
+        "reason": item["reason"],
+        "message": item["message"],
+        "headers": item["headers"],
+        "sha256": item["sha256"],
+        "bytes": len(body),
+        "body": text,
+        "body_encoding": encoding,
     }
 
 
-@doc("Deliveries kept but not merged, newest first", query=("limit", "cursor"),
-     responses={200: "quarantined deliveries", 400: "bad limit or cursor",
-                401: "no or wrong bearer"}, auth=True)
+@doc(
+    "Deliveries kept but not merged, newest first",
+    query=("limit", "cursor"),
+    responses={
+        200: "quarantined deliveries",
+        400: "bad limit or cursor",
+        401: "no or wrong bearer",
+    },
+    auth=True,
+)
 async def list_quarantine(request: Request) -> JSONResponse:
     require_api_token(request)
     q = request.query_params
     raw_limit, raw_cursor = q.get("limit", "50"), q.get("cursor")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-        raise BadRequest(f"limit {raw_limit!r} must be a whole number from 1 to 500",
-                         code="invalid_filter")
+        raise BadRequest(
+            f"limit {raw_limit!r} must be a whole number from 1 to 500", code="invalid_filter"
+        )
     if raw_cursor is not None and not raw_cursor.isdigit():
-        raise BadRequest(f"cursor {raw_cursor!r} is not one this API gave out",
-                         code="invalid_cursor")
+        raise BadRequest(
+            f"cursor {raw_cursor!r} is not one this API gave out", code="invalid_cursor"
+        )
     limit = int(raw_limit)
     items = await runtime(request).store.list_quarantine(
         limit + 1, int(raw_cursor) if raw_cursor else None
@@ -55,9 +70,16 @@ async def list_quarantine(request: Request) -> JSONResponse:
     return JSONResponse({"items": [quarantine_view(i) for i in page], "next_cursor": next_cursor})
 
 
-@doc("Run a quarantined delivery through parse and merge again",
-     responses={200: "merged and removed from quarantine", 401: "no or wrong bearer",
-                404: "no such quarantined delivery", 422: "still not mergeable"}, auth=True)
+@doc(
+    "Run a quarantined delivery through parse and merge again",
+    responses={
+        200: "merged and removed from quarantine",
+        401: "no or wrong bearer",
+        404: "no such quarantined delivery",
+        422: "still not mergeable",
+    },
+    auth=True,
+)
 async def replay(request: Request) -> JSONResponse:
     require_api_token(request)
     raw_id = request.path_params["quarantine_id"]
@@ -69,13 +91,20 @@ async def replay(request: Request) -> JSONResponse:
         outcome = await receive(store, item["provider"], item["body"], quarantine_id=item["id"])
     except Quarantined as q:
         raise Unprocessable(
-            f"delivery {item['id']} still cannot be merged: {q.error.message}; it stays in quarantine",
+            f"delivery {item['id']} still cannot be merged: {q.error.message}; "
+            "it stays in quarantine",
             code=q.error.code,
         ) from None
-    log.info("replayed quarantine_id=%s provider=%s task_id=%s status=%s",
-             item["id"], item["provider"], outcome.task_id, outcome.status)
-    return JSONResponse({"ok": True, "replayed": item["id"], "task_id": outcome.task_id,
-                         "status": outcome.status})
+    log.info(
+        "replayed quarantine_id=%s provider=%s task_id=%s status=%s",
+        item["id"],
+        item["provider"],
+        outcome.task_id,
+        outcome.status,
+    )
+    return JSONResponse(
+        {"ok": True, "replayed": item["id"], "task_id": outcome.task_id, "status": outcome.status}
+    )
 
 
 ROUTES = [

@@ -25,8 +25,9 @@ MAX_LIMIT = 500
 
 def _registration(item: Any, where: str) -> Registration:
     if not isinstance(item, dict):
-        raise Unprocessable(f"{where} must be an object with 'provider' and 'task_id'",
-                            code="invalid_task")
+        raise Unprocessable(
+            f"{where} must be an object with 'provider' and 'task_id'", code="invalid_task"
+        )
     provider, task_id = item.get("provider"), item.get("task_id")
     if provider not in PROVIDERS:
         raise Unprocessable(
@@ -34,8 +35,10 @@ def _registration(item: Any, where: str) -> Registration:
             code="invalid_task",
         )
     if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 200:
-        raise Unprocessable(f"{where}.task_id must be a non-empty string (at most 200 characters)",
-                            code="invalid_task")
+        raise Unprocessable(
+            f"{where}.task_id must be a non-empty string (at most 200 characters)",
+            code="invalid_task",
+        )
     trace_id, metadata = item.get("trace_id"), item.get("metadata")
     if trace_id is not None and not isinstance(trace_id, str):
         raise Unprocessable(f"{where}.trace_id must be a string", code="invalid_task")
@@ -47,8 +50,13 @@ def _registration(item: Any, where: str) -> Registration:
 @doc(
     "Register tasks to expect",
     body='{"provider", "task_id", "trace_id"?, "metadata"?} or {"tasks": [...]} (up to 1,000)',
-    responses={201: "the task(s)", 400: "not JSON", 401: "no or wrong bearer",
-               413: "body too large", 422: "invalid task"},
+    responses={
+        201: "the task(s)",
+        400: "not JSON",
+        401: "no or wrong bearer",
+        413: "body too large",
+        422: "invalid task",
+    },
     auth=True,
 )
 async def register_tasks(request: Request) -> JSONResponse:
@@ -72,8 +80,11 @@ async def register_tasks(request: Request) -> JSONResponse:
     return JSONResponse({"tasks": tasks} if bulk else tasks[0], status_code=201)
 
 
-@doc("A task's merged state", responses={200: "the task", 401: "no or wrong bearer",
-                                          404: "unknown task"}, auth=True)
+@doc(
+    "A task's merged state",
+    responses={200: "the task", 401: "no or wrong bearer", 404: "unknown task"},
+    auth=True,
+)
 async def get_task(request: Request) -> JSONResponse:
     require_api_token(request)
     task_id = request.path_params["task_id"]
@@ -93,14 +104,19 @@ def decode_cursor(text: str | None) -> int | None:
     try:
         return int(base64.urlsafe_b64decode(text.encode()).decode())
     except ValueError:
-        raise BadRequest(f"cursor {text!r} is not one this API gave out",
-                         code="invalid_cursor") from None
+        raise BadRequest(
+            f"cursor {text!r} is not one this API gave out", code="invalid_cursor"
+        ) from None
 
 
 @doc(
     "List tasks, newest first",
     query=("status", "provider", "limit", "cursor"),
-    responses={200: "a page of tasks and next_cursor", 400: "bad filter", 401: "no or wrong bearer"},
+    responses={
+        200: "a page of tasks and next_cursor",
+        400: "bad filter",
+        401: "no or wrong bearer",
+    },
     auth=True,
 )
 async def list_tasks(request: Request) -> JSONResponse:
@@ -108,20 +124,29 @@ async def list_tasks(request: Request) -> JSONResponse:
     q = request.query_params
     status, provider = q.get("status") or None, q.get("provider") or None
     if status is not None and status not in {s.value for s in Status}:
-        raise BadRequest(f"status {status!r} is not one of {', '.join(s.value for s in Status)}",
-                         code="invalid_filter")
+        raise BadRequest(
+            f"status {status!r} is not one of {', '.join(s.value for s in Status)}",
+            code="invalid_filter",
+        )
     if provider is not None and provider not in PROVIDERS:
-        raise BadRequest(f"provider {provider!r} is not one of {', '.join(PROVIDERS)}",
-                         code="invalid_filter")
+        raise BadRequest(
+            f"provider {provider!r} is not one of {', '.join(PROVIDERS)}", code="invalid_filter"
+        )
     raw_limit = q.get("limit", "50")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise BadRequest(f"limit {raw_limit!r} must be a whole number from 1 to {MAX_LIMIT}",
-                         code="invalid_filter")
+        raise BadRequest(
+            f"limit {raw_limit!r} must be a whole number from 1 to {MAX_LIMIT}",
+            code="invalid_filter",
+        )
     records, next_seq = await runtime(request).store.list_tasks(
-        status=status, provider=provider, limit=int(raw_limit), cursor=decode_cursor(q.get("cursor"))
+        status=status,
+        provider=provider,
+        limit=int(raw_limit),
+        cursor=decode_cursor(q.get("cursor")),
     )
-    return JSONResponse({"tasks": [r.to_json() for r in records],
-                         "next_cursor": encode_cursor(next_seq)})
+    return JSONResponse(
+        {"tasks": [r.to_json() for r in records], "next_cursor": encode_cursor(next_seq)}
+    )
 
 
 def body_view(body: bytes) -> Any:
@@ -132,8 +157,11 @@ def body_view(body: bytes) -> Any:
         return body.decode("utf-8", "replace")
 
 
-@doc("Every raw delivery kept for a task, oldest first",
-     responses={200: "the deliveries", 401: "no or wrong bearer", 404: "unknown task"}, auth=True)
+@doc(
+    "Every raw delivery kept for a task, oldest first",
+    responses={200: "the deliveries", 401: "no or wrong bearer", 404: "unknown task"},
+    auth=True,
+)
 async def task_deliveries(request: Request) -> JSONResponse:
     require_api_token(request)
     task_id = request.path_params["task_id"]
@@ -142,9 +170,15 @@ async def task_deliveries(request: Request) -> JSONResponse:
     if record is None:
         raise NotFound(f"no task {task_id!r} is known (ids match without case or dashes)")
     items = [
-        {"id": d["id"], "source": d["source"], "received_at": iso_time(d["received_at"]),
-         "sha256": d["sha256"], "status": d["status"], "changed": d["changed"],
-         "body": body_view(d["body"])}
+        {
+            "id": d["id"],
+            "source": d["source"],
+            "received_at": iso_time(d["received_at"]),
+            "sha256": d["sha256"],
+            "status": d["status"],
+            "changed": d["changed"],
+            "body": body_view(d["body"]),
+        }
         for d in await store.deliveries(task_id)
     ]
     return JSONResponse({"task_id": record.state.task_id, "deliveries": items})

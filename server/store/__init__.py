@@ -69,10 +69,14 @@ def _record(row: Sequence[Any]) -> TaskRecord:
 
 
 class Store:
-    def __init__(self, settings: Settings, *, on_commit: Callable[[int, float], None] | None = None):
+    def __init__(
+        self, settings: Settings, *, on_commit: Callable[[int, float], None] | None = None
+    ):
         self.settings = settings
         self.path = settings.database_path
-        self.writer = Writer(self.path, synchronous=settings.sqlite_synchronous, on_commit=on_commit)
+        self.writer = Writer(
+            self.path, synchronous=settings.sqlite_synchronous, on_commit=on_commit
+        )
         self._readers: asyncio.Queue[aiosqlite.Connection] | None = None
         self._all_readers: list[aiosqlite.Connection] = []
         self._closed = False
@@ -250,8 +254,15 @@ class Store:
             (task_key(task_id),),
         )
         return [
-            {"id": r[0], "source": r[1], "received_at": r[2], "sha256": r[3], "body": r[4],
-             "status": r[5], "changed": bool(r[6])}
+            {
+                "id": r[0],
+                "source": r[1],
+                "received_at": r[2],
+                "sha256": r[3],
+                "body": r[4],
+                "status": r[5],
+                "changed": bool(r[6]),
+            }
             for r in rows
         ]
 
@@ -262,8 +273,16 @@ class Store:
             (cursor if cursor is not None else 2**62, limit),
         )
         return [
-            {"id": r[0], "provider": r[1], "received_at": r[2], "reason": r[3], "message": r[4],
-             "headers": json.loads(r[5]), "sha256": r[6], "body": r[7]}
+            {
+                "id": r[0],
+                "provider": r[1],
+                "received_at": r[2],
+                "reason": r[3],
+                "message": r[4],
+                "headers": json.loads(r[5]),
+                "sha256": r[6],
+                "body": r[7],
+            }
             for r in rows
         ]
 
@@ -276,8 +295,16 @@ class Store:
         if not rows:
             return None
         r = rows[0]
-        return {"id": r[0], "provider": r[1], "received_at": r[2], "reason": r[3],
-                "message": r[4], "headers": json.loads(r[5]), "sha256": r[6], "body": r[7]}
+        return {
+            "id": r[0],
+            "provider": r[1],
+            "received_at": r[2],
+            "reason": r[3],
+            "message": r[4],
+            "headers": json.loads(r[5]),
+            "sha256": r[6],
+            "body": r[7],
+        }
 
     async def due_tasks(
         self,

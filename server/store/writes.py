@@ -61,9 +61,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def ingest(
-    conn: sqlite3.Connection, item: Incoming, now: float, grace: float
-) -> IngestOutcome:
+def ingest(conn: sqlite3.Connection, item: Incoming, now: float, grace: float) -> IngestOutcome:
     """Keep the raw body, merge the observation, update the task: one savepoint."""
     key = task_key(item.task_id)
     row = conn.execute(
@@ -79,14 +77,22 @@ def ingest(
 
     inserted = False
     if item.body is not None:
-        reported = item.observation.status.value if item.observation and item.observation.status else None
+        reported = (
+            item.observation.status.value if item.observation and item.observation.status else None
+        )
         cursor = conn.execute(
             "INSERT OR IGNORE INTO deliveries"
             " (task_key, provider, source, received_at, sha256, body, status, changed)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                key, item.provider, item.source, now, hashlib.sha256(item.body).hexdigest(),
-                item.body, reported, int(changed),
+                key,
+                item.provider,
+                item.source,
+                now,
+                hashlib.sha256(item.body).hexdigest(),
+                item.body,
+                reported,
+                int(changed),
             ),
         )
         inserted = cursor.rowcount == 1
@@ -116,9 +122,19 @@ def ingest(
             " completed_at, next_check_at, deliveries, checks, last_source, final_source)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                key, merged.task_id, item.provider, merged.status.value, encoded, now, now,
-                now if merged.is_final else None, next_check, int(inserted), int(item.check),
-                item.source, item.source if merged.is_final else None,
+                key,
+                merged.task_id,
+                item.provider,
+                merged.status.value,
+                encoded,
+                now,
+                now,
+                now if merged.is_final else None,
+                next_check,
+                int(inserted),
+                int(item.check),
+                item.source,
+                item.source if merged.is_final else None,
             ),
         )
         provider = item.provider
@@ -132,14 +148,27 @@ def ingest(
             " last_source = CASE WHEN ? THEN ? ELSE last_source END"
             " WHERE seq = ?",
             (
-                merged.status.value, encoded, next_check, int(inserted), int(item.check),
-                changed, now, became_final, now, became_final, item.source,
-                inserted or item.check, item.source, row[0],
+                merged.status.value,
+                encoded,
+                next_check,
+                int(inserted),
+                int(item.check),
+                changed,
+                now,
+                became_final,
+                now,
+                became_final,
+                item.source,
+                inserted or item.check,
+                item.source,
+                row[0],
             ),
         )
         provider = row[1]
     _remove_quarantined(conn, item)
-    return IngestOutcome(merged.task_id, provider, merged.status.value, False, changed, became_final)
+    return IngestOutcome(
+        merged.task_id, provider, merged.status.value, False, changed, became_final
+    )
 
 
 def _remove_quarantined(conn: sqlite3.Connection, item: Incoming) -> None:
@@ -165,8 +194,14 @@ def register(
             "INSERT OR IGNORE INTO tasks (key, task_id, provider, status, state, metadata,"
             " created_at, updated_at, next_check_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                key, state.task_id, reg.provider, state.status.value,
-                _dumps(state_to_dict(state)), _dumps(reg.metadata or {}), now, now,
+                key,
+                state.task_id,
+                reg.provider,
+                state.status.value,
+                _dumps(state_to_dict(state)),
+                _dumps(reg.metadata or {}),
+                now,
+                now,
                 schedule.first_check(now, grace),
             ),
         )
@@ -223,9 +258,7 @@ def ensure_secret(conn: sqlite3.Connection, name: str) -> tuple[str, bool]:
     return value, True
 
 
-def take_lease(
-    conn: sqlite3.Connection, name: str, holder: str, ttl: float, now: float
-) -> bool:
+def take_lease(conn: sqlite3.Connection, name: str, holder: str, ttl: float, now: float) -> bool:
     """Take or renew the lease ``name``; true when ``holder`` holds it afterwards."""
     conn.execute(
         "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)"
