@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from . import logs
+from . import logs, metrics
 from .errors import HTTPError, error_body
 from .routes import ROUTES
 from .runtime import Runtime
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         logs.configure(settings.log_format)
-        store = Store(settings)
+        store = Store(settings, on_commit=metrics.observe_commit)
         await store.open()
         try:
             secrets = await store.secrets()

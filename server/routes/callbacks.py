@@ -8,8 +8,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..errors import NotFound, NotJSONBody, Unauthorized, Unprocessable
+from ..errors import BodyTooLarge, NotFound, NotJSONBody, Unauthorized, Unprocessable
 from ..ingest import Quarantined, receive
+from ..metrics import CALLBACKS, QUARANTINED
 from ..openapi import doc
 from ..runtime import runtime
 from ..tokens import token_accepted
@@ -35,16 +36,24 @@ async def receive_callback(request: Request) -> JSONResponse:
     provider = request.path_params["provider"]
     rt = runtime(request)
     if provider not in PROVIDERS:
+        CALLBACKS.labels("unknown", "unknown_provider").inc()
         raise NotFound(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
     if not token_accepted(request.path_params["token"], provider, rt.secrets.callback_secrets):
+        CALLBACKS.labels(provider, "unauthorized").inc()
         raise Unauthorized(
             "the token in this callback URL is not valid for this provider; "
             "get the right URL with 'python -m server callback-url PROVIDER'"
         )
-    body = await read_limited(request, rt.settings.max_body_bytes)
+    try:
+        body = await read_limited(request, rt.settings.max_body_bytes)
+    except BodyTooLarge:
+        CALLBACKS.labels(provider, "too_large").inc()
+        raise
     try:
         outcome = await receive(rt.store, provider, body, headers=request.headers)
     except Quarantined as q:
+        CALLBACKS.labels(provider, "quarantined").inc()
+        QUARANTINED.labels(provider, q.error.code).inc()
         log.warning(
             "callback quarantined provider=%s reason=%s quarantine_id=%s",
             provider,
@@ -56,6 +65,7 @@ async def receive_callback(request: Request) -> JSONResponse:
             f"{q.error.message}; the body was kept (quarantine id {q.quarantine_id})",
             code=q.error.code,
         ) from None
+    CALLBACKS.labels(provider, "duplicate" if outcome.duplicate else "accepted").inc()
     log.info(
         "callback provider=%s task_id=%s status=%s duplicate=%s changed=%s",
         provider,
