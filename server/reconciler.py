@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import metrics
+from . import metrics, schedule
 from .ids import task_key
 from .ingest import answer
 from .merge import expired, merge
@@ -47,6 +47,8 @@ log = logging.getLogger("taskhook.reconciler")
 
 #: Tasks one provider may have checked in one scheduled pass (oldest due first).
 TASKS_PER_PROVIDER_PASS = 1000
+#: How far ahead of its schedule a task may be asked to fill an AceData batch.
+BATCH_LOOKAHEAD = schedule.FIRST_BACKOFF
 TOKEN_VARIABLES = {
     "seedream": "ACEDATA_API_TOKEN",
     "seedance": "ACEDATA_API_TOKEN",
@@ -191,6 +193,14 @@ async def _provider_pass(
         task_ids=task_ids,
         ignore_schedule=ignore_schedule,
     )
+    size = ctx.settings.reconcile_batch_size
+    if due and isinstance(client, AceDataClient) and not ignore_schedule and len(due) % size:
+        # A batch costs one call whatever its size: fill it with tasks due soon anyway.
+        full = -(-len(due) // size) * size
+        soon = await ctx.store.due_tasks(
+            ctx.now + BATCH_LOOKAHEAD, full, providers=[rep.provider], task_ids=task_ids
+        )
+        due = _fill(due, soon)
     rep.due = len(due)
     if client is None:
         rep.skipped = f"no token; set {TOKEN_VARIABLES[rep.provider]}"
@@ -201,7 +211,6 @@ async def _provider_pass(
         await _settle(ctx, rep, [], [t for t in due if _too_old(ctx, t)])
         return
     assert client is not None
-    size = ctx.settings.reconcile_batch_size
     for start in range(0, len(due), size):
         chunk = due[start : start + size]
         ids = [t.task_id for t in chunk]
@@ -224,6 +233,11 @@ async def _provider_pass(
             if isinstance(error, BadAnswer) and not ctx.dry_run:
                 await _keep_bad_answer(ctx.store, rep.provider, error)
             return
+
+
+def _fill(due: list[DueTask], soon: list[DueTask]) -> list[DueTask]:
+    seen = {task_key(t.task_id) for t in due}
+    return due + [t for t in soon if task_key(t.task_id) not in seen]
 
 
 def _incoming(provider: str, task_id: str, got: Answer | None) -> Incoming:

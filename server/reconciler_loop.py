@@ -65,6 +65,7 @@ class ReconcilerLoop:
         self.health = HealthBoard(PauseRules.for_interval(self.interval))
         self._run = run or self._default_pass
         self._stop = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.started_at = time.time()
         self.passes = 0
@@ -84,6 +85,7 @@ class ReconcilerLoop:
         self._stop.set()
         task, self._task = self._task, None
         if task is None:
+            self._stopped.set()
             return
         done, _ = await asyncio.wait({task}, timeout=grace)
         if not done:
@@ -95,12 +97,12 @@ class ReconcilerLoop:
             with contextlib.suppress(Exception):
                 await self.store.release_lease(LEASE_NAME, self.holder)
             self.holding = False
+        self._stopped.set()
 
     async def run_forever(self) -> None:
         """Run until ``stop()`` (for the ``reconcile --loop`` command)."""
         self.start()
-        assert self._task is not None
-        await self._task
+        await self._stopped.wait()
 
     async def _main(self) -> None:
         while not self._stop.is_set():

@@ -292,3 +292,13 @@ async def test_provider_without_client_is_skipped(store, run):
     report = await run(providers=["dreamina"])
     assert report.providers["dreamina"].skipped == "no token; set ACEDATA_API_TOKEN"
     assert not report.upstream_failed
+
+
+async def test_a_partly_filled_batch_is_topped_up_with_tasks_due_soon(store, fake_ace, run):
+    await register(store, "seedance", 12)
+    now = time.time() + 1
+    await run(providers=["seedance"], now=now)  # every task checked; next checks 7.5-15 s away
+    assert [len(b) for b in fake_ace.batches] == [10, 2]
+    await register(store, "seedance", 1)
+    await run(providers=["seedance"], now=now + 1)
+    assert [len(b) for b in fake_ace.batches[2:]] == [10]  # one call, not one per due task
