@@ -206,6 +206,13 @@ async def _provider_pass(
         rep.skipped = f"no token; set {TOKEN_VARIABLES[rep.provider]}"
     elif not health.may_call(ctx.now):
         rep.skipped = f"paused ({health.trouble}): {health.reason}"
+    # Tasks past the age limit expire on time even if their next check is later.
+    overdue = await ctx.store.overdue_tasks(
+        ctx.now - ctx.settings.reconcile_max_age, limit, providers=[rep.provider]
+    )
+    if task_ids is None:
+        due = _fill(due, overdue)
+    rep.due = len(due)
     if rep.skipped:
         # Nobody is asked, but the age limit still holds.
         await _settle(ctx, rep, [], [t for t in due if _too_old(ctx, t)])
