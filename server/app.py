@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from . import logs, metrics
 from .errors import HTTPError, error_body
+from .reconciler_loop import embedded_reconciler
 from .routes import ROUTES
 from .runtime import Runtime
 from .settings import Settings
@@ -84,9 +85,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             secrets = await store.secrets()
             if secrets.generated:
                 print(banner(settings, secrets), file=sys.stdout, flush=True)
-            app.state.taskhook = Runtime(settings, store, secrets)
-            log.info("taskhook ready database=%s", settings.database_path)
-            yield
+            app.state.taskhook = rt = Runtime(settings, store, secrets)
+            async with embedded_reconciler(store, settings) as reconciler:
+                rt.services["reconciler"] = reconciler
+                log.info("taskhook ready database=%s", settings.database_path)
+                yield
         finally:
             await store.close()
 

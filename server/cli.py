@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from . import logs
+from . import logs, reconcile_cli
 from .settings import ConfigError, Settings
 from .store import Store
 from .tokens import callback_url
@@ -25,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("serve", help="run the web server with the embedded reconciler (default)")
     commands.add_parser("check", help="exit 0 when the database is reachable and writable")
+    reconcile_cli.add_parser(commands)
     url = commands.add_parser("callback-url", help="print the callback_url to give a provider")
     url.add_argument("provider", choices=PROVIDERS)
     return p
@@ -80,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings)
     if command == "check":
         return asyncio.run(check(settings))
+    if command == "reconcile":
+        logs.configure(settings.log_format)
+        return asyncio.run(reconcile_cli.reconcile(settings, args))
     if command == "callback-url":
         return asyncio.run(print_callback_url(settings, args.provider))
     return EXIT_USAGE

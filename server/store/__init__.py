@@ -334,6 +334,21 @@ class Store:
         )
         return [DueTask(r[0], r[1], r[2], r[3]) for r in rows]
 
+    async def overdue_tasks(
+        self, created_before: float, limit: int, *, providers: Sequence[str] | None = None
+    ) -> list[DueTask]:
+        """Unfinished tasks registered before ``created_before``, whatever their schedule."""
+        where, params = ["next_check_at IS NOT NULL", "created_at < ?"], [created_before]
+        if providers:
+            where.append(f"provider IN ({','.join('?' * len(providers))})")
+            params.extend(providers)
+        rows = await self._fetchall(
+            f"SELECT task_id, provider, created_at, checks FROM tasks WHERE {' AND '.join(where)}"
+            " ORDER BY created_at LIMIT ?",
+            [*params, limit],
+        )
+        return [DueTask(r[0], r[1], r[2], r[3]) for r in rows]
+
     async def count_by_status(self) -> dict[str, int]:
         rows = await self._fetchall("SELECT status, count(*) FROM tasks GROUP BY status")
         return {r[0]: r[1] for r in rows}

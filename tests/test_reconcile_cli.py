@@ -1,0 +1,92 @@
+"""``python -m server reconcile`` as a user runs it, against the fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from scripts.fake_upstream import FakeConfig, running_fake
+from server.settings import Settings
+from server.store import Registration, Store
+
+from .harness import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "server", "reconcile", *args],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def registered(db: str, tasks: list[dict]) -> None:
+    settings = Settings(database_url=f"sqlite:///{db}", reconciler="off")
+    async with Store(settings) as store:
+        await store.register([Registration(t["provider"], t["task_id"]) for t in tasks])
+
+
+async def statuses(db: str) -> dict[str, str]:
+    async with Store(Settings(database_url=f"sqlite:///{db}")) as store:
+        records, _ = await store.list_tasks(limit=100)
+    return {r.state.task_id: r.state.status.value for r in records}
+
+
+async def test_dry_run_then_real_pass_then_failing_upstream(tmp_path):
+    db = str(tmp_path / "t.db")
+    async with running_fake(FakeConfig(seed=5)) as fake_url:
+        async with httpx.AsyncClient(base_url=fake_url) as up:
+            specs = [{"provider": "seedance", "finish_after": 0}] * 3 + [
+                {"provider": "seedance2", "finish_after": 0},
+                {"provider": "seedance2", "finish_after": 1000},
+            ]
+            created = (await up.post("/_fake/tasks", json={"tasks": specs})).json()["tasks"]
+        await registered(db, created)
+        env = {
+            "DATABASE_URL": f"sqlite:///{db}",
+            "ACEDATA_BASE_URL": fake_url,
+            "SEEDANCE2_BASE_URL": fake_url,
+            "ACEDATA_API_TOKEN": FakeConfig.acedata_token,
+            "SEEDANCE2_API_KEY": FakeConfig.seedance2_key,
+        }
+
+        dry = await asyncio.to_thread(run_cli, env, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "dry run: nothing written" in dry.stdout
+        assert dry.stdout.count("pending -> succeeded") == 4
+        assert "seedance: checked 3 of 3" in dry.stderr
+        assert set((await statuses(db)).values()) == {"pending"}
+
+        real = await asyncio.to_thread(run_cli, env, "--provider", "seedance2")
+        assert real.returncode == 0, real.stderr
+        assert "seedance2  2/2" in real.stdout
+        after = await statuses(db)
+        assert sorted(after[t["task_id"]] for t in created[3:]) == ["queued", "succeeded"]
+        assert {after[t["task_id"]] for t in created[:3]} == {"pending"}
+
+        one = created[0]["task_id"]
+        only = await asyncio.to_thread(run_cli, env, "--task-id", one)
+        assert only.returncode == 0, only.stderr
+        assert (await statuses(db))[one] == "succeeded"
+        assert (await statuses(db))[created[1]["task_id"]] == "pending"
+
+        rejected = await asyncio.to_thread(run_cli, {**env, "ACEDATA_API_TOKEN": "nope"})
+        assert rejected.returncode == 1
+        assert "unauthorized=1" in rejected.stdout
+        assert "nope" not in rejected.stdout + rejected.stderr
+
+
+async def test_provider_without_token_is_a_usage_error(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/t.db", "ACEDATA_API_TOKEN": "x"}
+    result = await asyncio.to_thread(run_cli, env, "--provider", "seedance2")
+    assert result.returncode == 2
+    assert "set SEEDANCE2_API_KEY" in result.stderr

@@ -1,0 +1,304 @@
+"""The reconcile pass against MockTransport upstreams and a real temporary SQLite store."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from server import schedule
+from server.ingest import receive
+from server.provider_health import HealthBoard, PauseRules
+from server.reconciler import run_pass
+from server.settings import Settings
+from server.store import Registration, Store
+from server.upstream import AceDataClient, Seedance2Client
+
+ACE = "https://ace.test"
+S2 = "https://s2.test"
+TOKEN = "sk-unit-token"
+
+
+def seedance_item(task_id: str, status: str = "succeeded") -> dict[str, Any]:
+    data: dict[str, Any] = {"task_id": "cgt-1", "status": status, "model": "m"}
+    if status == "succeeded":
+        data["video_url"] = f"https://cdn.test/{task_id}.mp4"
+    return {
+        "id": task_id,
+        "response": {"success": True, "task_id": task_id, "data": data},
+    }
+
+
+def s2_body(task_id: str, status: str = "SUCCESS") -> dict[str, Any]:
+    data: dict[str, Any] = {"task_id": task_id, "status": status}
+    if status == "SUCCESS":
+        data["result_url"] = f"https://tos.test/{task_id}.mp4?X-Tos-Signature=abc"
+    return {"code": "success", "message": "", "data": data}
+
+
+class FakeAce:
+    """A retrieve_batch endpoint: finished tasks answer, others are missing; faults on demand."""
+
+    def __init__(self) -> None:
+        self.finished: set[str] = set()
+        self.batches: list[list[str]] = []
+        self.faults: list[httpx.Response] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        assert body["action"] == "retrieve_batch"
+        self.batches.append(body["ids"])
+        if self.faults:
+            return self.faults.pop(0)
+        items = [seedance_item(i) for i in body["ids"] if i in self.finished]
+        return httpx.Response(200, json={"items": items, "count": len(items)})
+
+
+class FakeS2:
+    def __init__(self) -> None:
+        self.finished: set[str] = set()
+        self.asked: list[str] = []
+        self.faults: list[httpx.Response] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        task_id = request.url.path.rsplit("/", 1)[-1]
+        self.asked.append(task_id)
+        if self.faults:
+            return self.faults.pop(0)
+        if task_id in self.finished:
+            return httpx.Response(200, json=s2_body(task_id))
+        return httpx.Response(200, json=s2_body(task_id, "IN_PROGRESS"))
+
+
+def make_settings(tmp_path, **kw: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        database_url=f"sqlite:///{tmp_path}/t.db",
+        reconcile_grace=0.0,
+        reconcile_batch_size=10,
+        reconciler="off",
+        archive=False,
+    )
+    values.update(kw)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    async with Store(make_settings(tmp_path)) as s:
+        yield s
+
+
+@pytest.fixture
+def fake_ace() -> FakeAce:
+    return FakeAce()
+
+
+@pytest.fixture
+def fake_s2() -> FakeS2:
+    return FakeS2()
+
+
+@pytest.fixture
+async def clients(fake_ace, fake_s2):
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "ace.test":
+            return fake_ace.handler(request)
+        return fake_s2.handler(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(route)) as http:
+        yield {
+            "seedance": AceDataClient("seedance", ACE, TOKEN, http),
+            "seedance2": Seedance2Client(S2, TOKEN, http),
+        }
+
+
+async def register(store: Store, provider: str, n: int) -> list[str]:
+    ids = [str(uuid.uuid4()) if provider != "seedance2" else f"asyntask_{i}" for i in range(n)]
+    await store.register([Registration(provider, t) for t in ids])
+    return ids
+
+
+Pass = Callable[..., Any]
+
+
+@pytest.fixture
+def run(store, clients):
+    async def go(**kw: Any):
+        kw.setdefault("now", time.time() + 1)
+        return await run_pass(store, clients, store.settings, **kw)
+
+    return go
+
+
+# -- schedule ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("checks", [0, 1, 2, 3, 5, 10, 50])
+def test_backoff_stays_within_half_and_full_base(checks):
+    base = min(schedule.MAX_BACKOFF, schedule.FIRST_BACKOFF * 2 ** max(0, checks - 1))
+    rng = random.Random(checks)
+    waits = [schedule.backoff(checks, rng) for _ in range(200)]
+    assert min(waits) >= base / 2
+    assert max(waits) <= base
+    assert max(waits) <= schedule.MAX_BACKOFF
+
+
+# -- the pass ---------------------------------------------------------------
+
+
+async def test_one_batch_call_per_batch_size_and_answers_merged(store, fake_ace, run):
+    ids = await register(store, "seedance", 25)
+    fake_ace.finished = set(ids[:7])
+    report = await run(providers=["seedance"])
+    assert len(fake_ace.batches) == math.ceil(25 / 10)
+    assert sorted(i for b in fake_ace.batches for i in b) == sorted(ids)
+    rep = report.providers["seedance"]
+    assert (rep.checked, rep.completed, rep.waiting) == (25, 7, 18)
+    done = await store.get_task(ids[0])
+    assert done.state.status == "succeeded"
+    assert done.state.results[0].url == f"https://cdn.test/{ids[0]}.mp4"
+    assert done.last_source == "reconcile"
+    assert (await store.deliveries(ids[0]))[0]["source"] == "reconcile"
+
+
+async def test_not_yet_advances_checks_and_pushes_next_check(store, run):
+    ids = await register(store, "seedance", 3)
+    before = time.time()
+    await run(providers=["seedance"])
+    task = await store.get_task(ids[0])
+    assert task.checks == 1
+    assert task.state.status == "pending"
+    assert task.next_check_at >= before + schedule.FIRST_BACKOFF / 2
+    assert await store.deliveries(ids[0]) == []
+
+
+async def test_final_tasks_are_never_polled(store, fake_ace, run):
+    ids = await register(store, "seedance", 4)
+    body = json.dumps(seedance_item(ids[0])["response"]).encode()
+    await receive(store, "seedance", body)  # a callback finished it
+    await run(providers=["seedance"], ignore_schedule=True)
+    asked = [i for b in fake_ace.batches for i in b]
+    assert ids[0] not in asked
+    assert sorted(asked) == sorted(ids[1:])
+
+
+async def test_seedance2_single_calls_with_answers_merged(store, fake_s2, run):
+    ids = await register(store, "seedance2", 5)
+    fake_s2.finished = {ids[1]}
+    report = await run(providers=["seedance2"])
+    assert sorted(fake_s2.asked) == sorted(ids)
+    assert report.providers["seedance2"].calls == 5
+    assert (await store.get_task(ids[1])).state.status == "succeeded"
+    assert (await store.get_task(ids[0])).state.status == "running"
+
+
+async def test_429_pauses_only_that_provider_for_retry_after(store, fake_ace, fake_s2, run):
+    ace_ids = await register(store, "seedance", 3)
+    s2_ids = await register(store, "seedance2", 2)
+    fake_s2.finished = set(s2_ids)
+    fake_ace.faults = [httpx.Response(429, headers={"Retry-After": "7"}, json={})]
+    health = HealthBoard()
+    now = time.time() + 1
+    report = await run(providers=["seedance", "seedance2"], health=health, now=now)
+    assert report.providers["seedance"].errors == {"rate_limited": 1}
+    assert health["seedance"].paused_until == pytest.approx(now + 7)
+    assert report.providers["seedance2"].completed == 2
+    assert (await store.get_task(ace_ids[0])).checks == 0  # left for a later pass
+    calls = len(fake_ace.batches)
+    await run(providers=["seedance"], health=health, now=now + 6)
+    assert len(fake_ace.batches) == calls  # still paused
+    await run(providers=["seedance"], health=health, now=now + 7.5)
+    assert len(fake_ace.batches) == calls + 1
+    assert health["seedance"].trouble is None
+
+
+async def test_401_pauses_with_a_doubling_probe_delay(store, fake_ace, run):
+    await register(store, "seedance", 2)
+    health = HealthBoard()
+    now = time.time() + 1
+    fake_ace.faults = [httpx.Response(401, json={"error": {"code": "invalid_token"}})] * 2
+    report = await run(providers=["seedance"], health=health, now=now)
+    assert report.upstream_failed
+    assert health["seedance"].trouble == "unauthorized"
+    assert health["seedance"].paused_until == pytest.approx(now + 60)
+    await run(providers=["seedance"], health=health, now=now + 30)
+    assert len(fake_ace.batches) == 1  # no call before the probe is due
+    await run(providers=["seedance"], health=health, now=now + 61)
+    assert len(fake_ace.batches) == 2
+    assert health["seedance"].paused_until == pytest.approx(now + 61 + 120)
+    await run(providers=["seedance"], health=health, now=now + 200)  # the probe succeeds
+    assert health["seedance"].trouble is None
+
+
+async def test_5xx_backs_off_with_growing_delay(store, fake_ace, run):
+    await register(store, "seedance", 25)
+    health = HealthBoard(PauseRules(failure_first=5, failure_max=100))
+    fake_ace.faults = [httpx.Response(500, json={})] * 2
+    now = time.time() + 1
+    report = await run(providers=["seedance"], health=health, now=now)
+    assert len(fake_ace.batches) == 1  # the rest of the provider's batches wait
+    assert report.providers["seedance"].errors == {"server_error": 1}
+    assert health["seedance"].paused_until == pytest.approx(now + 5)
+    await run(providers=["seedance"], health=health, now=now + 6)
+    assert health["seedance"].paused_until == pytest.approx(now + 6 + 10)
+
+
+async def test_bad_answer_is_quarantined_not_raised(store, fake_ace, run):
+    await register(store, "seedance", 2)
+    fake_ace.faults = [httpx.Response(200, text="<html>502 Bad Gateway</html>")]
+    report = await run(providers=["seedance"])
+    assert report.providers["seedance"].errors == {"bad_answer": 1}
+    kept = await store.list_quarantine()
+    assert kept[0]["reason"] == "bad_upstream_answer"
+    assert b"502 Bad Gateway" in bytes(kept[0]["body"])
+
+
+async def test_expiry_after_max_age_and_a_later_callback_still_wins(store, run):
+    ids = await register(store, "seedance", 2)
+    late = time.time() + store.settings.reconcile_max_age + 5
+    report = await run(providers=["seedance"], now=late)
+    assert report.providers["seedance"].expired == 2
+    task = await store.get_task(ids[0])
+    assert task.state.status == "expired"
+    assert task.next_check_at is None
+    body = json.dumps(seedance_item(ids[0])["response"]).encode()
+    outcome = await receive(store, "seedance", body)
+    assert outcome.status == "succeeded"
+
+
+async def test_dry_run_reports_changes_without_writing(store, fake_ace, run):
+    ids = await register(store, "seedance", 3)
+    fake_ace.finished = {ids[2]}
+    report = await run(providers=["seedance"], dry_run=True)
+    rep = report.providers["seedance"]
+    assert rep.completed == 1
+    assert [(c.task_id, c.before, c.after) for c in rep.changes] == [
+        (ids[2], "pending", "succeeded")
+    ]
+    task = await store.get_task(ids[2])
+    assert (task.state.status, task.checks) == ("pending", 0)
+    assert await store.deliveries(ids[2]) == []
+
+
+async def test_provider_without_client_is_skipped(store, run):
+    await register(store, "dreamina", 1)
+    report = await run(providers=["dreamina"])
+    assert report.providers["dreamina"].skipped == "no token; set ACEDATA_API_TOKEN"
+    assert not report.upstream_failed
+
+
+async def test_a_partly_filled_batch_is_topped_up_with_tasks_due_soon(store, fake_ace, run):
+    await register(store, "seedance", 12)
+    now = time.time() + 1
+    await run(providers=["seedance"], now=now)  # every task checked; next checks 7.5-15 s away
+    assert [len(b) for b in fake_ace.batches] == [10, 2]
+    await register(store, "seedance", 1)
+    await run(providers=["seedance"], now=now + 1)
+    assert [len(b) for b in fake_ace.batches[2:]] == [10]  # one call, not one per due task

@@ -1,0 +1,187 @@
+"""End to end: the real server with its embedded reconciler against the fake upstream.
+
+Callbacks are dropped, duplicated, reordered and preceded by ``{}``; the
+reconciler must fill every gap so that each task ends as the fake says, and
+then stop calling upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from scripts.fake_upstream import CallbackPolicy, FakeConfig, create_app, serving
+from scripts.fake_upstream_payloads import acedata_response, acedata_wrapper, seedance2_body
+from server.parse import parse_payload
+from server.tokens import callback_url
+from server.types import PROVIDERS
+
+from .harness import API_TOKEN, CALLBACK_SECRET, ROOT, ServerProcess
+
+pytestmark = [
+    pytest.mark.e2e,
+    # tests/harness.py leaves the child's log file handle to the garbage collector.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+async def until(check: Callable[[], Awaitable[Any]], limit: float, what: str) -> Any:
+    deadline = time.monotonic() + limit
+    while True:
+        if value := await check():
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what} after {limit}s")
+        await asyncio.sleep(0.1)
+
+
+def server_env(fake_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        "ACEDATA_BASE_URL": fake_url,
+        "SEEDANCE2_BASE_URL": fake_url,
+        "ACEDATA_API_TOKEN": FakeConfig.acedata_token,
+        "SEEDANCE2_API_KEY": FakeConfig.seedance2_key,
+        "RECONCILER": "embedded",
+        "RECONCILE_INTERVAL": "0.3",
+        "RECONCILE_GRACE": "0.001",  # settings want a positive number
+        "PYTHONPATH": str(ROOT),  # the harness starts the child outside the checkout
+    }
+    env.update(extra)
+    return env
+
+
+def expected(fake, task) -> tuple[str, set[str]]:
+    """The final status and result URLs (query dropped) from the fake's own record."""
+    now = time.time()
+    if task.provider == "seedance2":
+        payload = seedance2_body(task, now, fake.config.result_url_ttl)
+    else:
+        payload = acedata_wrapper(task, acedata_response(task, now) or {})
+    obs = parse_payload(task.provider, payload)
+    return obs.status.value, {r.url.split("?")[0] for r in obs.results}
+
+
+async def all_tasks(api: httpx.AsyncClient) -> list[dict[str, Any]]:
+    return (await api.get("/tasks", params={"limit": 500})).json()["tasks"]
+
+
+async def passes_seen(api: httpx.AsyncClient) -> str | None:
+    body = (await api.get("/readyz")).json()
+    return body["checks"]["reconciler"]["last_pass_at"]
+
+
+async def test_every_task_converges_despite_lost_callbacks(tmp_path):
+    policy = CallbackPolicy(drop=0.33, duplicate=0.2, reorder=0.5, empty_first=0.2)
+    app = create_app(FakeConfig(seed=7, acedata_pending="empty", callbacks=policy))
+    fake = app.state.fake
+    async with serving(app) as fake_url:
+        server = ServerProcess(tmp_path / "t.db", env=server_env(fake_url))
+        await asyncio.to_thread(server.start)
+        try:
+            async with (
+                httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=10) as api,
+                httpx.AsyncClient(base_url=fake_url, timeout=10) as up,
+            ):
+                await up.post("/_fake/faults", json={"provider": "seedance", "next": ["429"]})
+                await up.post("/_fake/faults", json={"provider": "dreamina", "next": ["500"]})
+                specs = [
+                    {
+                        "provider": PROVIDERS[i % 4],
+                        "outcome": "failed" if i % 10 == 9 else "succeeded",
+                        "finish_after": 0 if i % 2 else 1.0,
+                        "callback_url": callback_url(server.url, CALLBACK_SECRET, PROVIDERS[i % 4]),
+                    }
+                    for i in range(200)
+                ]
+                created = (await up.post("/_fake/tasks", json={"tasks": specs})).json()["tasks"]
+                regs = [{"provider": t["provider"], "task_id": t["task_id"]} for t in created]
+                assert (await api.post("/tasks", json={"tasks": regs})).status_code == 201
+
+                async def converged():
+                    tasks = await all_tasks(api)
+                    final = [t for t in tasks if t["status"] in ("succeeded", "failed")]
+                    return tasks if len(final) == 200 else None
+
+                tasks = await until(converged, 25, "every task final")
+                for task in tasks:
+                    held = fake.find(task["provider"], task["task_id"])
+                    status, urls = expected(fake, held)
+                    assert task["status"] == status, task["task_id"]
+                    assert {r["url"].split("?")[0] for r in task["results"]} == urls
+                    assert task["checks"] <= 3, task  # polled no more than needed
+
+                stats = (await up.get("/_fake/stats")).json()
+                assert stats["callbacks"]["dropped"] > 30  # the gaps were real
+                assert stats["faults_by_provider"]["seedance"] == {"429": 1}
+                assert stats["faults_by_provider"]["dreamina"] == {"500": 1}
+                gaps = sum(t["last_source"] == "reconcile" for t in tasks)
+                assert gaps >= stats["callbacks"]["dropped"] // 2
+                for provider in ("seedream", "seedance", "dreamina"):
+                    # 50 tasks, batch size 50: a handful of calls, not one per task.
+                    assert stats["calls"][provider]["retrieve_batch"] <= 8, stats["calls"]
+                    assert stats["calls"][provider].get("retrieve", 0) == 0
+                assert stats["calls"]["seedance2"]["seedance2_get"] <= 50 * 3 + 2
+
+                # Once every task is final, passes go on but upstream hears nothing more.
+                first = await passes_seen(api)
+                await until(lambda: _later(api, first), 10, "a pass after convergence")
+                second = await passes_seen(api)
+                await until(lambda: _later(api, second), 10, "another pass")
+                after = (await up.get("/_fake/stats")).json()["calls"]
+                assert after == stats["calls"]
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+async def _later(api: httpx.AsyncClient, seen: str | None) -> bool:
+    now = await passes_seen(api)
+    return now is not None and now != seen
+
+
+async def test_expiry_and_rejected_token(tmp_path):
+    app = create_app(FakeConfig(seed=3))
+    async with serving(app) as fake_url:
+        env = server_env(fake_url, ACEDATA_API_TOKEN="wrong-token", RECONCILE_MAX_AGE="1")
+        server = ServerProcess(tmp_path / "t.db", env=env)
+        await asyncio.to_thread(server.start)
+        try:
+            async with (
+                httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=10) as api,
+                httpx.AsyncClient(base_url=fake_url, timeout=10) as up,
+            ):
+                specs = [
+                    {"provider": "seedance2", "finish_after": 1000},
+                    {"provider": "seedance", "finish_after": 1000},
+                ]
+                created = (await up.post("/_fake/tasks", json={"tasks": specs})).json()["tasks"]
+                regs = [{"provider": t["provider"], "task_id": t["task_id"]} for t in created]
+                await api.post("/tasks", json={"tasks": regs})
+
+                async def rejected():
+                    response = await api.get("/readyz")
+                    return response if response.status_code == 503 else None
+
+                response = await until(rejected, 10, "/readyz reporting the rejected token")
+                check = response.json()["checks"]["reconciler"]
+                assert "token rejected by seedance" in check["reason"]
+                assert "wrong-token" not in response.text
+                assert check["providers"]["seedance"]["state"] == "unauthorized"
+                assert check["providers"]["seedance2"]["state"] == "ok"
+
+                async def both_expired():
+                    tasks = await all_tasks(api)
+                    return all(t["status"] == "expired" for t in tasks) and tasks
+
+                await until(both_expired, 10, "tasks expired after RECONCILE_MAX_AGE")
+                # One call: the 60 s probe delay holds (not one call per pass), and the
+                # AceData providers without unfinished tasks are not called at all.
+                stats = (await up.get("/_fake/stats")).json()
+                assert stats["unauthorized"] == {"seedance": 1}
+        finally:
+            await asyncio.to_thread(server.stop)
