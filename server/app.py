@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from . import logs, metrics
+from .archive import archive_service
 from .errors import HTTPError, error_body
 from .routes import ROUTES
 from .runtime import Runtime
@@ -85,8 +86,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if secrets.generated:
                 print(banner(settings, secrets), file=sys.stdout, flush=True)
             app.state.taskhook = Runtime(settings, store, secrets)
-            log.info("taskhook ready database=%s", settings.database_path)
-            yield
+            async with archive_service(app.state.taskhook):
+                log.info("taskhook ready database=%s", settings.database_path)
+                yield
         finally:
             await store.close()
 

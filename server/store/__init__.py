@@ -393,22 +393,18 @@ class Store:
         holder: str,
         limit: int,
         lease: float,
-        *,
-        ignore_schedule: bool = False,
-        include_failed: bool = False,
+        due_by: float | None = None,
     ) -> list[ArchiveJob]:
         now = time.time()
         return await self.writer.run(
-            lambda c: writes.claim_archives(
-                c,
-                holder,
-                now,
-                limit,
-                lease,
-                ignore_schedule=ignore_schedule,
-                include_failed=include_failed,
-            )
+            lambda c: writes.claim_archives(c, holder, now, limit, lease, due_by)
         )
+
+    async def reschedule_archives(self, include_failed: bool = False) -> float:
+        """Make every pending copy due now; returns that moment (a ``due_by`` for claims)."""
+        now = time.time()
+        await self.writer.run(lambda c: writes.reschedule_archives(c, now, include_failed))
+        return now
 
     async def finish_archive(
         self, job: ArchiveJob, holder: str, sha256: str, size: int, content_type: str

@@ -350,23 +350,19 @@ def claim_archives(
     now: float,
     limit: int,
     lease: float,
-    *,
-    ignore_schedule: bool = False,
-    include_failed: bool = False,
+    due_by: float | None = None,
 ) -> list[ArchiveJob]:
-    """Mark up to ``limit`` due rows as running for ``holder`` until ``now + lease``.
+    """Mark up to ``limit`` rows due by ``due_by`` (default now) as running for ``holder``.
 
     Taken inside the writer's write transaction, so two processes never claim
     the same row; a row whose claim lapsed (its holder died) is due again.
     """
-    statuses = ["'pending'"] + (["'failed'"] if include_failed else [])
-    due = "" if ignore_schedule else " AND next_attempt_at <= :now"
     rows = conn.execute(
         "SELECT task_key, url, attempts, expires_at FROM archives"
-        f" WHERE (status IN ({', '.join(statuses)}){due})"
+        " WHERE (status = 'pending' AND next_attempt_at <= :due)"
         " OR (status = 'running' AND claimed_until < :now)"
         " ORDER BY next_attempt_at LIMIT :limit",
-        {"now": now, "limit": limit},
+        {"now": now, "due": now if due_by is None else due_by, "limit": limit},
     ).fetchall()
     for key, url, _attempts, _expires in rows:
         conn.execute(
@@ -419,6 +415,16 @@ def fail_archive(
             holder,
         ),
     )
+
+
+def reschedule_archives(conn: sqlite3.Connection, now: float, include_failed: bool) -> int:
+    """Make every pending row due now (and failed ones pending again, if asked)."""
+    statuses = ("pending", "failed") if include_failed else ("pending",)
+    return conn.execute(
+        "UPDATE archives SET status = 'pending', next_attempt_at = ?, updated_at = ?"
+        f" WHERE status IN ({', '.join('?' * len(statuses))})",
+        (now, now, *statuses),
+    ).rowcount
 
 
 def release_archives(conn: sqlite3.Connection, holders: Sequence[str], now: float) -> int:
