@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from . import logs, metrics
+from .archive import archive_service
 from .errors import HTTPError, error_body
 from .reconciler_loop import embedded_reconciler
 from .routes import ROUTES
@@ -86,7 +87,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if secrets.generated:
                 print(banner(settings, secrets), file=sys.stdout, flush=True)
             app.state.taskhook = rt = Runtime(settings, store, secrets)
-            async with embedded_reconciler(store, settings) as reconciler:
+            async with (
+                embedded_reconciler(store, settings) as reconciler,
+                archive_service(rt),
+            ):
                 rt.services["reconciler"] = reconciler
                 log.info("taskhook ready database=%s", settings.database_path)
                 yield

@@ -1,4 +1,4 @@
-"""``python -m server``: serve, reconcile, check, callback-url.
+"""``python -m server``: serve, reconcile, check, callback-url, archive.
 
 Exit codes: 0 done, 1 the work ran but something failed, 2 usage or
 configuration error (the message says the remedy).
@@ -28,6 +28,10 @@ def parser() -> argparse.ArgumentParser:
     reconcile_cli.add_parser(commands)
     url = commands.add_parser("callback-url", help="print the callback_url to give a provider")
     url.add_argument("provider", choices=PROVIDERS)
+    archive = commands.add_parser("archive", help="copy every result file still missing, now")
+    archive.add_argument(
+        "--retry-failed", action="store_true", help="also try again copies that failed for good"
+    )
     return p
 
 
@@ -86,4 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(reconcile_cli.reconcile(settings, args))
     if command == "callback-url":
         return asyncio.run(print_callback_url(settings, args.provider))
+    if command == "archive":
+        from . import archive_command
+
+        return asyncio.run(archive_command.run(settings, retry_failed=args.retry_failed))
     return EXIT_USAGE

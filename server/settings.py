@@ -134,7 +134,9 @@ class Settings:
             elif f.type in ("int",):
                 values[f.name] = int(_number(name, raw, int, 1 if f.name != "port" else 0))
             elif f.type in ("float",):
-                values[f.name] = float(_number(name, raw, float, 0.001))
+                # A zero grace is meaningful (poll at once); a zero interval or age is not.
+                minimum = 0 if f.name == "reconcile_grace" else 0.001
+                values[f.name] = float(_number(name, raw, float, minimum))
             elif f.type in ("bool",):
                 values[f.name] = _on_off(name, raw)
             else:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import callbacks, health, quarantine, tasks
+from . import callbacks, files, health, quarantine, tasks
 
 ROUTES: list[Route] = [
     *callbacks.ROUTES,
     *tasks.ROUTES,
     *quarantine.ROUTES,
     *health.ROUTES,
+    *files.ROUTES,
 ]

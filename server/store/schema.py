@@ -69,6 +69,32 @@ MIGRATIONS: list[list[str]] = [
             expires_at REAL NOT NULL
         ) WITHOUT ROWID""",
     ],
+    # 2: archive copies of result files, one row per (task, result URL)
+    [
+        # status: pending (due at next_attempt_at), running (claimed by claimed_by
+        # until claimed_until), done, failed (final). error/message keep the last
+        # failure, also while a retry is pending.
+        """CREATE TABLE archives (
+            task_key TEXT NOT NULL,
+            url TEXT NOT NULL,
+            status TEXT NOT NULL,
+            sha256 TEXT,
+            bytes INTEGER,
+            content_type TEXT,
+            error TEXT,
+            message TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            claimed_by TEXT,
+            claimed_until REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (task_key, url)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX archives_due ON archives(status, next_attempt_at)",
+        "CREATE INDEX archives_sha256 ON archives(sha256) WHERE sha256 IS NOT NULL",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
