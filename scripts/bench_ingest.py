@@ -144,9 +144,7 @@ def start_baseline(cpu: int | None, log_file) -> Target:
     return Target("baseline", port, proc, f"/callbacks/{PROVIDER}/bench")
 
 
-def start_taskhook(
-    cpu: int | None, workdir: Path, synchronous: str, uvicorn_env: dict, log_file
-) -> Target:
+def start_taskhook(cpu: int | None, workdir: Path, synchronous: str, log_file) -> Target:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACEDATA", "SEEDANCE2"))}
     env.update(
@@ -158,12 +156,9 @@ def start_taskhook(
         RECONCILER="off",
         ARCHIVE="off",
         SQLITE_SYNCHRONOUS=synchronous,
-        **uvicorn_env,
     )
     argv = [sys.executable, "-m", "server", "serve"]
-    proc = subprocess.Popen(
-        pinned(cpu, argv), cwd=ROOT, env=env, stdout=log_file, stderr=log_file
-    )
+    proc = subprocess.Popen(pinned(cpu, argv), cwd=ROOT, env=env, stdout=log_file, stderr=log_file)
     wait_listening(port, proc)
     path = f"/callbacks/{PROVIDER}/{callback_token(CALLBACK_SECRET, PROVIDER)}"
     return Target("taskhook", port, proc, path)
@@ -389,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         log_file = open(workdir / "servers.log", "ab")  # noqa: SIM115 - closed below
         script = write_wrk_script(workdir) if driver == "wrk" else None
         baseline = start_baseline(args.server_cpu, log_file)
-        taskhook = start_taskhook(args.server_cpu, workdir, args.synchronous, {}, log_file)
+        taskhook = start_taskhook(args.server_cpu, workdir, args.synchronous, log_file)
         acked = 0
         results: dict[tuple[str, int], list[Result]] = {}
         run_number = 0
