@@ -9,11 +9,13 @@ URL already handed out working.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of a few secrets and providers; hot path
 def callback_token(secret: str, provider: str) -> str:
     digest = hmac.new(secret.encode(), f"callback:{provider}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
