@@ -136,3 +136,15 @@ async def test_lease_is_exclusive_until_it_lapses(store):
     assert await store.take_lease("other", "b", ttl=30)
     assert await store.take_lease("short", "a", ttl=-1)  # already lapsed
     assert await store.take_lease("short", "b", ttl=30)
+
+
+async def test_due_tasks_of_one_provider_use_their_partial_index(store):
+    await store.register([Registration("seedance", f"t{i}") for i in range(20)])
+    await store.writer.run(lambda c: c.execute("ANALYZE"))
+    rows = await store._fetchall(
+        "EXPLAIN QUERY PLAN SELECT task_id FROM tasks WHERE next_check_at IS NOT NULL"
+        " AND next_check_at <= ? AND provider IN (?) ORDER BY next_check_at LIMIT 10",
+        (0, "seedance"),
+    )
+    plan = " ".join(str(r[-1]) for r in rows)
+    assert "tasks_due_provider" in plan and "SCAN tasks" not in plan, plan

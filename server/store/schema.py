@@ -95,6 +95,12 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX archives_due ON archives(status, next_attempt_at)",
         "CREATE INDEX archives_sha256 ON archives(sha256) WHERE sha256 IS NOT NULL",
     ],
+    # 3: the reconciler asks for due tasks one provider at a time; without this
+    # index SQLite walks every task of the provider, finished ones included.
+    [
+        "CREATE INDEX tasks_due_provider ON tasks(provider, next_check_at)"
+        " WHERE next_check_at IS NOT NULL",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
