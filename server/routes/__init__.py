@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import callbacks, health, quarantine, tasks
+from . import callbacks, dashboard, health, metrics, quarantine, tasks
 
 ROUTES: list[Route] = [
     *callbacks.ROUTES,
     *tasks.ROUTES,
     *quarantine.ROUTES,
     *health.ROUTES,
+    *metrics.ROUTES,
+    *dashboard.ROUTES,
 ]
