@@ -88,17 +88,32 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     # An access line's query string is not a field list; other messages' key=value are.
     pairs = [] if record.name == "uvicorn.access" else list(_KEY_VALUE.finditer(message))
     for m in pairs:
-        found.setdefault(m.group(1), m.group(2))
+        key, value = m.group(1), m.group(2)
+        found.setdefault(key, value if key.endswith("id") else _scalar(value))
     if "event" not in found:
         prefix = message[: pairs[0].start()] if pairs else ""
         slug = re.sub(r"[^a-z0-9]+", "_", prefix.lower()).strip("_")
-        found["event"] = slug[:60] if slug else record.name
+        found["event"] = slug[:60] if slug else _LOGGER_EVENTS.get(record.name, record.name)
     ordered = {"event": found.pop("event")}
     for key in ("provider", "task_id"):
         if key in found:
             ordered[key] = found.pop(key)
     ordered.update(found)
     return ordered
+
+
+def _scalar(text: str) -> Any:
+    """``42`` -> 42, ``True`` -> true, ``None`` -> null; anything else stays a string."""
+    if text in _WORDS:
+        return _WORDS[text]
+    if text.isdigit() and len(text) < 16:
+        return int(text)
+    return text
+
+
+_WORDS: dict[str, Any] = {"True": True, "False": False, "None": None}
+#: Events for libraries' free-text lines.
+_LOGGER_EVENTS = {"uvicorn.error": "server", "py.warnings": "warning"}
 
 
 def _timestamp(record: logging.LogRecord) -> str:

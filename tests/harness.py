@@ -60,19 +60,21 @@ class ServerProcess:
             RECONCILER="off",
             ARCHIVE="off",
             PYTHONUNBUFFERED="1",
+            # This checkout's package, whatever the child's working directory.
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         )
         env.update(self.extra_env)
         return env
 
     def start(self, wait: bool = True) -> ServerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve"],
-            cwd=self.db_path.parent,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy open
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "server", "serve"],
+                cwd=self.db_path.parent,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         if wait:
             self.wait_ready()
         return self
