@@ -26,10 +26,11 @@ _KEY_VALUE = re.compile(r"(?<![\w.])([a-z_][a-z0-9_]*)=(\S+)")
 _CALLBACK_PROVIDER = re.compile(r"^/callbacks/([^/?]+)/")
 _TASK_PATH = re.compile(r"^/(?:dashboard/)?tasks/([^/?]+)")
 
-#: Attributes every LogRecord has; anything else on a record came in as ``extra``.
+#: Attributes every LogRecord has; anything else on a record came in as ``extra``
+#: (except uvicorn's ``color_message``, an ANSI-coloured copy of the message).
 _STANDARD = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
-) | {"message", "asctime", "taskName"}
+) | {"message", "asctime", "taskName", "color_message"}
 
 #: Chatty libraries whose INFO lines would only repeat what taskhook logs itself.
 _QUIET = ("httpx", "httpcore", "aiosqlite", "asyncio")

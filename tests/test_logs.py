@@ -134,4 +134,5 @@ def test_json_logs_of_a_real_server_are_json_and_secret_free(tmp_path):
     callback = next(e for e in access if e["path"].startswith("/callbacks/seedance/[redacted]"))
     assert callback["provider"] == "seedance" and callback["status"] == 200
     assert any(e.get("task_id") == task_id and e["logger"] == "taskhook.callbacks" for e in entries)
-    assert any(e["logger"].startswith("uvicorn.error") for e in entries)
+    assert any(e["logger"] == "uvicorn.error" and e["event"] == "server" for e in entries)
+    assert not any("color_message" in e for e in entries)
