@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -76,6 +75,8 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app; nothing is opened until the lifespan starts."""
     settings = settings or Settings.from_env()
+    # Before uvicorn's first line (Procfile runs uvicorn --factory): every line in our format.
+    logs.configure(settings.log_format)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             secrets = await store.secrets()
             if secrets.generated:
-                print(banner(settings, secrets), file=sys.stdout, flush=True)
+                logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)
             async with (
                 embedded_reconciler(store, settings) as reconciler,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import callbacks, files, health, quarantine, tasks
+from . import callbacks, dashboard, files, health, metrics, quarantine, tasks
 
 ROUTES: list[Route] = [
     *callbacks.ROUTES,
@@ -12,4 +12,6 @@ ROUTES: list[Route] = [
     *quarantine.ROUTES,
     *health.ROUTES,
     *files.ROUTES,
+    *metrics.ROUTES,
+    *dashboard.ROUTES,
 ]

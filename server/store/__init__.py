@@ -375,6 +375,19 @@ class Store:
         )
         return row[0], row[1]
 
+    async def stuck_tasks(self, created_before: float, limit: int = 100) -> list[TaskRecord]:
+        """Unfinished tasks registered before ``created_before``, the oldest first.
+
+        Reads the partial index of unfinished tasks, so its cost follows how
+        many tasks are unfinished, not how many the table holds.
+        """
+        rows = await self._fetchall(
+            f"SELECT {TASK_COLUMNS} FROM tasks"
+            " WHERE next_check_at IS NOT NULL AND created_at < ? ORDER BY created_at LIMIT ?",
+            (created_before, limit),
+        )
+        return [_record(r) for r in rows]
+
     # -- archive ------------------------------------------------------------
 
     async def _with_archives(self, records: list[TaskRecord]) -> list[TaskRecord]:

@@ -1,0 +1,526 @@
+"""``/dashboard``: server-rendered pages for operators, signed in with ``API_TOKEN``.
+
+Sign-in sets an HttpOnly, SameSite=Strict cookie holding an HMAC-derived
+session (``server.session``), never the token. A bearer header works too (for
+curl). Every form that changes something carries the session's CSRF token.
+Templates autoescape everything; result links are only ever http(s); the
+Content-Security-Policy forbids scripts altogether.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+from starlette.types import Receive, Scope, Send
+
+from .. import session
+from ..auth import bearer_token
+from ..errors import BodyTooLarge
+from ..ingest import Quarantined, receive
+from ..logs import event
+from ..metrics import task_snapshot
+from ..runtime import Runtime, runtime
+from ..types import PROVIDERS, Status, iso_time
+from .body import read_limited
+
+log = logging.getLogger("taskhook.dashboard")
+
+PACKAGE = Path(__file__).resolve().parent.parent
+TEMPLATES = Jinja2Templates(directory=str(PACKAGE / "templates"))
+STYLESHEET = PACKAGE / "static" / "dashboard.css"
+
+PAGE_SIZE = 50
+FORM_LIMIT = 8 * 1024
+BODY_PREVIEW_CHARS = 20_000
+SECURITY_HEADERS = {
+    # No script at all: autoescaping plus this makes injected markup inert.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; media-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+# -- template helpers -----------------------------------------------------------
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    """``5m ago`` / ``in 3m``: short relative times for tables."""
+    if ts is None:
+        return "—"
+    delta = (now or time.time()) - ts
+    span = abs(delta)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if span >= size:
+            text = f"{int(span // size)}{unit}"
+            break
+    else:
+        text = f"{int(span)}s"
+    return f"{text} ago" if delta >= 0 else f"in {text}"
+
+
+def http_url(url: Any) -> str | None:
+    """``url`` when it is http(s), else None: a callback body must not plant javascript: links."""
+    if isinstance(url, str) and urlsplit(url).scheme in ("http", "https"):
+        return url
+    return None
+
+
+def pretty_body(body: bytes) -> str:
+    try:
+        text = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        text = body.decode("utf-8", "replace")
+    if len(text) > BODY_PREVIEW_CHARS:
+        text = text[:BODY_PREVIEW_CHARS] + f"\n… ({len(text) - BODY_PREVIEW_CHARS} more characters)"
+    return text
+
+
+TEMPLATES.env.filters.update(
+    ago=ago,
+    iso=iso_time,
+    http_url=http_url,
+    pathpart=lambda value: quote(str(value), safe=""),
+)
+
+
+# -- who is asking -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """A signed-in operator: by cookie (``session`` set) or by bearer header (``session`` None)."""
+
+    session: str | None
+
+    def csrf(self, api_token: str) -> str:
+        return session.csrf_token(api_token, self.session) if self.session else ""
+
+
+def viewer(request: Request) -> Viewer | None:
+    api_token = runtime(request).secrets.api_token
+    if session.token_matches(api_token, bearer_token(request)):
+        return Viewer(None)
+    cookie = request.cookies.get(session.COOKIE_NAME)
+    if session.session_valid(api_token, cookie, time.time()):
+        return Viewer(cookie)
+    return None
+
+
+def safe_next(target: str | None) -> str:
+    """Only a dashboard path may be a redirect target (no open redirect)."""
+    if target and target.startswith("/dashboard") and "//" not in target and "\\" not in target:
+        return target
+    return "/dashboard"
+
+
+def to_login(request: Request) -> RedirectResponse:
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/dashboard/login?{urlencode({'next': here})}", status_code=303)
+
+
+def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    rt = runtime(request)
+    who: Viewer | None = context.get("viewer")
+    context = {
+        "providers": PROVIDERS,
+        "statuses": [s.value for s in Status],
+        "csrf": who.csrf(rt.secrets.api_token) if who else "",
+        "now": time.time(),
+        **context,
+    }
+    response = TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A small urlencoded form (no python-multipart needed for one or two fields)."""
+    body = await read_limited(request, FORM_LIMIT)
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def csrf_ok(request: Request, who: Viewer, form: dict[str, str]) -> bool:
+    """Cookie sessions must echo their CSRF token; a bearer header cannot be forged cross-site."""
+    if who.session is None:
+        return True
+    return session.csrf_valid(runtime(request).secrets.api_token, who.session, form.get("csrf"))
+
+
+def forbidden(request: Request, who: Viewer) -> Response:
+    return page(
+        request,
+        "error.html",
+        {
+            "viewer": who,
+            "title": "Form expired",
+            "message": "This form's security token is missing or wrong. Reload the page and "
+            "try again.",
+        },
+        403,
+    )
+
+
+# -- sign in and out ---------------------------------------------------------------
+
+
+async def login_form(request: Request) -> Response:
+    if viewer(request) is not None:
+        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+    return page(request, "login.html", {"next": safe_next(request.query_params.get("next"))})
+
+
+async def login(request: Request) -> Response:
+    rt = runtime(request)
+    try:
+        form = await read_form(request)
+    except BodyTooLarge:
+        form = {}
+    target = safe_next(form.get("next"))
+    if not session.token_matches(rt.secrets.api_token, form.get("token", "").strip()):
+        event(log, "dashboard_login_failed", logging.WARNING, client=_client(request))
+        return page(
+            request,
+            "login.html",
+            {"next": target, "error": "That is not the API token."},
+            401,
+        )
+    value = session.new_session(rt.secrets.api_token, time.time())
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        session.COOKIE_NAME,
+        value,
+        max_age=session.SESSION_MAX_AGE,
+        path="/dashboard",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    event(log, "dashboard_login", client=_client(request))
+    return response
+
+
+async def logout(request: Request) -> Response:
+    who = viewer(request)
+    if who is None:
+        return to_login(request)
+    if not csrf_ok(request, who, await read_form(request)):
+        return forbidden(request, who)
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    response.delete_cookie(session.COOKIE_NAME, path="/dashboard")
+    return response
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+# -- pages -------------------------------------------------------------------------
+
+
+async def overview(request: Request) -> Response:
+    who = viewer(request)
+    if who is None:
+        return to_login(request)
+    store = runtime(request).store
+    q = request.query_params
+    status = q.get("status") if q.get("status") in {s.value for s in Status} else None
+    provider = q.get("provider") if q.get("provider") in PROVIDERS else None
+    search = (q.get("q") or "").strip()
+    raw_cursor = q.get("cursor", "")
+    cursor = int(raw_cursor) if raw_cursor.isdigit() else None
+    next_cursor = None
+    if search:
+        found = await store.get_task(search)
+        tasks = [found] if found else []
+    else:
+        tasks, next_cursor = await store.list_tasks(
+            status=status, provider=provider, limit=PAGE_SIZE, cursor=cursor
+        )
+    filters = {"status": status or "", "provider": provider or ""}
+    older = f"?{urlencode({**filters, 'cursor': next_cursor})}" if next_cursor else None
+    return page(
+        request,
+        "overview.html",
+        {
+            "viewer": who,
+            "snapshot": await task_snapshot(store),
+            "tasks": tasks,
+            "status": status,
+            "provider": provider,
+            "search": search,
+            "paged": cursor is not None,
+            "newest": f"?{urlencode(filters)}",
+            "older": older,
+        },
+    )
+
+
+async def task_page(request: Request) -> Response:
+    who = viewer(request)
+    if who is None:
+        return to_login(request)
+    store = runtime(request).store
+    task_id = request.path_params["task_id"]
+    record = await store.get_task(task_id)
+    if record is None:
+        return page(
+            request,
+            "error.html",
+            {
+                "viewer": who,
+                "title": "No such task",
+                "message": f"No task {task_id!r} is known (ids match without case or dashes).",
+            },
+            404,
+        )
+    deliveries = [
+        {**d, "pretty": pretty_body(d["body"]), "bytes": len(d["body"])}
+        for d in await store.deliveries(record.state.task_id)
+    ]
+    return page(
+        request,
+        "task.html",
+        {
+            "viewer": who,
+            "task": record,
+            "view": record.to_json(),
+            "results": [_result_view(r) for r in record.to_json()["results"]],
+            "deliveries": deliveries,
+        },
+    )
+
+
+def _result_view(result: dict[str, Any]) -> dict[str, Any]:
+    archived = result.get("archived") if isinstance(result.get("archived"), dict) else None
+    sha = archived.get("sha256") if archived else None
+    local = f"/dashboard/files/{sha}" if isinstance(sha, str) and _is_sha256(sha) else None
+    return {
+        "kind": result.get("kind"),
+        "url": result.get("url"),
+        "link": http_url(result.get("url")),
+        "local": local,
+        "archived": archived,
+        "archive_error": result.get("archive_error"),
+    }
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+async def stuck(request: Request) -> Response:
+    who = viewer(request)
+    if who is None:
+        return to_login(request)
+    raw = request.query_params.get("hours", "1")
+    try:
+        hours = max(0.0, float(raw))
+    except ValueError:
+        hours = 1.0
+    now = time.time()
+    tasks = await runtime(request).store.stuck_tasks(now - hours * 3600, limit=200)
+    return page(request, "stuck.html", {"viewer": who, "tasks": tasks, "hours": hours})
+
+
+async def quarantine(request: Request) -> Response:
+    who = viewer(request)
+    if who is None:
+        return to_login(request)
+    store = runtime(request).store
+    q = request.query_params
+    raw_cursor = q.get("cursor", "")
+    items = await store.list_quarantine(
+        PAGE_SIZE + 1, int(raw_cursor) if raw_cursor.isdigit() else None
+    )
+    shown = [
+        {**item, "pretty": pretty_body(item["body"]), "bytes": len(item["body"])}
+        for item in items[:PAGE_SIZE]
+    ]
+    older = f"?cursor={shown[-1]['id']}" if len(items) > PAGE_SIZE else None
+    failed = None
+    if q.get("failed", "").isdigit():
+        failed = await store.get_quarantined(int(q["failed"]))
+    return page(
+        request,
+        "quarantine.html",
+        {
+            "viewer": who,
+            "items": shown,
+            "older": older,
+            "replayed": q.get("replayed") if q.get("replayed", "").isdigit() else None,
+            "replayed_task": q.get("task"),
+            "failed": failed,
+        },
+    )
+
+
+async def replay(request: Request) -> Response:
+    who = viewer(request)
+    if who is None:
+        return page(
+            request,
+            "error.html",
+            {"title": "Not signed in", "message": "Sign in to replay deliveries."},
+            401,
+        )
+    if not csrf_ok(request, who, await read_form(request)):
+        return forbidden(request, who)
+    store = runtime(request).store
+    raw_id = request.path_params["quarantine_id"]
+    item = await store.get_quarantined(int(raw_id)) if raw_id.isdigit() else None
+    if item is None:
+        return page(
+            request,
+            "error.html",
+            {
+                "viewer": who,
+                "title": "Not in quarantine",
+                "message": f"No quarantined delivery has id {raw_id!r} (already replayed?).",
+            },
+            404,
+        )
+    try:
+        outcome = await receive(store, item["provider"], item["body"], quarantine_id=item["id"])
+    except Quarantined as q:
+        event(
+            log,
+            "dashboard_replay_failed",
+            logging.WARNING,
+            provider=item["provider"],
+            quarantine_id=item["id"],
+            reason=q.error.code,
+        )
+        return RedirectResponse(f"/dashboard/quarantine?failed={item['id']}", status_code=303)
+    event(
+        log,
+        "dashboard_replay",
+        provider=item["provider"],
+        task_id=outcome.task_id,
+        quarantine_id=item["id"],
+        status=outcome.status,
+    )
+    query = urlencode({"replayed": item["id"], "task": outcome.task_id})
+    return RedirectResponse(f"/dashboard/quarantine?{query}", status_code=303)
+
+
+async def health(request: Request) -> Response:
+    who = viewer(request)
+    if who is None:
+        return to_login(request)
+    rt = runtime(request)
+    services = {}
+    for name, service in rt.services.items():
+        try:
+            services[name] = await service.status()
+        except Exception as exc:  # a broken status() is itself the health to show
+            services[name] = {"ok": False, "reason": f"status() failed: {type(exc).__name__}"}
+    return page(
+        request,
+        "health.html",
+        {
+            "viewer": who,
+            "services": services,
+            "reconciler": services.get("reconciler"),
+            "provider_rows": provider_rows(rt, services.get("reconciler")),
+        },
+    )
+
+
+def provider_rows(rt: Runtime, status: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per provider: is it configured, and what the reconciler says about it."""
+    reported = status.get("providers") if isinstance(status, dict) else None
+    reported = reported if isinstance(reported, dict) else {}
+    s = rt.settings
+    rows = []
+    for provider in PROVIDERS:
+        configured = bool(s.seedance2_api_key if provider == "seedance2" else s.acedata_api_token)
+        detail = reported.get(provider)
+        rows.append(
+            {
+                "provider": provider,
+                "configured": configured,
+                "detail": detail if isinstance(detail, dict) else None,
+                "text": None if isinstance(detail, dict) or detail is None else str(detail),
+            }
+        )
+    return rows
+
+
+# -- files and style ---------------------------------------------------------------
+
+
+class ArchivedFile:
+    """``/dashboard/files/{sha256}``: the archive's ``/files/{sha256}`` for a cookie session.
+
+    An <img> or <video> tag cannot send a bearer header, so this checks the
+    session and hands the request to the ``/files`` route with the bearer
+    added; Range requests pass through untouched.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        sha = request.path_params.get("sha256", "")
+        if viewer(request) is None or not _is_sha256(sha):
+            status = 404 if viewer(request) is not None else 401
+            await Response(status_code=status)(scope, receive, send)
+            return
+        token = runtime(request).secrets.api_token
+        headers = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+        path = f"/files/{sha}"
+        inner = {**scope, "path": path, "raw_path": path.encode(), "headers": headers}
+        await scope["app"].router(inner, receive, send)
+
+
+async def stylesheet(request: Request) -> Response:
+    return Response(
+        STYLESHEET.read_bytes(),
+        media_type="text/css",
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+ROUTES = [
+    Route("/dashboard", overview, methods=["GET"], name="dashboard", include_in_schema=False),
+    Route("/dashboard/login", login_form, methods=["GET"], include_in_schema=False),
+    Route("/dashboard/login", login, methods=["POST"], include_in_schema=False),
+    Route("/dashboard/logout", logout, methods=["POST"], include_in_schema=False),
+    Route(
+        "/dashboard/tasks/{task_id:path}",
+        task_page,
+        methods=["GET"],
+        name="dashboard_task",
+        include_in_schema=False,
+    ),
+    Route("/dashboard/stuck", stuck, methods=["GET"], include_in_schema=False),
+    Route("/dashboard/quarantine", quarantine, methods=["GET"], include_in_schema=False),
+    Route(
+        "/dashboard/quarantine/{quarantine_id}/replay",
+        replay,
+        methods=["POST"],
+        include_in_schema=False,
+    ),
+    Route("/dashboard/health", health, methods=["GET"], include_in_schema=False),
+    Route(
+        "/dashboard/files/{sha256}",
+        ArchivedFile(),
+        methods=["GET", "HEAD"],
+        include_in_schema=False,
+    ),
+    Route("/dashboard/static/dashboard.css", stylesheet, methods=["GET"], include_in_schema=False),
+]

@@ -1,0 +1,138 @@
+"""Logs: structured fields, one JSON object per line, no secret anywhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+import httpx
+import pytest
+
+from server import logs
+from server.tokens import callback_token
+
+from .conftest import callback_path
+from .harness import API_TOKEN, CALLBACK_SECRET, ROOT, ServerProcess
+from .payloads import dumps, seedance
+
+SECRETS = (
+    API_TOKEN,
+    CALLBACK_SECRET,
+    *(
+        callback_token(CALLBACK_SECRET, p)
+        for p in ("seedance", "seedream", "dreamina", "seedance2")
+    ),
+)
+
+
+def record(name: str, msg: str, *args, **extra) -> logging.LogRecord:
+    rec = logging.getLogger(name).makeRecord(name, logging.INFO, "f.py", 1, msg, args, None)
+    for key, value in extra.items():
+        setattr(rec, key, value)
+    return rec
+
+
+def test_event_fields_become_json_keys():
+    rec = record("taskhook.x", "archived provider=%s task_id=%s", "seedance", "t-1", bytes=42)
+    line = json.loads(logs.JSONFormatter().format(rec))
+    assert line["event"] == "archived"
+    assert line["provider"] == "seedance" and line["task_id"] == "t-1"
+    assert line["bytes"] == 42 and line["level"] == "info" and line["logger"] == "taskhook.x"
+    assert line["message"] == "archived provider=seedance task_id=t-1"
+
+
+def test_event_helper_logs_text_and_fields(caplog):
+    caplog.set_level(logging.INFO, logger="taskhook")
+    logs.event(logging.getLogger("taskhook.test"), "gap_filled", provider="seedream", task_id="a")
+    (rec,) = caplog.records
+    assert rec.getMessage() == "gap_filled provider=seedream task_id=a"
+    assert (rec.event, rec.provider, rec.task_id) == ("gap_filled", "seedream", "a")
+    assert json.loads(logs.JSONFormatter().format(rec))["event"] == "gap_filled"
+
+
+def test_access_line_is_structured_and_redacted():
+    token = callback_token(CALLBACK_SECRET, "seedance")
+    logs.configure("text")  # installs the redacting record factory
+    rec = record(
+        "uvicorn.access",
+        '%s - "%s %s HTTP/%s" %d',
+        "127.0.0.1:5000",
+        "POST",
+        f"/callbacks/seedance/{token}",
+        "1.1",
+        200,
+    )
+    line = json.loads(logs.JSONFormatter().format(rec))
+    assert line["event"] == "http_request" and line["provider"] == "seedance"
+    assert line["path"] == "/callbacks/seedance/[redacted]" and line["status"] == 200
+    assert token not in json.dumps(line)
+    assert token not in logs.TextFormatter().format(rec)
+
+
+def test_text_lines_stay_readable_and_carry_fields():
+    rec = record("taskhook.x", "copy failed", provider="seedance", task_id="t-9")
+    line = logs.TextFormatter().format(rec)
+    assert line.endswith("INFO taskhook.x: copy failed provider=seedance task_id=t-9")
+
+
+def test_exception_text_is_redacted_too():
+    token = callback_token(CALLBACK_SECRET, "seedream")
+    try:
+        raise ValueError(f"bad url http://x/callbacks/seedream/{token}")
+    except ValueError:
+        rec = logging.getLogger("taskhook.x").makeRecord(
+            "taskhook.x", logging.ERROR, "f.py", 1, "boom", (), __import__("sys").exc_info()
+        )
+    assert token not in logs.JSONFormatter().format(rec)
+    assert token not in logs.TextFormatter().format(rec)
+
+
+async def test_no_secret_in_captured_logs_of_route_tests(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    body = seedance()
+    await client.post(callback_path("seedance"), content=dumps(body))
+    await client.post(callback_path("seedance"), content=dumps(body))
+    await client.post(callback_path("seedream"), content=b"{not json")
+    await client.post(callback_path("dreamina"), content=b"{}")
+    await client.post("/callbacks/seedance/guessing", content=b"{}")
+    await client.get(f"/tasks/{body['task_id']}")
+    await client.post("/dashboard/login", data={"token": API_TOKEN})
+    await client.post("/dashboard/login", data={"token": "wrong"})
+    # A careless line that prints a whole callback URL is redacted where it is made.
+    logging.getLogger("taskhook.test").info("made url %s", "http://h" + callback_path("seedance"))
+    assert any(getattr(r, "provider", None) == "seedance" for r in caplog.records) or any(
+        "provider=seedance" in r.getMessage() for r in caplog.records
+    )
+    text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    for secret in SECRETS:
+        assert secret not in text
+
+
+@pytest.mark.e2e
+def test_json_logs_of_a_real_server_are_json_and_secret_free(tmp_path):
+    # PYTHONPATH: the harness starts the child outside the checkout.
+    env = {"LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)}
+    server = ServerProcess(tmp_path / "taskhook.db", env=env).start()
+    try:
+        task_id = str(uuid.uuid4())
+        with httpx.Client(base_url=server.url) as http:
+            answer = http.post(callback_path("seedance"), content=dumps(seedance(task_id)))
+            assert answer.status_code == 200
+            assert http.post("/callbacks/seedance/wrong-token", content=b"{}").status_code == 401
+            bearer = {"Authorization": f"Bearer {API_TOKEN}"}
+            assert http.get(f"/tasks/{task_id}", headers=bearer).status_code == 200
+            http.post("/dashboard/login", data={"token": API_TOKEN})
+    finally:
+        assert server.stop() is not None
+    lines = [line for line in server.logs().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # raises on any line that is not JSON
+    assert all(isinstance(e, dict) and "event" in e and "message" in e for e in entries)
+    for secret in SECRETS:
+        assert not any(secret in line for line in lines), secret
+    access = [e for e in entries if e["event"] == "http_request"]
+    callback = next(e for e in access if e["path"].startswith("/callbacks/seedance/[redacted]"))
+    assert callback["provider"] == "seedance" and callback["status"] == 200
+    assert any(e.get("task_id") == task_id and e["logger"] == "taskhook.callbacks" for e in entries)
+    assert any(e["logger"] == "uvicorn.error" and e["event"] == "server" for e in entries)
+    assert not any("color_message" in e for e in entries)
