@@ -48,6 +48,16 @@ TASK_COLUMNS = (
 )
 
 
+QUARANTINE_COLUMNS = "id, provider, received_at, reason, message, headers, sha256, body"
+
+
+def _quarantined(row: Sequence[Any]) -> dict[str, Any]:
+    names = ("id", "provider", "received_at", "reason", "message", "headers", "sha256", "body")
+    item = dict(zip(names, row, strict=True))
+    item["headers"] = json.loads(item["headers"])
+    return item
+
+
 @dataclass(frozen=True)
 class Secrets:
     callback_secrets: tuple[str, ...]
@@ -284,44 +294,18 @@ class Store(ArchiveQueue):
         ]
 
     async def list_quarantine(self, limit: int = 50, cursor: int | None = None) -> list[dict]:
+        """Quarantined deliveries, newest first; ``cursor`` is the last id seen."""
         rows = await self._fetchall(
-            "SELECT id, provider, received_at, reason, message, headers, sha256, body"
-            " FROM quarantine WHERE id < ? ORDER BY id DESC LIMIT ?",
+            f"SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE id < ? ORDER BY id DESC LIMIT ?",
             (cursor if cursor is not None else 2**62, limit),
         )
-        return [
-            {
-                "id": r[0],
-                "provider": r[1],
-                "received_at": r[2],
-                "reason": r[3],
-                "message": r[4],
-                "headers": json.loads(r[5]),
-                "sha256": r[6],
-                "body": r[7],
-            }
-            for r in rows
-        ]
+        return [_quarantined(r) for r in rows]
 
     async def get_quarantined(self, quarantine_id: int) -> dict | None:
-        rows = await self._fetchall(
-            "SELECT id, provider, received_at, reason, message, headers, sha256, body"
-            " FROM quarantine WHERE id = ?",
-            (quarantine_id,),
+        row = await self._fetchone(
+            f"SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE id = ?", (quarantine_id,)
         )
-        if not rows:
-            return None
-        r = rows[0]
-        return {
-            "id": r[0],
-            "provider": r[1],
-            "received_at": r[2],
-            "reason": r[3],
-            "message": r[4],
-            "headers": json.loads(r[5]),
-            "sha256": r[6],
-            "body": r[7],
-        }
+        return _quarantined(row) if row else None
 
     async def due_tasks(
         self,
