@@ -234,14 +234,18 @@ def print_pass(label: str, report: PassReport, seen: dict, batch: int, latency: 
         took = seen["per_provider"].get(provider, 0.0)
         print(
             f"{provider:<10} {rep.due:>6} {rep.checked:>7} {seen['calls'][provider]:>6} "
-            f"{expected:>8} {took:>7.2f} {model:>7.2f} {took / model:>5.2f}"
+            f"{expected:>8} {took:>7.2f} {model:>7.2f} {_ratio(took, model):>5}"
         )
-    ratio = report.duration / worst_model
+    ratio = _ratio(report.duration, worst_model)
     print(
         f"whole pass {report.duration:.2f}s vs model {worst_model:.2f}s (slowest provider): "
-        f"ratio {ratio:.2f} (target <= 1.2)"
+        f"ratio {ratio} (target <= 1.2)"
     )
     return report.duration
+
+
+def _ratio(measured: float, model: float) -> str:
+    return f"{measured / model:.2f}" if model > 0 else "n/a"
 
 
 def memory_check(db: Path, due_ids: list[tuple[str, str]], requests: int) -> None:
