@@ -178,6 +178,12 @@ async def _hold(request: Request, state: FakeState) -> None:
             waiter.cancel()
 
 
+async def _latency(state: FakeState) -> None:
+    # A fixed wait per upstream call, so a benchmark can compare a pass with its model.
+    if state.config.latency > 0:
+        await asyncio.sleep(state.config.latency)
+
+
 async def acedata_tasks(request: Request) -> Response:
     service, state = request.path_params["service"], _state(request)
     if service not in ACEDATA:
@@ -186,6 +192,7 @@ async def acedata_tasks(request: Request) -> Response:
     action = body.get("action", "retrieve") if isinstance(body, dict) else None
     kind = "retrieve_batch" if action == "retrieve_batch" else "retrieve"
     state.calls[service][kind] += 1
+    await _latency(state)
     if not _bearer_ok(request, state.config.acedata_token):
         state.unauthorized[service] += 1
         message = "Unauthorized, invalid or missing authorization token."
@@ -229,6 +236,7 @@ async def acedata_tasks(request: Request) -> Response:
 async def seedance2_query(request: Request) -> Response:
     state, task_id = _state(request), request.path_params["task_id"]
     state.calls["seedance2"]["seedance2_get"] += 1
+    await _latency(state)
     if not _bearer_ok(request, state.config.seedance2_key):
         state.unauthorized["seedance2"] += 1
         return _s2_error(401, "invalid_api_key", "invalid or missing API key")
@@ -425,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{name}", type=float, default=0.0)
     p.add_argument("--intermediate", action="store_true", help="Seedance 2.0 IN_PROGRESS callbacks")
     p.add_argument("--callback-wrapper", action="store_true", help="send whole task wrappers")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds every task call waits")
+    p.add_argument("--tick", type=float, default=FakeConfig.tick)
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     policy = CallbackPolicy()
@@ -454,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         retry_after=args.retry_after,
         timeout_hold=min(args.timeout_hold, MAX_HOLD_SECONDS),
         callbacks=policy,
+        latency=max(0.0, args.latency),
+        tick=args.tick,
     )
     sock = _listen(args.host, args.port)
     base = f"http://{args.host}:{sock.getsockname()[1]}"

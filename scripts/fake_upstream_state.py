@@ -57,6 +57,7 @@ class FakeConfig:
     timeout_hold: float = 10.0  # seconds an injected timeout holds the request (at most 60)
     callbacks: CallbackPolicy = field(default_factory=CallbackPolicy)
     tick: float = 0.2  # seconds between checks for tasks that finished on time
+    latency: float = 0.0  # seconds every tasks-endpoint call waits before it answers (benchmarks)
 
 
 def _rng(seed: int | None, purpose: str) -> random.Random:

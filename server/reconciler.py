@@ -420,8 +420,10 @@ def _tally(
     rep.waiting += sum(
         1 for k in asked if final_status[k] not in ("succeeded", "failed", "expired")
     )
+    first_item: dict[str, Incoming] = {}
+    for item in batch:  # a dict, not a scan of the batch per change (quadratic in batch size)
+        first_item.setdefault(task_key(item.task_id), item)
     for key, after in final_status.items():
         before = befores.get(key, "pending")
         if after != before:
-            item = next(i for i in batch if task_key(i.task_id) == key)
-            rep.changes.append(Change(item.task_id, rep.provider, before, after))
+            rep.changes.append(Change(first_item[key].task_id, rep.provider, before, after))
