@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from server import session
-from server.routes.dashboard import _result_view, ago, http_url
+from server.routes.dashboard import _result_view
+from server.routes.dashboard_auth import ago, http_url
 
 from .conftest import callback_path
 from .harness import API_TOKEN
