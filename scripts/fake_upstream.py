@@ -32,10 +32,12 @@ import hmac
 import json
 import re
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -44,48 +46,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-try:  # run as a script (scripts/ on sys.path) or imported as scripts.fake_upstream
-    from fake_upstream_callbacks import CallbackPolicy
-    from fake_upstream_payloads import (
-        FakeTask,
-        acedata_response,
-        acedata_wrapper,
-        content_type,
-        file_chunks,
-        file_content,
-        file_denied,
-        seedance2_body,
-        task_key,
-    )
-    from fake_upstream_state import (
-        ACEDATA,
-        FAULT_KINDS,
-        MAX_HOLD_SECONDS,
-        PROVIDERS,
-        FakeConfig,
-        FakeState,
-    )
-except ModuleNotFoundError:  # pragma: no cover
-    from scripts.fake_upstream_callbacks import CallbackPolicy
-    from scripts.fake_upstream_payloads import (
-        FakeTask,
-        acedata_response,
-        acedata_wrapper,
-        content_type,
-        file_chunks,
-        file_content,
-        file_denied,
-        seedance2_body,
-        task_key,
-    )
-    from scripts.fake_upstream_state import (
-        ACEDATA,
-        FAULT_KINDS,
-        MAX_HOLD_SECONDS,
-        PROVIDERS,
-        FakeConfig,
-        FakeState,
-    )
+# Run as ``python scripts/fake_upstream.py``: make ``scripts.*`` importable the
+# same way the tests and benchmarks import it, so each module exists once.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts.fake_upstream_callbacks import CallbackPolicy  # noqa: E402
+from scripts.fake_upstream_payloads import (  # noqa: E402
+    FakeTask,
+    acedata_response,
+    acedata_wrapper,
+    content_type,
+    file_chunks,
+    file_content,
+    file_denied,
+    seedance2_body,
+    task_key,
+)
+from scripts.fake_upstream_state import (  # noqa: E402
+    ACEDATA,
+    FAULT_KINDS,
+    MAX_HOLD_SECONDS,
+    PROVIDERS,
+    FakeConfig,
+    FakeState,
+)
 
 __all__ = [
     "PROVIDERS",

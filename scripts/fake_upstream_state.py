@@ -13,24 +13,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-try:  # run as a script (scripts/ on sys.path) or imported as scripts.fake_upstream_state
-    from fake_upstream_callbacks import CallbackJob, CallbackPolicy, CallbackSender
-    from fake_upstream_payloads import (
-        FakeTask,
-        acedata_response,
-        acedata_wrapper,
-        seedance2_body,
-        task_key,
-    )
-except ModuleNotFoundError:  # pragma: no cover
-    from scripts.fake_upstream_callbacks import CallbackJob, CallbackPolicy, CallbackSender
-    from scripts.fake_upstream_payloads import (
-        FakeTask,
-        acedata_response,
-        acedata_wrapper,
-        seedance2_body,
-        task_key,
-    )
+from scripts.fake_upstream_callbacks import CallbackJob, CallbackPolicy, CallbackSender
+from scripts.fake_upstream_payloads import (
+    FakeTask,
+    acedata_response,
+    acedata_wrapper,
+    seedance2_body,
+    task_key,
+)
 
 ACEDATA = ("seedream", "seedance", "dreamina")
 PROVIDERS = (*ACEDATA, "seedance2")

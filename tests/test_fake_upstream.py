@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,9 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import fake_upstream as fu  # noqa: E402
-import fake_upstream_payloads as payloads  # noqa: E402
+import scripts.fake_upstream as fu
+import scripts.fake_upstream_payloads as payloads
 
 TOKEN, KEY = "ace-token", "s2-key"
 ACE = {"authorization": f"Bearer {TOKEN}"}
