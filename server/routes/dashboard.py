@@ -24,6 +24,7 @@ from ..types import PROVIDERS, Status
 from .dashboard_auth import (
     PAGE_SIZE,
     STYLESHEET,
+    Viewer,
     csrf_ok,
     forbidden,
     http_url,
@@ -33,7 +34,7 @@ from .dashboard_auth import (
     page,
     pretty_body,
     read_form,
-    to_login,
+    signed_in,
     viewer,
 )
 
@@ -43,10 +44,8 @@ log = logging.getLogger("taskhook.dashboard")
 # -- pages -------------------------------------------------------------------------
 
 
-async def overview(request: Request) -> Response:
-    who = viewer(request)
-    if who is None:
-        return to_login(request)
+@signed_in
+async def overview(request: Request, who: Viewer) -> Response:
     store = runtime(request).store
     q = request.query_params
     status = q.get("status") if q.get("status") in {s.value for s in Status} else None
@@ -81,10 +80,8 @@ async def overview(request: Request) -> Response:
     )
 
 
-async def task_page(request: Request) -> Response:
-    who = viewer(request)
-    if who is None:
-        return to_login(request)
+@signed_in
+async def task_page(request: Request, who: Viewer) -> Response:
     store = runtime(request).store
     task_id = request.path_params["task_id"]
     record = await store.get_task(task_id)
@@ -134,10 +131,8 @@ def _is_sha256(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
-async def stuck(request: Request) -> Response:
-    who = viewer(request)
-    if who is None:
-        return to_login(request)
+@signed_in
+async def stuck(request: Request, who: Viewer) -> Response:
     raw = request.query_params.get("hours", "1")
     try:
         hours = max(0.0, float(raw))
@@ -148,10 +143,8 @@ async def stuck(request: Request) -> Response:
     return page(request, "stuck.html", {"viewer": who, "tasks": tasks, "hours": hours})
 
 
-async def quarantine(request: Request) -> Response:
-    who = viewer(request)
-    if who is None:
-        return to_login(request)
+@signed_in
+async def quarantine(request: Request, who: Viewer) -> Response:
     store = runtime(request).store
     q = request.query_params
     raw_cursor = q.get("cursor", "")
@@ -229,10 +222,8 @@ async def replay(request: Request) -> Response:
     return RedirectResponse(f"/dashboard/quarantine?{query}", status_code=303)
 
 
-async def health(request: Request) -> Response:
-    who = viewer(request)
-    if who is None:
-        return to_login(request)
+@signed_in
+async def health(request: Request, who: Viewer) -> Response:
     rt = runtime(request)
     services = {}
     for name, service in rt.services.items():

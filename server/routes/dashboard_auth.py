@@ -8,9 +8,11 @@ Templates autoescape everything; the Content-Security-Policy forbids scripts.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,21 @@ def viewer(request: Request) -> Viewer | None:
     if session.session_valid(api_token, cookie, time.time()):
         return Viewer(cookie)
     return None
+
+
+def signed_in(
+    endpoint: Callable[[Request, Viewer], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """A page that needs a session gets its viewer passed in; anyone else goes to sign-in."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        who = viewer(request)
+        if who is None:
+            return to_login(request)
+        return await endpoint(request, who)
+
+    return guarded
 
 
 def safe_next(target: str | None) -> str:
