@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -107,3 +111,23 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.proc.returncode if self.proc else None
+
+
+async def eventually(
+    condition: Callable[[], Any], what: str = "condition", within: float = 15.0
+) -> Any:
+    """Await ``condition()`` (sync or async) until it is truthy; return its value.
+
+    The state being waited on lives behind HTTP, SQLite or another task, so
+    there is nothing to await directly; ``within`` only stops a hung test.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what} after {within}s")
+        await asyncio.sleep(0.01)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from server.store import Store
 
 from .archive_files import FileServer, content, digest
 from .conftest import callback_path, serve_app
-from .harness import API_TOKEN
+from .harness import API_TOKEN, eventually
 from .payloads import dumps, seedance, seedream
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -33,14 +32,6 @@ def temp_files(folder: str) -> list[Path]:
 
 def stored_files(folder: str) -> list[str]:
     return [p.name for p in Path(folder).rglob("*") if p.is_file()]
-
-
-async def eventually(condition: Callable[[], Awaitable[Any]], what: str) -> Any:
-    """Await until ``condition()`` is truthy; the bound only stops a hung test."""
-    async with asyncio.timeout(15):
-        while not (value := await condition()):  # noqa: ASYNC110 - state lives behind HTTP/SQL
-            await asyncio.sleep(0.01)
-    return value
 
 
 def video_callback(url: str, task_id: str | None = None) -> bytes:

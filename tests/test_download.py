@@ -10,7 +10,7 @@ import hashlib
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -39,6 +39,8 @@ from server.download import (
     redact_url,
     url_expiry,
 )
+
+from .harness import eventually
 
 JPG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
 MP4 = random.Random(20261122).randbytes(300_000)
@@ -119,15 +121,6 @@ def file_server_app(release: asyncio.Event) -> Starlette:
     return dispatch  # type: ignore[return-value]
 
 
-async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[str]:
     release = asyncio.Event()
@@ -143,7 +136,7 @@ async def server() -> AsyncIterator[str]:
     )
     uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve())
-    await wait_until(lambda: uv.started or task.done())
+    await eventually(lambda: uv.started or task.done(), "the file server to start", within=5)
     if task.done():
         task.result()
     port = uv.servers[0].sockets[0].getsockname()[1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ from server.parse import parse_payload
 from server.tokens import callback_url
 from server.types import PROVIDERS
 
-from .harness import API_TOKEN, CALLBACK_SECRET, ROOT, ServerProcess
+from .harness import API_TOKEN, CALLBACK_SECRET, ROOT, ServerProcess, eventually
 
 pytestmark = [
     pytest.mark.e2e,
@@ -29,16 +28,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-async def until(check: Callable[[], Awaitable[Any]], limit: float, what: str) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        if value := await check():
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what} after {limit}s")
-        await asyncio.sleep(0.1)
 
 
 def server_env(fake_url: str, **extra: str) -> dict[str, str]:
@@ -108,7 +97,7 @@ async def test_every_task_converges_despite_lost_callbacks(tmp_path):
                     final = [t for t in tasks if t["status"] in ("succeeded", "failed")]
                     return tasks if len(final) == 200 else None
 
-                tasks = await until(converged, 25, "every task final")
+                tasks = await eventually(converged, "every task final", within=25)
                 for task in tasks:
                     held = fake.find(task["provider"], task["task_id"])
                     status, urls = expected(fake, held)
@@ -130,9 +119,9 @@ async def test_every_task_converges_despite_lost_callbacks(tmp_path):
 
                 # Once every task is final, passes go on but upstream hears nothing more.
                 first = await passes_seen(api)
-                await until(lambda: _later(api, first), 10, "a pass after convergence")
+                await eventually(lambda: _later(api, first), "a pass after convergence", within=10)
                 second = await passes_seen(api)
-                await until(lambda: _later(api, second), 10, "another pass")
+                await eventually(lambda: _later(api, second), "another pass", within=10)
                 after = (await up.get("/_fake/stats")).json()["calls"]
                 assert after == stats["calls"]
         finally:
@@ -167,7 +156,9 @@ async def test_expiry_and_rejected_token(tmp_path):
                     response = await api.get("/readyz")
                     return response if response.status_code == 503 else None
 
-                response = await until(rejected, 10, "/readyz reporting the rejected token")
+                response = await eventually(
+                    rejected, "/readyz reporting the rejected token", within=10
+                )
                 check = response.json()["checks"]["reconciler"]
                 assert "token rejected by seedance" in check["reason"]
                 assert "wrong-token" not in response.text
@@ -178,7 +169,7 @@ async def test_expiry_and_rejected_token(tmp_path):
                     tasks = await all_tasks(api)
                     return all(t["status"] == "expired" for t in tasks) and tasks
 
-                await until(both_expired, 10, "tasks expired after RECONCILE_MAX_AGE")
+                await eventually(both_expired, "tasks expired after RECONCILE_MAX_AGE", within=10)
                 # One call: the 60 s probe delay holds (not one call per pass), and the
                 # AceData providers without unfinished tasks are not called at all.
                 stats = (await up.get("/_fake/stats")).json()

@@ -18,21 +18,8 @@ from server.reconciler_loop import (
 from server.store import Store
 
 from .conftest import serve_app
+from .harness import eventually
 from .test_reconciler import make_settings
-
-
-async def until(condition, limit: float = 10.0, what: str = "condition"):
-    """Await ``condition()`` (sync or async) becoming truthy; fail after ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Instrumented:
@@ -71,7 +58,7 @@ async def test_two_loops_on_one_database_never_pass_at_once(settings):
         ]
         for loop in loops:
             loop.start()
-        await until(lambda: sum(counter.by.values()) >= 20, what="20 passes")
+        await eventually(lambda: sum(counter.by.values()) >= 20, what="20 passes")
         holders = set(counter.by)
         for loop in loops:
             await loop.stop()  # the first to stop releases the lease; the other may take it
@@ -91,7 +78,7 @@ async def test_lease_lapses_when_the_holder_stops_renewing(settings):
         )
         assert await other.tick() is None  # still held by "a"
         other.start()
-        await until(lambda: counter.by.get("b", 0) >= 1, what="b takes over")
+        await eventually(lambda: counter.by.get("b", 0) >= 1, what="b takes over")
         await other.stop()
     assert counter.most == 1
 
@@ -130,7 +117,7 @@ async def test_readyz_embedded_runs_passes_and_reports_skipped_providers(setting
             body = (await client.get("/readyz")).json()
             return body if body["checks"]["reconciler"]["last_pass_at"] else None
 
-        body = await until(passed, what="a pass reported in /readyz")
+        body = await eventually(passed, what="a pass reported in /readyz")
         check = body["checks"]["reconciler"]
         assert body["ok"] is True
         assert check["providers"]["seedance2"]["state"] == "skipped"
