@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 from server import upstream  # noqa: E402
 from server.codec import state_to_dict  # noqa: E402
 from server.ids import task_key  # noqa: E402
-from server.reconciler import PassReport, run_pass  # noqa: E402
+from server.reconcile_report import PassReport  # noqa: E402
+from server.reconciler import run_pass  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from server.store import Registration, Store  # noqa: E402
 from server.store.writes import _dumps  # noqa: E402

@@ -17,7 +17,8 @@ import sys
 from typing import TextIO
 
 from .provider_health import HealthBoard
-from .reconciler import TOKEN_VARIABLES, PassReport, run_pass
+from .reconcile_report import PassReport
+from .reconciler import TOKEN_VARIABLES, run_pass
 from .reconciler_loop import ReconcilerLoop
 from .settings import Settings
 from .store import Store

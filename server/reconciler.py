@@ -17,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from . import metrics, schedule
 from .ids import task_key
 from .ingest import answer
 from .merge import expired, merge
 from .provider_health import HealthBoard, ProviderHealth
+from .reconcile_report import Change, PassReport, ProviderReport, error_kind
 from .settings import Settings
 from .store import DueTask, Incoming, IngestOutcome, Store
 from .types import PROVIDERS, TaskState
@@ -37,10 +36,8 @@ from .upstream import (
     ConnectionFailed,
     RateLimited,
     Seedance2Client,
-    ServerError,
     Unauthorized,
     UpstreamError,
-    UpstreamTimeout,
 )
 
 log = logging.getLogger("taskhook.reconciler")
@@ -60,72 +57,6 @@ FINAL = ("succeeded", "failed", "expired")
 Client = AceDataClient | Seedance2Client
 #: ``progress(provider, checked, total)`` after each upstream call.
 Progress = Callable[[str, int, int], None]
-
-
-def error_kind(exc: UpstreamError) -> str:
-    """The ``UPSTREAM_CALLS`` outcome label (and report key) of an upstream error."""
-    if isinstance(exc, Unauthorized):
-        return "unauthorized"
-    if isinstance(exc, RateLimited):
-        return "rate_limited"
-    if isinstance(exc, ServerError):
-        return "server_error"
-    if isinstance(exc, UpstreamTimeout):
-        return "timeout"
-    return "error"
-
-
-@dataclass(frozen=True)
-class Change:
-    """A task whose merged status an answer changed (or, in a dry run, would change)."""
-
-    task_id: str
-    provider: str
-    before: str
-    after: str
-
-
-@dataclass
-class ProviderReport:
-    provider: str
-    due: int = 0
-    checked: int = 0  # tasks that got an answer, "not yet" included
-    completed: int = 0
-    failed: int = 0
-    expired: int = 0
-    waiting: int = 0  # checked and still unfinished
-    calls: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    skipped: str | None = None  # why the provider was not asked at all
-    changes: list[Change] = field(default_factory=list)
-
-
-@dataclass
-class PassReport:
-    started_at: float
-    duration: float = 0.0
-    dry_run: bool = False
-    providers: dict[str, ProviderReport] = field(default_factory=dict)
-
-    @property
-    def upstream_failed(self) -> bool:
-        return any(r.errors for r in self.providers.values())
-
-    def total(self, name: str) -> int:
-        return sum(getattr(r, name) for r in self.providers.values())
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "started_at": self.started_at,
-            "duration": round(self.duration, 4),
-            "checked": self.total("checked"),
-            "completed": self.total("completed"),
-            "failed": self.total("failed"),
-            "expired": self.total("expired"),
-            "calls": self.total("calls"),
-            "errors": {p: dict(r.errors) for p, r in self.providers.items() if r.errors},
-            "skipped": {p: r.skipped for p, r in self.providers.items() if r.skipped},
-        }
 
 
 @dataclass
@@ -347,25 +278,16 @@ async def _settle(
     if not batch:
         return
     if ctx.dry_run:
-        befores, outcomes = await _simulate(ctx.store, batch)
+        outcomes = await _simulate(ctx.store, batch)
     else:
-        befores = await _statuses(ctx.store, batch)
         outcomes = await ctx.store.ingest_many(batch)
-    _tally(rep, batch, befores, outcomes, len(items), ctx.dry_run)
+    _tally(rep, batch, outcomes, len(items), ctx.dry_run)
 
 
-async def _statuses(store: Store, batch: list[Incoming]) -> dict[str, str]:
-    records = await store.get_tasks_by_key([task_key(i.task_id) for i in batch])
-    return {task_key(r.state.task_id): r.state.status.value for r in records}
-
-
-async def _simulate(
-    store: Store, batch: list[Incoming]
-) -> tuple[dict[str, str], list[IngestOutcome]]:
+async def _simulate(store: Store, batch: list[Incoming]) -> list[IngestOutcome]:
     """What ``ingest_many`` would do to the merged states, computed in memory only."""
     records = await store.get_tasks_by_key([task_key(i.task_id) for i in batch])
     states: dict[str, TaskState] = {task_key(r.state.task_id): r.state for r in records}
-    befores = {k: s.status.value for k, s in states.items()}
     outcomes = []
     for item in batch:
         key = task_key(item.task_id)
@@ -381,23 +303,25 @@ async def _simulate(
                 False,
                 merged is not state,
                 became_final,
+                previous=state.status.value,
             )
         )
-    return befores, outcomes
+    return outcomes
 
 
 def _tally(
     rep: ProviderReport,
     batch: list[Incoming],
-    befores: dict[str, str],
     outcomes: list[IngestOutcome],
     answered: int,
     dry_run: bool,
 ) -> None:
     final_status: dict[str, str] = {}
+    before: dict[str, str] = {}  # a task's status before the first item of the batch
     for item, outcome in zip(batch, outcomes, strict=True):
         key = task_key(item.task_id)
         final_status[key] = outcome.status
+        before.setdefault(key, outcome.previous)
         if not outcome.became_final:
             continue
         if outcome.status == "expired":
@@ -417,13 +341,10 @@ def _tally(
                 outcome.status,
             )
     asked = {task_key(i.task_id) for i in batch[:answered]}
-    rep.waiting += sum(
-        1 for k in asked if final_status[k] not in ("succeeded", "failed", "expired")
-    )
+    rep.waiting += sum(1 for k in asked if final_status[k] not in FINAL)
     first_item: dict[str, Incoming] = {}
     for item in batch:  # a dict, not a scan of the batch per change (quadratic in batch size)
         first_item.setdefault(task_key(item.task_id), item)
     for key, after in final_status.items():
-        before = befores.get(key, "pending")
-        if after != before:
-            rep.changes.append(Change(first_item[key].task_id, rep.provider, before, after))
+        if after != before[key]:
+            rep.changes.append(Change(first_item[key].task_id, rep.provider, before[key], after))

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 
 from .provider_health import HealthBoard, PauseRules
-from .reconciler import Client, PassReport, run_pass
+from .reconcile_report import PassReport
+from .reconciler import Client, run_pass
 from .settings import Settings
 from .store import Store
 from .types import PROVIDERS, iso_time

@@ -21,6 +21,8 @@ from server.settings import Settings
 from server.store import Registration, Store
 from server.upstream import AceDataClient, Seedance2Client
 
+from . import payloads
+
 ACE = "https://ace.test"
 S2 = "https://s2.test"
 TOKEN = "sk-unit-token"
@@ -285,6 +287,23 @@ async def test_dry_run_reports_changes_without_writing(store, fake_ace, run):
     task = await store.get_task(ids[2])
     assert (task.state.status, task.checks) == ("pending", 0)
     assert await store.deliveries(ids[2]) == []
+
+
+async def test_a_real_pass_reports_each_change_from_its_previous_status(store, fake_ace, run):
+    ids = await register(store, "seedance", 3)
+    fake_ace.finished = {ids[1]}
+    rep = (await run(providers=["seedance"])).providers["seedance"]
+    assert [(c.task_id, c.before, c.after) for c in rep.changes] == [
+        (ids[1], "pending", "succeeded")
+    ]
+    assert (await store.get_task(ids[1])).state.status == "succeeded"
+    running = payloads.dumps(payloads.seedance(ids[0], "running", video=False))
+    assert (await receive(store, "seedance", running)).status == "running"
+    fake_ace.finished = set(ids)  # the others finish; ask again now, as a manual pass does
+    rep = (await run(providers=["seedance"], ignore_schedule=True)).providers["seedance"]
+    assert sorted((c.task_id, c.before, c.after) for c in rep.changes) == sorted(
+        [(ids[0], "running", "succeeded"), (ids[2], "pending", "succeeded")]
+    )
 
 
 async def test_provider_without_client_is_skipped(store, run):

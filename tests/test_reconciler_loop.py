@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from server.reconciler import PassReport
+from server.reconcile_report import PassReport
 from server.reconciler_loop import (
     LAST_PASS_KEY,
     PROVIDERS_KEY,

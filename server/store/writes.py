@@ -49,6 +49,9 @@ class IngestOutcome:
     changed: bool  # the merged state changed
     became_final: bool
     archive_queued: int = 0  # archive rows this ingest added (wake the archiver)
+    #: The status before this ingest (``pending`` for a task it created), read in the
+    #: same transaction, so callers need not read the task again to report a change.
+    previous: str = "pending"
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def ingest(
         if not inserted and row is not None and not item.check:
             # A byte-identical repeat of a callback changes nothing at all.
             _remove_quarantined(conn, item)
-            return IngestOutcome(state.task_id, row[1], state.status.value, True, False, False)
+            status = state.status.value
+            return IngestOutcome(state.task_id, row[1], status, True, False, False, 0, status)
         if not inserted:
             changed = False
             merged = state
@@ -178,7 +182,14 @@ def ingest(
     if archive and changed and merged.status is Status.SUCCEEDED:
         queued = enqueue_archives(conn, key, [r.url for r in merged.results], now)
     return IngestOutcome(
-        merged.task_id, provider, merged.status.value, False, changed, became_final, queued
+        merged.task_id,
+        provider,
+        merged.status.value,
+        False,
+        changed,
+        became_final,
+        queued,
+        state.status.value,
     )
 
 
