@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.ids import same_task
-from server.parse import (
+from server.core.ids import same_task
+from server.core.types import PROVIDERS, ErrorInfo, Observation, Status
+from server.providers.parse import (
     MAX_TASK_ID_LENGTH,
     PARSERS,
     NoTaskId,
@@ -21,7 +22,6 @@ from server.parse import (
     parse_body,
     parse_payload,
 )
-from server.types import PROVIDERS, ErrorInfo, Observation, Status
 
 from .fixtures import load, raw
 

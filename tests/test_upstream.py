@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from server import __version__
-from server.settings import Settings
-from server.upstream import (
+from server.providers.upstream import (
     AceDataClient,
     Answer,
     BadAnswer,
@@ -31,6 +30,7 @@ from server.upstream import (
     default_http_client,
     parse_retry_after,
 )
+from server.settings import Settings
 
 TOKEN = "sk-test-0123456789abcdef"
 BASE = "https://api.acedata.test"
