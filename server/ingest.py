@@ -12,7 +12,8 @@ from typing import Any
 
 from server.core.ids import task_key
 from server.core.types import Source
-from server.providers.parse import ParseError, parse_body, parse_payload
+from server.errors import ParseError
+from server.providers.parse import parse_body, parse_payload
 from server.store import Incoming, IngestOutcome, Store
 
 log = logging.getLogger("taskhook.ingest")

@@ -24,6 +24,7 @@ from server.core import schedule
 from server.core.ids import task_key
 from server.core.merge import expired, merge
 from server.core.types import PROVIDERS, TaskState
+from server.errors import UpstreamError, worst
 from server.ingest import answer
 from server.observe import metrics
 from server.providers.upstream import (
@@ -33,8 +34,7 @@ from server.providers.upstream import (
     ConnectionFailed,
     RateLimited,
     Seedance2Client,
-    Unauthorized,
-    UpstreamError,
+    UpstreamUnauthorized,
 )
 from server.reconcile.health import HealthBoard, ProviderHealth
 from server.reconcile.report import Change, PassReport, ProviderReport, error_kind
@@ -220,15 +220,7 @@ async def _ask_seedance2(client: Seedance2Client, rep: ProviderReport, ids: list
         rep.calls += 1
         metrics.UPSTREAM_CALLS.labels(rep.provider, label).inc()
     answered = {k: v for k, v in fetched.items() if not isinstance(v, UpstreamError)}
-    return answered, (_worst(errors) if errors else None)
-
-
-def _worst(errors: list[UpstreamError]) -> UpstreamError:
-    for cls in (Unauthorized, RateLimited):
-        for error in errors:
-            if isinstance(error, cls):
-                return error
-    return errors[0]
+    return answered, (worst(errors) if errors else None)
 
 
 async def _keep_bad_answer(store: Store, provider: str, exc: BadAnswer) -> None:
@@ -246,7 +238,7 @@ def _trouble(
     if isinstance(exc, ConnectionFailed):
         kind = "connection"
     rep.errors[kind] += 1
-    if isinstance(exc, Unauthorized):
+    if isinstance(exc, UpstreamUnauthorized):
         health.unauthorized(ctx.now, exc.detail)
         log.error(
             "token rejected provider=%s; probing again in %.0fs", rep.provider, health.auth_delay

@@ -22,12 +22,13 @@ import aiosqlite
 from server.core.codec import state_from_dict
 from server.core.ids import task_key
 from server.core.types import TaskRecord
+from server.errors import StoreClosed
 from server.settings import Settings
 from server.store.sqlite import writes
 from server.store.sqlite.archive_queue import ArchiveQueue
 from server.store.sqlite.archive_writes import ArchiveJob
 from server.store.sqlite.schema import migrate
-from server.store.sqlite.writer import StoreClosed, Writer, connect
+from server.store.sqlite.writer import Writer, connect
 from server.store.sqlite.writes import Incoming, IngestOutcome, Registration
 
 __all__ = [

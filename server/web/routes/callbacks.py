@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from server.core.tokens import token_accepted
 from server.core.types import PROVIDERS
-from server.errors import BodyTooLarge, NotFound, NotJSONBody, Unauthorized, Unprocessable
+from server.errors import BodyTooLarge, NotFound, Unauthorized
 from server.ingest import Quarantined, receive
 from server.observe.metrics import CALLBACKS, QUARANTINED
 from server.web.openapi import doc
@@ -60,10 +60,9 @@ async def receive_callback(request: Request) -> JSONResponse:
             q.error.code,
             q.quarantine_id,
         )
-        error = NotJSONBody if q.error.code == "not_json" else Unprocessable
-        raise error(
+        raise type(q.error)(
             f"{q.error.message}; the body was kept (quarantine id {q.quarantine_id})",
-            code=q.error.code,
+            provider=provider,
         ) from None
     CALLBACKS.labels(provider, "duplicate" if outcome.duplicate else "accepted").inc()
     log.info(
