@@ -59,7 +59,7 @@ def retry_delay(
 ) -> float:
     """Seconds before the next try after ``attempts`` failures: doubling, jittered upper half."""
     base = min(cap, first * 2 ** max(0, attempts - 1))
-    return base / 2 + rng.random() * base / 2
+    return base / 2 + float(rng.random()) * base / 2
 
 
 def holder_id() -> str:
