@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.tokens import callback_token  # noqa: E402
+from server.core.tokens import callback_token  # noqa: E402
 
 CALLBACK_SECRET = "bench-callback-secret"
 PROVIDER = "seedance"
@@ -78,14 +78,14 @@ def body_template() -> str:
 
 
 def serve_baseline(port: int) -> None:
-    """The bare-ack app under the same uvicorn settings as ``server.cli.serve``."""
+    """The bare-ack app under the same uvicorn settings as ``server.cli.main.serve``."""
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from server import logs
+    from server.observe import logs
 
     async def ack(request: Request) -> JSONResponse:
         payload = json.loads(await request.body())

@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from server.core.types import PROVIDERS  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from server.store import Registration, Store  # noqa: E402
-from server.types import PROVIDERS  # noqa: E402
 
 CHUNK = 1000
 

@@ -4,7 +4,7 @@ Not a test. Starts ``scripts/fake_upstream.py`` as a child process on
 127.0.0.1 with a fixed ``--latency`` per upstream call, creates ``--due``
 finished tasks there, registers the same ids in a fresh temporary database
 and times ONE ``run_pass(ignore_schedule=True)`` with the real httpx clients
-of ``server.upstream.build_clients``. It prints the upstream calls per
+of ``server.providers.upstream.build_clients``. It prints the upstream calls per
 provider (from the fake's ``/_fake/stats``) next to ``ceil(due / batch)``
 and the pass time next to the model ``calls x latency / concurrency``.
 
@@ -41,16 +41,16 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server import upstream  # noqa: E402
-from server.codec import state_to_dict  # noqa: E402
-from server.ids import task_key  # noqa: E402
-from server.reconcile_report import PassReport  # noqa: E402
-from server.reconciler import run_pass  # noqa: E402
+from server.core.codec import state_to_dict  # noqa: E402
+from server.core.ids import task_key  # noqa: E402
+from server.core.tokens import callback_token  # noqa: E402
+from server.core.types import Status, TaskState  # noqa: E402
+from server.providers import upstream  # noqa: E402
+from server.reconcile.reconciler import run_pass  # noqa: E402
+from server.reconcile.report import PassReport  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from server.store import Registration, Store  # noqa: E402
-from server.store.writes import _dumps  # noqa: E402
-from server.tokens import callback_token  # noqa: E402
-from server.types import Status, TaskState  # noqa: E402
+from server.store.sqlite.writes import _dumps  # noqa: E402
 from tests.harness import API_TOKEN, CALLBACK_SECRET, ServerProcess  # noqa: E402
 from tests.payloads import dumps, seedance  # noqa: E402
 

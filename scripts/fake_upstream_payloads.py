@@ -27,7 +27,7 @@ CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "mp4": "video/mp4", "w
 
 
 def task_key(task_id: str) -> str:
-    return task_id.strip().lower().replace("-", "")  # same rule as server.ids.task_key
+    return task_id.strip().lower().replace("-", "")  # same rule as server.core.ids.task_key
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.cli import main  # noqa: E402
+from server.cli.main import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["reconcile", *sys.argv[1:]]))

@@ -10,10 +10,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .ids import task_key
-from .parse import ParseError, parse_body, parse_payload
-from .store import Incoming, IngestOutcome, Store
-from .types import Source
+from server.core.ids import task_key
+from server.core.types import Source
+from server.errors import ParseError
+from server.providers.parse import parse_body, parse_payload
+from server.store import Incoming, IngestOutcome, Store
 
 log = logging.getLogger("taskhook.ingest")
 

@@ -5,9 +5,9 @@ import contextlib
 import httpx
 import pytest
 
-from server.app import create_app
+from server.core.tokens import callback_token
 from server.settings import Settings
-from server.tokens import callback_token
+from server.web.app import create_app
 
 from .harness import API_TOKEN, CALLBACK_SECRET
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from scripts.fake_upstream import serving
-from server.archive import Archiver
-from server.download import TEMP_PREFIX, archive_path
+from server.archive.archiver import Archiver
+from server.archive.download import TEMP_PREFIX, archive_path
 from server.ingest import receive
 from server.store import Store
 

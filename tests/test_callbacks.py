@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from server.tokens import callback_token
+from server.core.tokens import callback_token
 
 from .conftest import callback_path, serve_app
 from .harness import CALLBACK_SECRET

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.codec import CodecError, state_from_dict, state_to_dict
-from server.merge import merge
-from server.parse import parse_payload
-from server.types import Conflict, ErrorInfo, Result, Status, TaskState
+from server.core.codec import CodecError, state_from_dict, state_to_dict
+from server.core.merge import merge
+from server.core.types import Conflict, ErrorInfo, Result, Status, TaskState
+from server.providers.parse import parse_payload
 
 from .fixtures import load
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.ids import task_key
+from server.core.ids import task_key
 
 from .conftest import callback_path
 from .harness import API_TOKEN, ServerProcess, wait_until

@@ -10,9 +10,9 @@ from http.cookies import SimpleCookie
 import httpx
 import pytest
 
-from server import session
-from server.routes.dashboard import _result_view
-from server.routes.dashboard_auth import ago, http_url
+from server.web import session
+from server.web.routes.dashboard import _result_view
+from server.web.routes.dashboard_auth import ago, http_url
 
 from .conftest import callback_path
 from .harness import API_TOKEN
@@ -122,7 +122,7 @@ async def test_overview_counts_filters_and_search(client):
 
 
 async def test_overview_pages_with_the_store_cursor(client, monkeypatch):
-    monkeypatch.setattr("server.routes.dashboard.PAGE_SIZE", 2)
+    monkeypatch.setattr("server.web.routes.dashboard.PAGE_SIZE", 2)
     ids = [str(uuid.uuid4()) for _ in range(3)]
     for task_id in ids:
         await client.post("/tasks", json={"provider": "seedance", "task_id": task_id})

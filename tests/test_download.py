@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from server.download import (
+from server.archive.download import (
     Downloaded,
     DownloadError,
     DownloadTimeout,

@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from server.tokens import callback_token
+from server.core.tokens import callback_token
 
 from .fixtures import raw
 from .harness import API_TOKEN, CALLBACK_SECRET, ROOT, ServerProcess
@@ -131,7 +131,7 @@ def test_check_command(tmp_path):
 
 
 def test_docs_name_every_setting_and_command():
-    from server.cli import parser
+    from server.cli.main import parser
     from server.settings import Settings
 
     readme = (ROOT / "README.md").read_text()

@@ -18,8 +18,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.app import create_app
-from server.types import PROVIDERS
+from server.core.types import PROVIDERS
+from server.web.app import create_app
 
 from .conftest import callback_path, serve_app
 from .harness import API_TOKEN

@@ -9,8 +9,8 @@ import uuid
 import httpx
 import pytest
 
-from server import logs
-from server.tokens import callback_token
+from server.core.tokens import callback_token
+from server.observe import logs
 
 from .conftest import callback_path
 from .harness import API_TOKEN, CALLBACK_SECRET, ROOT, ServerProcess

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.merge import WrongTask, changed, expired, merge, url_key
-from server.parse import parse_payload
-from server.types import Conflict, ErrorInfo, Observation, Result, Status, TaskState
+from server.core.merge import WrongTask, changed, expired, merge, url_key
+from server.core.types import Conflict, ErrorInfo, Observation, Result, Status, TaskState
+from server.providers.parse import parse_payload
 
 from .fixtures import load
 

@@ -6,7 +6,7 @@ import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from server import metrics
+from server.observe import metrics
 
 from .conftest import callback_path
 from .payloads import dumps, seedance

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from server import schedule
+from server.core import schedule
 from server.ingest import receive
-from server.provider_health import HealthBoard, PauseRules
-from server.reconciler import run_pass
+from server.providers.upstream import AceDataClient, Seedance2Client
+from server.reconcile.health import HealthBoard, PauseRules
+from server.reconcile.reconciler import run_pass
 from server.settings import Settings
 from server.store import Registration, Store
-from server.upstream import AceDataClient, Seedance2Client
 
 from . import payloads
 

@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from server.reconcile_report import PassReport
-from server.reconciler_loop import (
+from server.reconcile.loop import (
     LAST_PASS_KEY,
     PROVIDERS_KEY,
     ReconcilerLoop,
     reconciler_status,
 )
+from server.reconcile.report import PassReport
 from server.store import Store
 
 from .conftest import serve_app

@@ -19,8 +19,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from server.openapi import build_schema
-from server.routes import ROUTES
+from server.web.openapi import build_schema
+from server.web.routes import ROUTES
 
 from .harness import API_TOKEN, ServerProcess
 

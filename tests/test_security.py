@@ -8,9 +8,9 @@ import uuid
 import httpx
 import pytest
 
-from server.openapi import build_schema
-from server.tokens import callback_token
-from server.types import PROVIDERS
+from server.core.tokens import callback_token
+from server.core.types import PROVIDERS
+from server.web.openapi import build_schema
 
 from .conftest import callback_path
 from .harness import API_TOKEN, CALLBACK_SECRET, ServerProcess

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from server.routes import ROUTES
+from server.web.routes import ROUTES
 
 from .conftest import callback_path
 from .payloads import dumps, seedance, seedream

@@ -1,0 +1,1 @@
+"""The archive: copies of result files, kept before their URLs expire."""

@@ -1,0 +1,364 @@
+"""The archive: copy every result file of a succeeded task before its URL expires.
+
+Work is rows in the database (``archives``), queued by ingest in the same
+transaction that makes a task succeed, so a callback's answer never waits
+for a download and nothing queued is lost in a crash. The ``Archiver`` claims
+due rows (a claim is a lease in the database, so several processes never copy
+the same row at once), copies them with bounded concurrency through
+``download.download`` and records the outcome. A failure that a retry may fix
+is tried again with exponential backoff until the URL expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.archive.download import (
+    DownloadError,
+    HTTPStatusError,
+    Resolver,
+    cleanup_temp_files,
+    download,
+    redact_url,
+)
+from server.core.types import iso_time
+from server.observe.metrics import ARCHIVE_BYTES, ARCHIVE_FAILURES
+from server.settings import Settings
+from server.store import ArchiveJob, Store
+
+log = logging.getLogger("taskhook.archive")
+
+#: Bound on one whole copy (2 GiB at ~1.2 MB/s); a stalled read fails sooner (READ_TIMEOUT).
+FILE_TIMEOUT = 1800.0
+READ_TIMEOUT = 60.0
+#: A claim outlives the longest copy, so a live holder never loses its row.
+LEASE_MARGIN = 60.0
+#: How often the archiver looks for due retries and rows queued by other processes.
+POLL_INTERVAL = 5.0
+RETRY_FIRST = 30.0
+RETRY_MAX = 3600.0
+
+
+def retry_delay(
+    attempts: int, first: float = RETRY_FIRST, cap: float = RETRY_MAX, rng: Any = random
+) -> float:
+    """Seconds before the next try after ``attempts`` failures: doubling, jittered upper half."""
+    base = min(cap, first * 2 ** max(0, attempts - 1))
+    return base / 2 + rng.random() * base / 2
+
+
+def holder_id() -> str:
+    """``host:pid:nonce``: unique per process, and says where to check it is alive."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """True only for a holder on this host whose process is gone (its claims can go)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's process: its lease will lapse by itself
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def error_code(exc: DownloadError) -> str:
+    """The ``archive_error.code`` for a failed copy: ``http_403``, ``too_large``, ..."""
+    if isinstance(exc, HTTPStatusError):
+        return f"http_{exc.status_code}"
+    return exc.reason
+
+
+@dataclass(frozen=True)
+class CopyOutcome:
+    job: ArchiveJob
+    sha256: str | None = None
+    bytes: int = 0
+    error: str | None = None
+    message: str | None = None
+    final: bool = True  # False: a retry is scheduled
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class RunSummary:
+    """What one ``run_pending`` did (the CLI prints it)."""
+
+    copied: int = 0
+    bytes: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> int:
+        return sum(self.failed.values())
+
+    def add(self, outcome: CopyOutcome) -> None:
+        if outcome.ok:
+            self.copied += 1
+            self.bytes += outcome.bytes
+        else:
+            assert outcome.error is not None
+            self.failed[outcome.error] = self.failed.get(outcome.error, 0) + 1
+
+
+class Archiver:
+    """Copies queued result files into ``ARCHIVE_DIR``; a service of the web process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        http: httpx.AsyncClient | None = None,
+        poll_interval: float = POLL_INTERVAL,
+        file_timeout: float = FILE_TIMEOUT,
+        retry_first: float = RETRY_FIRST,
+        retry_max: float = RETRY_MAX,
+        resolve: Resolver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings, self.store = settings, store
+        self.archive_dir = Path(settings.archive_dir)
+        self.holder = holder_id()
+        self.slots = settings.archive_concurrency
+        self.poll_interval, self.file_timeout = poll_interval, file_timeout
+        self.retry_first, self.retry_max = retry_first, retry_max
+        self.lease = file_timeout + LEASE_MARGIN
+        self._resolve, self._clock = resolve, clock
+        self._http, self._own_http = http, http is None
+        self._inflight: set[asyncio.Task[CopyOutcome]] = set()
+        self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def open(self, *, cleanup: bool) -> None:
+        """Create and probe ARCHIVE_DIR; ``cleanup`` removes a crash's partial files first.
+
+        Only a starting server cleans up: a one-off command could delete a
+        running server's partial download.
+        """
+        removed = await asyncio.to_thread(self._prepare_dir, cleanup)
+        if removed:
+            log.info("archive removed %d partial download(s) left by a crash", removed)
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(READ_TIMEOUT, connect=15.0),
+                limits=httpx.Limits(max_connections=max(10, self.slots * 2)),
+            )
+
+    async def start(self) -> None:
+        """Open, hand back the claims of dead local processes, then run in the background."""
+        await self.open(cleanup=True)
+        dead = [h for h in await self.store.archive_holders() if holder_is_dead(h)]
+        if dead:
+            released = await self.store.release_archives(dead)
+            log.info("archive resumes %d copy(ies) a stopped process had claimed", released)
+        self.store.archive_wakeup.set()  # look for work at once
+        self._loop = asyncio.create_task(self._run(), name="archiver")
+
+    async def stop(self) -> None:
+        """Cancel in-flight copies (their partial files go) and give their rows back."""
+        self._stopping = True
+        self.store.archive_wakeup.set()
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        inflight = list(self._inflight)
+        for task in inflight:
+            task.cancel()
+        await asyncio.gather(*inflight, return_exceptions=True)
+        try:
+            await self.store.release_archives([self.holder])
+        except Exception:  # the store may be gone already; the lease lapses by itself
+            log.warning("archive could not give back its claims; they lapse later", exc_info=True)
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def status(self) -> dict[str, Any]:
+        counts = await self.store.archive_counts()
+        body: dict[str, Any] = {
+            "ok": True,
+            "pending": counts.get("pending", 0),
+            "running": counts.get("running", 0),
+            "failed": counts.get("failed", 0),
+            "done": counts.get("done", 0),
+            "in_flight": len(self._inflight),
+        }
+        # A live probe, not the last StorageError: the disk may have been freed since.
+        problem = await asyncio.to_thread(self._probe_dir)
+        if problem is None and self._loop is not None and self._loop.done() and not self._stopping:
+            problem = "the archive loop stopped; see the logs"
+        if problem is not None:
+            body.update(ok=False, reason=problem)
+        return body
+
+    # -- the background loop ------------------------------------------------
+
+    async def _run(self) -> None:
+        wakeup = self.store.archive_wakeup
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval):
+                    await wakeup.wait()
+            wakeup.clear()
+            try:
+                await self._fill_slots()
+            except Exception:  # a store hiccup must not end the loop; the next poll retries
+                log.exception("archive could not claim work")
+
+    async def _fill_slots(self) -> None:
+        free = self.slots - len(self._inflight)
+        if free <= 0 or self._stopping:
+            return
+        for job in await self.store.claim_archives(self.holder, free, self.lease):
+            task = asyncio.create_task(self.copy(job), name=f"archive {redact_url(job.url)}")
+            self._inflight.add(task)
+            task.add_done_callback(self._copy_done)
+
+    def _copy_done(self, task: asyncio.Task[CopyOutcome]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("archive copy crashed", exc_info=task.exception())
+        self.store.archive_wakeup.set()  # a free slot: claim more
+
+    # -- one copy -----------------------------------------------------------
+
+    async def copy(self, job: ArchiveJob) -> CopyOutcome:
+        """Copy one claimed row's file and record the outcome."""
+        assert self._http is not None, "call open() or start() first"
+        try:
+            got = await download(
+                job.url,
+                self.archive_dir,
+                http=self._http,
+                max_bytes=self.settings.archive_max_bytes,
+                allow_private=self.settings.archive_allow_private,
+                timeout=self.file_timeout,
+                resolve=self._resolve,
+            )
+        except DownloadError as exc:
+            return await self._record_failure(job, exc)
+        await self.store.finish_archive(job, self.holder, got.sha256, got.bytes, got.content_type)
+        ARCHIVE_BYTES.inc(got.bytes)
+        log.info(
+            "archived task=%s url=%s sha256=%s bytes=%d",
+            job.task_key,
+            redact_url(job.url),
+            got.sha256,
+            got.bytes,
+        )
+        return CopyOutcome(job, got.sha256, got.bytes)
+
+    async def _record_failure(self, job: ArchiveJob, exc: DownloadError) -> CopyOutcome:
+        now = self._clock()
+        code, message = error_code(exc), exc.message
+        retry_at: float | None = None
+        if now >= job.expires_at and (not exc.permanent or code in ("http_403", "http_404")):
+            code = "expired"
+            message = f"the URL expired at {iso_time(job.expires_at)}; last attempt: {message}"
+        elif not exc.permanent:
+            delay = retry_delay(job.attempts + 1, self.retry_first, self.retry_max)
+            retry_at = min(now + delay, job.expires_at)
+        ARCHIVE_FAILURES.labels(code).inc()
+        await self.store.fail_archive(job, self.holder, code, message, retry_at)
+        log.warning(
+            "archive failed task=%s code=%s retry_at=%s: %s",
+            job.task_key,
+            code,
+            iso_time(retry_at),
+            message,
+        )
+        return CopyOutcome(job, error=code, message=message, final=retry_at is None)
+
+    # -- one-off runs (the CLI) ---------------------------------------------
+
+    async def run_pending(
+        self,
+        *,
+        include_failed: bool = False,
+        report: Callable[[CopyOutcome], Awaitable[None] | None] | None = None,
+    ) -> RunSummary:
+        """Copy every queued file now, each at most once, ignoring retry schedules.
+
+        Rows another live process is copying are left to it.
+        """
+        await self.store.enqueue_missing_archives()
+        due_by = await self.store.reschedule_archives(include_failed)
+        summary = RunSummary()
+
+        async def worker() -> None:
+            while jobs := await self.store.claim_archives(self.holder, 1, self.lease, due_by):
+                outcome = await self.copy(jobs[0])
+                summary.add(outcome)
+                if report is not None and (pending := report(outcome)) is not None:
+                    await pending
+
+        await asyncio.gather(*(worker() for _ in range(self.slots)))
+        return summary
+
+    # -- the folder ---------------------------------------------------------
+
+    def _prepare_dir(self, cleanup: bool) -> int:
+        self.archive_dir.mkdir(parents=True, exist_ok=True)
+        removed = cleanup_temp_files(self.archive_dir) if cleanup else 0
+        if problem := self._probe_dir():
+            log.error("archive: %s", problem)
+        return removed
+
+    def _probe_dir(self) -> str | None:
+        """Why ARCHIVE_DIR cannot take files now, or None (a real create-and-delete)."""
+        try:
+            with tempfile.NamedTemporaryFile(prefix=".probe-", dir=self.archive_dir):
+                pass
+            free = shutil.disk_usage(self.archive_dir).free
+        except OSError as exc:
+            return f"ARCHIVE_DIR {self.archive_dir} is not writable: {exc}"
+        if free == 0:
+            return f"ARCHIVE_DIR {self.archive_dir} is on a full disk"
+        return None
+
+
+@contextlib.asynccontextmanager
+async def archive_service(runtime: Any) -> AsyncIterator[Archiver | None]:
+    """Run the archiver for the app's lifespan when ARCHIVE=on; registers it as a service."""
+    if not runtime.settings.archive:
+        yield None
+        return
+    archiver = Archiver(runtime.settings, runtime.store)
+    await archiver.start()
+    runtime.services["archive"] = archiver
+    try:
+        yield archiver
+    finally:
+        await archiver.stop()

@@ -1,0 +1,99 @@
+"""``python -m server``: serve, reconcile, check, callback-url, archive.
+
+Exit codes: 0 done, 1 the work ran but something failed, 2 usage or
+configuration error (the message says the remedy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from server.cli import reconcile as reconcile_cli
+from server.core.tokens import callback_url
+from server.core.types import PROVIDERS
+from server.errors import ConfigError
+from server.observe import logs
+from server.settings import Settings
+from server.store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m server", description=__doc__.splitlines()[0])
+    commands = p.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("serve", help="run the web server with the embedded reconciler (default)")
+    commands.add_parser("check", help="exit 0 when the database is reachable and writable")
+    reconcile_cli.add_parser(commands)
+    url = commands.add_parser("callback-url", help="print the callback_url to give a provider")
+    url.add_argument("provider", choices=PROVIDERS)
+    archive = commands.add_parser("archive", help="copy every result file still missing, now")
+    archive.add_argument(
+        "--retry-failed", action="store_true", help="also try again copies that failed for good"
+    )
+    return p
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from server.web.app import create_app
+
+    logs.configure(settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=20,
+    )
+    return EXIT_OK
+
+
+async def check(settings: Settings) -> int:
+    try:
+        async with Store(settings) as store:
+            await store.check_writable()
+    except Exception as exc:  # every failure is reported, not raised
+        print(f"not ok: database {settings.database_path} is not writable: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"ok: database {settings.database_path} is reachable and writable")
+    return EXIT_OK
+
+
+async def print_callback_url(settings: Settings, provider: str) -> int:
+    async with Store(settings) as store:
+        secrets = await store.secrets()
+    if secrets.generated:
+        from server.web.app import banner
+
+        print(banner(settings, secrets), file=sys.stderr)
+    print(callback_url(settings.base_url, secrets.callback_secrets[0], provider))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    command = args.command or "serve"
+    if command == "serve":
+        return serve(settings)
+    if command == "check":
+        return asyncio.run(check(settings))
+    if command == "reconcile":
+        logs.configure(settings.log_format)
+        return asyncio.run(reconcile_cli.reconcile(settings, args))
+    if command == "callback-url":
+        return asyncio.run(print_callback_url(settings, args.provider))
+    if command == "archive":
+        from server.cli import archive as archive_command
+
+        return asyncio.run(archive_command.run(settings, retry_failed=args.retry_failed))
+    return EXIT_USAGE

@@ -1,0 +1,1 @@
+"""The pure core: vocabulary, ids, merge and scheduling, with no I/O."""

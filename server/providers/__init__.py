@@ -1,0 +1,1 @@
+"""Upstream providers: payload parsing and the tasks-endpoint clients."""

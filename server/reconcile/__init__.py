@@ -1,0 +1,1 @@
+"""The reconciler: passes that poll upstream for tasks whose result is missing."""

@@ -1,0 +1,207 @@
+"""The reconciler as a background loop: one pass every RECONCILE_INTERVAL seconds.
+
+Several web workers (or a web process and a ``worker``) may share one
+database; a lease in the database lets exactly one of them run passes. The
+holder renews the lease while it works; if it dies the lease lapses after
+``lease_ttl`` and another loop takes over. The last pass and the providers'
+health are written to the database, so ``/readyz`` on any worker reports them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from server.core.types import PROVIDERS, iso_time
+from server.providers.upstream import build_clients, default_http_client
+from server.reconcile.health import HealthBoard, PauseRules
+from server.reconcile.reconciler import Client, run_pass
+from server.reconcile.report import PassReport
+from server.settings import Settings
+from server.store import Store
+
+log = logging.getLogger("taskhook.reconciler")
+
+LEASE_NAME = "reconciler"
+LAST_PASS_KEY = "reconciler.last_pass"
+PROVIDERS_KEY = "reconciler.providers"
+#: How long ``stop()`` lets a running pass finish before cancelling it.
+STOP_GRACE = 10.0
+
+PassFn = Callable[[], Awaitable[PassReport]]
+
+
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class ReconcilerLoop:
+    """Runs passes while it holds the lease; ``status()`` is what ``/readyz`` shows."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clients: dict[str, Client],
+        *,
+        holder: str | None = None,
+        lease_ttl: float | None = None,
+        run: PassFn | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clients = clients
+        self.interval = settings.reconcile_interval
+        self.holder = holder or holder_name()
+        self.lease_ttl = lease_ttl or max(3 * self.interval, 30.0)
+        self.health = HealthBoard(PauseRules.for_interval(self.interval))
+        self._run = run or self._default_pass
+        self._stop = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.started_at = time.time()
+        self.passes = 0
+        self.holding = False
+
+    async def _default_pass(self) -> PassReport:
+        return await run_pass(self.store, self.clients, self.settings, health=self.health)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        self.started_at = time.time()
+        self._task = asyncio.create_task(self._main(), name="reconciler")
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Ask the loop to stop, let a running pass finish within ``grace``, then cancel."""
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is None:
+            self._stopped.set()
+            return
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            log.warning("reconciler pass still running after %.1fs at shutdown; cancelling", grace)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.holding:
+            with contextlib.suppress(Exception):
+                await self.store.release_lease(LEASE_NAME, self.holder)
+            self.holding = False
+        self._stopped.set()
+
+    async def run_forever(self) -> None:
+        """Run until ``stop()`` (for the ``reconcile --loop`` command)."""
+        self.start()
+        await self._stopped.wait()
+
+    async def _main(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.tick()
+            except Exception:  # a pass never takes the loop (or the server) down
+                log.exception("reconciler tick failed; trying again next interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
+
+    async def tick(self) -> PassReport | None:
+        """Take or renew the lease; run one pass if we hold it."""
+        self.holding = await self.store.take_lease(LEASE_NAME, self.holder, self.lease_ttl)
+        if not self.holding:
+            return None
+        renewer = asyncio.create_task(self._renew())
+        try:
+            report = await self._run()
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        self.passes += 1
+        await self._record(report)
+        return report
+
+    async def _renew(self) -> None:
+        """Keep the lease while a long pass runs (slow upstream, many tasks)."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            if not await self.store.take_lease(LEASE_NAME, self.holder, self.lease_ttl):
+                log.error("reconciler lease lost to another holder during a pass")
+                return
+
+    async def _record(self, report: PassReport) -> None:
+        now = time.time()
+        await self.store.set_value(
+            LAST_PASS_KEY, {"at": now, "holder": self.holder, **report.to_json()}
+        )
+        await self.store.set_value(PROVIDERS_KEY, self.health.to_json(now))
+
+    # -- status ---------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        return await reconciler_status(self.store, self.settings, self.started_at, self.clients)
+
+
+async def reconciler_status(
+    store: Store, settings: Settings, started_at: float, clients: dict[str, Any]
+) -> dict[str, Any]:
+    """The reconciler's health as any worker sees it, from what the lease holder wrote."""
+    now = time.time()
+    last = await store.get_value(LAST_PASS_KEY)
+    providers: dict[str, Any] = await store.get_value(PROVIDERS_KEY) or {}
+    unfinished, oldest = await store.unfinished_summary()
+    for provider in PROVIDERS:
+        if provider not in clients:
+            providers[provider] = {"state": "skipped", "reason": "no token configured"}
+    body: dict[str, Any] = {
+        "ok": True,
+        "reconciler": settings.reconciler,
+        "interval": settings.reconcile_interval,
+        "last_pass_at": iso_time(last["at"]) if last else None,
+        "last_pass": last,
+        "providers": providers,
+        "unfinished": unfinished,
+        "oldest_unfinished_age": round(now - oldest, 3) if oldest is not None else None,
+    }
+    reasons = []
+    since = max(started_at, last["at"] if last else 0.0)
+    if now - since > 3 * settings.reconcile_interval:
+        reasons.append(f"no reconcile pass completed in the last {now - since:.0f}s")
+    rejected = [p for p, h in providers.items() if h.get("state") == "unauthorized"]
+    if rejected:
+        reasons.append(f"token rejected by {', '.join(rejected)}; a probe runs with growing delay")
+    if reasons:
+        body["ok"], body["reason"] = False, "; ".join(reasons)
+    return body
+
+
+class ReconcilerOff:
+    """The ``/readyz`` entry when ``RECONCILER=off``."""
+
+    async def status(self) -> dict[str, Any]:
+        return {"ok": True, "reconciler": "off"}
+
+
+@contextlib.asynccontextmanager
+async def embedded_reconciler(store: Store, settings: Settings):
+    """Start the loop for the web process's lifespan; yields the service for ``/readyz``."""
+    if settings.reconciler == "off":
+        yield ReconcilerOff()
+        return
+    http: httpx.AsyncClient = default_http_client()
+    loop = ReconcilerLoop(store, settings, build_clients(settings, http))
+    loop.start()
+    try:
+        yield loop
+    finally:
+        await loop.stop()
+        await http.aclose()

@@ -1,0 +1,343 @@
+"""One reconcile pass: ask upstream about unfinished tasks and merge the answers.
+
+Every answer goes through ``ingest.answer`` and ``Store.ingest_many``, the
+same path as a callback, so it is kept raw with source ``reconcile`` and
+merged by the same rules; a "not yet" goes the same way with no body, which
+moves the task's next check later (``schedule.backoff``). Tasks registered
+longer than ``RECONCILE_MAX_AGE`` ago that are still unfinished after their
+last check get an ``expired`` observation (a later real result still wins).
+
+Providers are handled concurrently and independently: trouble with one
+(``upstream.UpstreamError``) pauses or backs off only that one, recorded in
+its ``ProviderHealth``; a pass never raises because of upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from server.core import schedule
+from server.core.ids import task_key
+from server.core.merge import expired, merge
+from server.core.types import PROVIDERS, TaskState
+from server.errors import UpstreamError, worst
+from server.ingest import answer
+from server.observe import metrics
+from server.providers.upstream import (
+    AceDataClient,
+    Answer,
+    BadAnswer,
+    ConnectionFailed,
+    RateLimited,
+    Seedance2Client,
+    UpstreamUnauthorized,
+)
+from server.reconcile.health import HealthBoard, ProviderHealth
+from server.reconcile.report import Change, PassReport, ProviderReport, error_kind
+from server.settings import Settings
+from server.store import DueTask, Incoming, IngestOutcome, Store
+
+log = logging.getLogger("taskhook.reconciler")
+
+#: Tasks one provider may have checked in one scheduled pass (oldest due first).
+TASKS_PER_PROVIDER_PASS = 1000
+#: How far ahead of its schedule a task may be asked to fill an AceData batch.
+BATCH_LOOKAHEAD = schedule.FIRST_BACKOFF
+TOKEN_VARIABLES = {
+    "seedream": "ACEDATA_API_TOKEN",
+    "seedance": "ACEDATA_API_TOKEN",
+    "dreamina": "ACEDATA_API_TOKEN",
+    "seedance2": "SEEDANCE2_API_KEY",
+}
+
+FINAL = ("succeeded", "failed", "expired")
+Client = AceDataClient | Seedance2Client
+#: ``progress(provider, checked, total)`` after each upstream call.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class _Context:
+    store: Store
+    settings: Settings
+    now: float
+    dry_run: bool
+    progress: Progress | None
+
+
+async def run_pass(
+    store: Store,
+    clients: dict[str, Client],
+    settings: Settings,
+    *,
+    now: float | None = None,
+    providers: Sequence[str] | None = None,
+    task_ids: Sequence[str] | None = None,
+    ignore_schedule: bool = False,
+    dry_run: bool = False,
+    health: HealthBoard | None = None,
+    limit: int = TASKS_PER_PROVIDER_PASS,
+    progress: Progress | None = None,
+) -> PassReport:
+    """Check the due unfinished tasks of every (or the named) provider once."""
+    now = time.time() if now is None else now
+    health = health or HealthBoard()
+    report = PassReport(started_at=now, dry_run=dry_run)
+    ctx = _Context(store, settings, now, dry_run, progress)
+    started = time.perf_counter()
+    jobs = []
+    for provider in providers or PROVIDERS:
+        prep = ProviderReport(provider)
+        report.providers[provider] = prep
+        jobs.append(
+            _provider_pass(
+                ctx, prep, clients.get(provider), health[provider], task_ids, ignore_schedule, limit
+            )
+        )
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    for provider, result in zip(report.providers, results, strict=True):
+        if isinstance(result, BaseException):  # a bug or the store; never upstream
+            log.error("reconcile pass failed provider=%s", provider, exc_info=result)
+            report.providers[provider].errors["internal"] += 1
+    report.duration = time.perf_counter() - started
+    if not dry_run:
+        metrics.RECONCILE_PASS_SECONDS.observe(report.duration)
+    return report
+
+
+async def _provider_pass(
+    ctx: _Context,
+    rep: ProviderReport,
+    client: Client | None,
+    health: ProviderHealth,
+    task_ids: Sequence[str] | None,
+    ignore_schedule: bool,
+    limit: int,
+) -> None:
+    due = await ctx.store.due_tasks(
+        ctx.now,
+        limit,
+        providers=[rep.provider],
+        task_ids=task_ids,
+        ignore_schedule=ignore_schedule,
+    )
+    size = ctx.settings.reconcile_batch_size
+    if due and isinstance(client, AceDataClient) and not ignore_schedule and len(due) % size:
+        # A batch costs one call whatever its size: fill it with tasks due soon anyway.
+        full = -(-len(due) // size) * size
+        soon = await ctx.store.due_tasks(
+            ctx.now + BATCH_LOOKAHEAD, full, providers=[rep.provider], task_ids=task_ids
+        )
+        due = _fill(due, soon)
+    rep.due = len(due)
+    if client is None:
+        rep.skipped = f"no token; set {TOKEN_VARIABLES[rep.provider]}"
+    elif not health.may_call(ctx.now):
+        rep.skipped = f"paused ({health.trouble}): {health.reason}"
+    # Tasks past the age limit expire on time even if their next check is later.
+    overdue = await ctx.store.overdue_tasks(
+        ctx.now - ctx.settings.reconcile_max_age, limit, providers=[rep.provider]
+    )
+    if task_ids is None:
+        due = _fill(due, overdue)
+    rep.due = len(due)
+    if rep.skipped:
+        # Nobody is asked, but the age limit still holds.
+        await _settle(ctx, rep, [], [t for t in due if _too_old(ctx, t)])
+        return
+    assert client is not None
+    for start in range(0, len(due), size):
+        chunk = due[start : start + size]
+        ids = [t.task_id for t in chunk]
+        if isinstance(client, AceDataClient):
+            answers, error = await _ask_acedata(client, rep, ids)
+        else:
+            answers, error = await _ask_seedance2(client, rep, ids)
+        if error is None:
+            health.succeeded(ctx.now)
+        else:
+            _trouble(ctx, rep, health, error)
+        asked = [i for i in ids if i in answers]
+        items = [_incoming(rep.provider, task_id, answers[task_id]) for task_id in asked]
+        rep.checked += len(items)
+        rest = chunk if error is None else due[start:]
+        await _settle(ctx, rep, items, [t for t in rest if _too_old(ctx, t)])
+        if ctx.progress:
+            ctx.progress(rep.provider, rep.checked, rep.due)
+        if error is not None:
+            if isinstance(error, BadAnswer) and not ctx.dry_run:
+                await _keep_bad_answer(ctx.store, rep.provider, error)
+            return
+
+
+def _fill(due: list[DueTask], soon: list[DueTask]) -> list[DueTask]:
+    seen = {task_key(t.task_id) for t in due}
+    return due + [t for t in soon if task_key(t.task_id) not in seen]
+
+
+def _incoming(provider: str, task_id: str, got: Answer | None) -> Incoming:
+    if got is None:
+        return answer(provider, task_id, None, None)
+    return answer(provider, task_id, got.body, got.payload)
+
+
+def _too_old(ctx: _Context, task: DueTask) -> bool:
+    return ctx.now - task.created_at >= ctx.settings.reconcile_max_age
+
+
+Asked = tuple[dict[str, Answer | None], UpstreamError | None]
+
+
+async def _ask_acedata(client: AceDataClient, rep: ProviderReport, ids: list[str]) -> Asked:
+    """One ``retrieve_batch`` call (the client falls back to single calls by itself)."""
+    rep.calls += 1
+    try:
+        answers = await client.retrieve_batch(ids)
+    except UpstreamError as exc:
+        metrics.UPSTREAM_CALLS.labels(rep.provider, error_kind(exc)).inc()
+        return {}, exc
+    outcome = "ok" if any(a is not None for a in answers.values()) else "not_yet"
+    metrics.UPSTREAM_CALLS.labels(rep.provider, outcome).inc()
+    return answers, None
+
+
+async def _ask_seedance2(client: Seedance2Client, rep: ProviderReport, ids: list[str]) -> Asked:
+    """Single calls with bounded concurrency; answers that came are kept even if some failed."""
+    fetched = await client.retrieve_many(ids)
+    errors: list[UpstreamError] = []
+    for got in fetched.values():
+        if isinstance(got, UpstreamError):
+            if any(got is e for e in errors):
+                continue  # ids not sent after a 401/429 carry the error of the call that stopped
+            errors.append(got)
+            label = error_kind(got)
+        else:
+            label = "ok" if got is not None else "not_yet"
+        rep.calls += 1
+        metrics.UPSTREAM_CALLS.labels(rep.provider, label).inc()
+    answered = {k: v for k, v in fetched.items() if not isinstance(v, UpstreamError)}
+    return answered, (worst(errors) if errors else None)
+
+
+async def _keep_bad_answer(store: Store, provider: str, exc: BadAnswer) -> None:
+    """An answer we cannot read is kept in quarantine, so nothing upstream said is lost."""
+    try:
+        await store.quarantine(provider, exc.body, {}, "bad_upstream_answer", exc.detail)
+    except Exception:  # keeping it is best effort; the pass goes on
+        log.exception("could not quarantine a bad answer provider=%s", provider)
+
+
+def _trouble(
+    ctx: _Context, rep: ProviderReport, health: ProviderHealth, exc: UpstreamError
+) -> None:
+    kind = "bad_answer" if isinstance(exc, BadAnswer) else error_kind(exc)
+    if isinstance(exc, ConnectionFailed):
+        kind = "connection"
+    rep.errors[kind] += 1
+    if isinstance(exc, UpstreamUnauthorized):
+        health.unauthorized(ctx.now, exc.detail)
+        log.error(
+            "token rejected provider=%s; probing again in %.0fs", rep.provider, health.auth_delay
+        )
+    elif isinstance(exc, RateLimited):
+        health.rate_limited(ctx.now, exc.retry_after, exc.detail)
+        log.warning(
+            "rate limited provider=%s; pausing %.1fs", rep.provider, health.paused_until - ctx.now
+        )
+    else:
+        health.failed(ctx.now, exc.detail)
+        log.warning(
+            "upstream trouble provider=%s kind=%s; backing off %.1fs: %s",
+            rep.provider,
+            kind,
+            health.paused_until - ctx.now,
+            exc.detail,
+        )
+
+
+async def _settle(
+    ctx: _Context, rep: ProviderReport, items: list[Incoming], too_old: list[DueTask]
+) -> None:
+    """Ingest one upstream call's answers, then expire what is too old, in one ``ingest_many``."""
+    expiries = [
+        Incoming(t.provider, t.task_id, "reconcile", None, expired(t.provider, t.task_id))
+        for t in too_old
+    ]
+    batch = items + expiries
+    if not batch:
+        return
+    if ctx.dry_run:
+        outcomes = await _simulate(ctx.store, batch)
+    else:
+        outcomes = await ctx.store.ingest_many(batch)
+    _tally(rep, batch, outcomes, len(items), ctx.dry_run)
+
+
+async def _simulate(store: Store, batch: list[Incoming]) -> list[IngestOutcome]:
+    """What ``ingest_many`` would do to the merged states, computed in memory only."""
+    records = await store.get_tasks_by_key([task_key(i.task_id) for i in batch])
+    states: dict[str, TaskState] = {task_key(r.state.task_id): r.state for r in records}
+    outcomes = []
+    for item in batch:
+        key = task_key(item.task_id)
+        state = states.get(key) or TaskState(task_id=item.task_id, provider=item.provider)
+        merged = merge(state, item.observation) if item.observation else state
+        became_final = merged.is_final and (not state.is_final or merged.status != state.status)
+        states[key] = merged
+        outcomes.append(
+            IngestOutcome(
+                merged.task_id,
+                item.provider,
+                merged.status.value,
+                False,
+                merged is not state,
+                became_final,
+                previous=state.status.value,
+            )
+        )
+    return outcomes
+
+
+def _tally(
+    rep: ProviderReport,
+    batch: list[Incoming],
+    outcomes: list[IngestOutcome],
+    answered: int,
+    dry_run: bool,
+) -> None:
+    final_status: dict[str, str] = {}
+    before: dict[str, str] = {}  # a task's status before the first item of the batch
+    for item, outcome in zip(batch, outcomes, strict=True):
+        key = task_key(item.task_id)
+        final_status[key] = outcome.status
+        before.setdefault(key, outcome.previous)
+        if not outcome.became_final:
+            continue
+        if outcome.status == "expired":
+            rep.expired += 1
+            log.info("task expired provider=%s task_id=%s", rep.provider, outcome.task_id)
+            continue
+        if outcome.status == "succeeded":
+            rep.completed += 1
+        else:
+            rep.failed += 1
+        if not dry_run:
+            metrics.GAPS_FILLED.labels(rep.provider).inc()
+            log.info(
+                "gap filled provider=%s task_id=%s status=%s",
+                rep.provider,
+                outcome.task_id,
+                outcome.status,
+            )
+    asked = {task_key(i.task_id) for i in batch[:answered]}
+    rep.waiting += sum(1 for k in asked if final_status[k] not in FINAL)
+    first_item: dict[str, Incoming] = {}
+    for item in batch:  # a dict, not a scan of the batch per change (quadratic in batch size)
+        first_item.setdefault(task_key(item.task_id), item)
+    for key, after in final_status.items():
+        if after != before[key]:
+            rep.changes.append(Change(first_item[key].task_id, rep.provider, before[key], after))

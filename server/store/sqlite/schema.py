@@ -1,0 +1,133 @@
+"""The database schema, as numbered migrations applied at start-up.
+
+``PRAGMA user_version`` records how many migrations a database has had. A
+migration is appended, never edited, once it has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from server.errors import SchemaTooNew
+
+MIGRATIONS: list[list[str]] = [
+    # 1: tasks, raw deliveries, quarantine, settings, leases
+    [
+        """CREATE TABLE settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        # seq orders tasks newest first and is the pagination cursor; key is the
+        # id lower-cased without dashes, so every spelling finds the row.
+        """CREATE TABLE tasks (
+            seq INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            task_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            status TEXT NOT NULL,
+            state TEXT NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            completed_at REAL,
+            next_check_at REAL,
+            deliveries INTEGER NOT NULL DEFAULT 0,
+            checks INTEGER NOT NULL DEFAULT 0,
+            last_source TEXT,
+            final_source TEXT
+        )""",
+        # Only unfinished tasks have a next check: a partial index stays small
+        # however many finished tasks the table holds.
+        "CREATE INDEX tasks_due ON tasks(next_check_at) WHERE next_check_at IS NOT NULL",
+        "CREATE INDEX tasks_status ON tasks(status, seq)",
+        "CREATE INDEX tasks_provider ON tasks(provider, status, seq)",
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            task_key TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            source TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            sha256 TEXT NOT NULL,
+            body BLOB NOT NULL,
+            status TEXT,
+            changed INTEGER NOT NULL DEFAULT 0
+        )""",
+        # A byte-identical repeat is the same (task, sha256): stored once.
+        "CREATE UNIQUE INDEX deliveries_body ON deliveries(task_key, sha256)",
+        "CREATE INDEX deliveries_task ON deliveries(task_key, id)",
+        """CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            message TEXT NOT NULL,
+            headers TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            body BLOB NOT NULL
+        )""",
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+    ],
+    # 2: archive copies of result files, one row per (task, result URL)
+    [
+        # status: pending (due at next_attempt_at), running (claimed by claimed_by
+        # until claimed_until), done, failed (final). error/message keep the last
+        # failure, also while a retry is pending.
+        """CREATE TABLE archives (
+            task_key TEXT NOT NULL,
+            url TEXT NOT NULL,
+            status TEXT NOT NULL,
+            sha256 TEXT,
+            bytes INTEGER,
+            content_type TEXT,
+            error TEXT,
+            message TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            claimed_by TEXT,
+            claimed_until REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (task_key, url)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX archives_due ON archives(status, next_attempt_at)",
+        "CREATE INDEX archives_sha256 ON archives(sha256) WHERE sha256 IS NOT NULL",
+    ],
+    # 3: the reconciler asks for due tasks one provider at a time; without this
+    # index SQLite walks every task of the provider, finished ones included.
+    [
+        "CREATE INDEX tasks_due_provider ON tasks(provider, next_check_at)"
+        " WHERE next_check_at IS NOT NULL",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations this database lacks; returns the version it ends at.
+
+    Runs under ``BEGIN IMMEDIATE`` and re-reads the version after taking the
+    lock, so several processes starting together migrate exactly once.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the database is at schema version {version}, this taskhook knows up to "
+                f"{SCHEMA_VERSION}; upgrade taskhook or point DATABASE_URL elsewhere"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[number]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION

@@ -1,0 +1,100 @@
+"""The ASGI application: routes, error shapes and the lifespan that starts everything."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from server.archive.archiver import archive_service
+from server.core.tokens import callback_url
+from server.core.types import PROVIDERS
+from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
+from server.observe import logs, metrics
+from server.reconcile.loop import embedded_reconciler
+from server.settings import Settings
+from server.store import Secrets, Store
+from server.web.routes import ROUTES
+from server.web.runtime import Runtime
+
+log = logging.getLogger("taskhook.app")
+
+def banner(settings: Settings, secrets: Secrets) -> str:
+    """What a first start prints once: the generated secrets and the callback URLs."""
+    lines = ["taskhook generated secrets and stored them in the database (shown only now):"]
+    if "API_TOKEN" in secrets.generated:
+        lines.append(f"  API_TOKEN={secrets.api_token}")
+    if "CALLBACK_SECRETS" in secrets.generated:
+        lines.append(f"  CALLBACK_SECRETS={secrets.callback_secrets[0]}")
+    lines.append("Callback URLs to pass as callback_url:")
+    for provider in PROVIDERS:
+        url = callback_url(settings.base_url, secrets.callback_secrets[0], provider)
+        lines.append(f"  {provider:<10} {url}")
+    return "\n".join(lines)
+
+
+async def taskhook_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any error of ours: its class says the status and the code."""
+    assert isinstance(exc, TaskhookError)
+    return JSONResponse(exc.body(), exc.http_status, headers=exc.headers)
+
+
+async def starlette_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_STATUS_CODES.get(exc.status_code, "http_error")
+    if exc.status_code == 404:
+        message = f"no route serves {request.method} {request.url.path}; see /openapi.json"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return JSONResponse(error_body(code, message), exc.status_code, headers=exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        error_body("internal_error", "taskhook failed to handle this request; see its logs"), 500
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the app; nothing is opened until the lifespan starts."""
+    settings = settings or Settings.from_env()
+    # Before uvicorn's first line (Procfile runs uvicorn --factory): every line in our format.
+    logs.configure(settings.log_format)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        logs.configure(settings.log_format)
+        store = Store(settings, on_commit=metrics.observe_commit)
+        await store.open()
+        try:
+            secrets = await store.secrets()
+            if secrets.generated:
+                logs.print_banner(banner(settings, secrets), settings.log_format)
+            app.state.taskhook = rt = Runtime(settings, store, secrets)
+            async with (
+                embedded_reconciler(store, settings) as reconciler,
+                archive_service(rt),
+            ):
+                rt.services["reconciler"] = reconciler
+                log.info("taskhook ready database=%s", settings.database_path)
+                yield
+        finally:
+            await store.close()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            TaskhookError: taskhook_error,
+            HTTPException: starlette_error,
+            Exception: unexpected_error,
+        },
+    )

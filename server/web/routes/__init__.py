@@ -1,0 +1,17 @@
+"""The HTTP routes, one module per concern; ``ROUTES`` is the whole table."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from server.web.routes import callbacks, dashboard, files, health, metrics, quarantine, tasks
+
+ROUTES: list[Route] = [
+    *callbacks.ROUTES,
+    *tasks.ROUTES,
+    *quarantine.ROUTES,
+    *health.ROUTES,
+    *files.ROUTES,
+    *metrics.ROUTES,
+    *dashboard.ROUTES,
+]

@@ -1,0 +1,192 @@
+"""``/tasks``: register tasks to expect and read their merged state."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from server.core.types import PROVIDERS, Status, iso_time
+from server.errors import BadRequest, NotFound, Unprocessable
+from server.store import Registration
+from server.web.auth import require_api_token
+from server.web.openapi import doc
+from server.web.routes.body import read_json
+from server.web.runtime import runtime
+
+MAX_REGISTRATIONS = 1000
+REGISTER_BODY_LIMIT = 16 * 1024 * 1024
+MAX_LIMIT = 500
+
+
+def _registration(item: Any, where: str) -> Registration:
+    if not isinstance(item, dict):
+        raise Unprocessable(
+            f"{where} must be an object with 'provider' and 'task_id'", code="invalid_task"
+        )
+    provider, task_id = item.get("provider"), item.get("task_id")
+    if provider not in PROVIDERS:
+        raise Unprocessable(
+            f"{where}.provider is {provider!r}; expected one of {', '.join(PROVIDERS)}",
+            code="invalid_task",
+        )
+    if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 200:
+        raise Unprocessable(
+            f"{where}.task_id must be a non-empty string (at most 200 characters)",
+            code="invalid_task",
+        )
+    trace_id, metadata = item.get("trace_id"), item.get("metadata")
+    if trace_id is not None and not isinstance(trace_id, str):
+        raise Unprocessable(f"{where}.trace_id must be a string", code="invalid_task")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise Unprocessable(f"{where}.metadata must be an object", code="invalid_task")
+    return Registration(provider, task_id.strip(), trace_id, metadata)
+
+
+@doc(
+    "Register tasks to expect",
+    body='{"provider", "task_id", "trace_id"?, "metadata"?} or {"tasks": [...]} (up to 1,000)',
+    responses={
+        201: "the task(s)",
+        400: "not JSON",
+        401: "no or wrong bearer",
+        413: "body too large",
+        422: "invalid task",
+    },
+    auth=True,
+)
+async def register_tasks(request: Request) -> JSONResponse:
+    require_api_token(request)
+    payload = await read_json(request, REGISTER_BODY_LIMIT)
+    bulk = isinstance(payload, dict) and "tasks" in payload
+    if bulk:
+        items = payload["tasks"]
+        if not isinstance(items, list) or not items:
+            raise Unprocessable("'tasks' must be a non-empty list", code="invalid_task")
+        if len(items) > MAX_REGISTRATIONS:
+            raise Unprocessable(
+                f"'tasks' holds {len(items)} tasks; register at most {MAX_REGISTRATIONS} at once",
+                code="too_many_tasks",
+            )
+        regs = [_registration(item, f"tasks[{i}]") for i, item in enumerate(items)]
+    else:
+        regs = [_registration(payload, "body")]
+    records = await runtime(request).store.register(regs)
+    tasks = [record.to_json() for record in records]
+    return JSONResponse({"tasks": tasks} if bulk else tasks[0], status_code=201)
+
+
+@doc(
+    "A task's merged state",
+    responses={200: "the task", 401: "no or wrong bearer", 404: "unknown task"},
+    auth=True,
+)
+async def get_task(request: Request) -> JSONResponse:
+    require_api_token(request)
+    task_id = request.path_params["task_id"]
+    record = await runtime(request).store.get_task(task_id)
+    if record is None:
+        raise NotFound(f"no task {task_id!r} is known (ids match without case or dashes)")
+    return JSONResponse(record.to_json())
+
+
+def encode_cursor(seq: int | None) -> str | None:
+    return None if seq is None else base64.urlsafe_b64encode(str(seq).encode()).decode()
+
+
+def decode_cursor(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(text.encode()).decode())
+    except ValueError:
+        raise BadRequest(
+            f"cursor {text!r} is not one this API gave out", code="invalid_cursor"
+        ) from None
+
+
+@doc(
+    "List tasks, newest first",
+    query=("status", "provider", "limit", "cursor"),
+    responses={
+        200: "a page of tasks and next_cursor",
+        400: "bad filter",
+        401: "no or wrong bearer",
+    },
+    auth=True,
+)
+async def list_tasks(request: Request) -> JSONResponse:
+    require_api_token(request)
+    q = request.query_params
+    status, provider = q.get("status") or None, q.get("provider") or None
+    if status is not None and status not in {s.value for s in Status}:
+        raise BadRequest(
+            f"status {status!r} is not one of {', '.join(s.value for s in Status)}",
+            code="invalid_filter",
+        )
+    if provider is not None and provider not in PROVIDERS:
+        raise BadRequest(
+            f"provider {provider!r} is not one of {', '.join(PROVIDERS)}", code="invalid_filter"
+        )
+    raw_limit = q.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise BadRequest(
+            f"limit {raw_limit!r} must be a whole number from 1 to {MAX_LIMIT}",
+            code="invalid_filter",
+        )
+    records, next_seq = await runtime(request).store.list_tasks(
+        status=status,
+        provider=provider,
+        limit=int(raw_limit),
+        cursor=decode_cursor(q.get("cursor")),
+    )
+    return JSONResponse(
+        {"tasks": [r.to_json() for r in records], "next_cursor": encode_cursor(next_seq)}
+    )
+
+
+def body_view(body: bytes) -> Any:
+    """A kept body as JSON when it is JSON, else as text (invalid UTF-8 replaced)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return body.decode("utf-8", "replace")
+
+
+@doc(
+    "Every raw delivery kept for a task, oldest first",
+    responses={200: "the deliveries", 401: "no or wrong bearer", 404: "unknown task"},
+    auth=True,
+)
+async def task_deliveries(request: Request) -> JSONResponse:
+    require_api_token(request)
+    task_id = request.path_params["task_id"]
+    store = runtime(request).store
+    record = await store.get_task(task_id)
+    if record is None:
+        raise NotFound(f"no task {task_id!r} is known (ids match without case or dashes)")
+    items = [
+        {
+            "id": d["id"],
+            "source": d["source"],
+            "received_at": iso_time(d["received_at"]),
+            "sha256": d["sha256"],
+            "status": d["status"],
+            "changed": d["changed"],
+            "body": body_view(d["body"]),
+        }
+        for d in await store.deliveries(task_id)
+    ]
+    return JSONResponse({"task_id": record.state.task_id, "deliveries": items})
+
+
+ROUTES = [
+    Route("/tasks", register_tasks, methods=["POST"], name="register_tasks"),
+    Route("/tasks", list_tasks, methods=["GET"], name="list_tasks"),
+    Route("/tasks/{task_id}", get_task, methods=["GET"], name="get_task"),
+    Route("/tasks/{task_id}/deliveries", task_deliveries, methods=["GET"], name="task_deliveries"),
+]
