@@ -31,9 +31,10 @@ import httpx
 import pytest
 
 # -- adapter: the only lines that name where the code under test lives -------------
+from server import errors  # NoTaskId, UpstreamError
 from server import ingest as reading_path  # answer(): poll answer -> observation
-from server import parse as parser  # parse_body(), NoTaskId: the callback path
-from server import upstream as clients  # AceDataClient, Seedance2Client, UpstreamError
+from server.providers import parse as parser  # parse_body(): the callback path
+from server.providers import upstream as clients  # AceDataClient, Seedance2Client
 
 SHAPES = Path(__file__).parent / "fixtures" / "shapes"
 EXPECTED: dict[str, Any] = json.loads((SHAPES / "expected.json").read_text())["fixtures"]
@@ -72,7 +73,7 @@ def read_callback(provider: str, body: bytes) -> dict[str, Reading]:
     """A callback body as the callback route reads it; {} when it names no task."""
     try:
         observation = parser.parse_body(provider, body)
-    except parser.NoTaskId:
+    except errors.NoTaskId:
         return {}
     assert observation.task_id is not None
     return {observation.task_id: _reading(observation)}
@@ -99,12 +100,12 @@ async def read_poll(
                     got = dict(await acedata.retrieve_batch(asked))
                 else:
                     got = {task_id: await acedata.retrieve(task_id) for task_id in asked}
-        except clients.UpstreamError as exc:
+        except errors.UpstreamError as exc:
             return {task_id: Reading(failure=f"{type(exc).__name__}: {exc}") for task_id in asked}
     out: dict[str, Reading] = {}
     for task_id in asked:
         answer = got.get(task_id)
-        if isinstance(answer, clients.UpstreamError):
+        if isinstance(answer, errors.UpstreamError):
             out[task_id] = Reading(failure=f"{type(answer).__name__}: {answer}")
         elif answer is None:
             out[task_id] = _reading(None)
