@@ -11,28 +11,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from server.archive.archiver import archive_service
+from server.archive.archiver import Archiver
 from server.core.tokens import callback_url
 from server.core.types import PROVIDERS
-from server.errors import HTTPError, error_body
+from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.observe import logs, metrics
-from server.reconcile.loop import embedded_reconciler
+from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
+from server.service import Service
 from server.settings import Settings
 from server.store import Secrets, Store
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
 log = logging.getLogger("taskhook.app")
-
-_STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    422: "unprocessable",
-}
-
 
 def banner(settings: Settings, secrets: Secrets) -> str:
     """What a first start prints once: the generated secrets and the callback URLs."""
@@ -48,14 +39,15 @@ def banner(settings: Settings, secrets: Secrets) -> str:
     return "\n".join(lines)
 
 
-async def http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPError)
-    return JSONResponse(error_body(exc.code, exc.message), exc.status_code, headers=exc.headers)
+async def taskhook_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any error of ours: its class says the status and the code."""
+    assert isinstance(exc, TaskhookError)
+    return JSONResponse(exc.body(), exc.http_status, headers=exc.headers)
 
 
 async def starlette_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    code = _STATUS_CODES.get(exc.status_code, "http_error")
+    code = HTTP_STATUS_CODES.get(exc.status_code, "http_error")
     if exc.status_code == 404:
         message = f"no route serves {request.method} {request.url.path}; see /openapi.json"
     elif exc.status_code == 405:
@@ -70,6 +62,15 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         error_body("internal_error", "taskhook failed to handle this request; see its logs"), 500
     )
+
+
+def background_services(settings: Settings, store: Store) -> list[Service]:
+    """Every background service of the web process, in start order (stopped in reverse)."""
+    embedded = settings.reconciler == "embedded"
+    services: list[Service] = [EmbeddedReconciler(store, settings) if embedded else ReconcilerOff()]
+    if settings.archive:
+        services.append(Archiver(settings, store))
+    return services
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -88,13 +89,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)
-            async with (
-                embedded_reconciler(store, settings) as reconciler,
-                archive_service(rt),
-            ):
-                rt.services["reconciler"] = reconciler
-                log.info("taskhook ready database=%s", settings.database_path)
+            try:
+                for service in background_services(settings, store):
+                    await rt.services.start(service)
+                log.info("taskhook ready database=%s", settings.database_label)
                 yield
+            finally:
+                await rt.services.stop()
         finally:
             await store.close()
 
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=ROUTES,
         lifespan=lifespan,
         exception_handlers={
-            HTTPError: http_error,
+            TaskhookError: taskhook_error,
             HTTPException: starlette_error,
             Exception: unexpected_error,
         },
