@@ -1,30 +1,228 @@
-"""The errors taskhook answers with, and the one JSON shape they all take.
+"""Every error taskhook raises on purpose, as one tree, and the one JSON shape they take.
 
-Each class carries its HTTP status and a stable machine ``code``; the message
-says what was wrong and how to fix it, and never contains a secret.
+::
+
+    TaskhookError                      http_status 500, code "internal_error"
+    ├── ConfigError                    a setting we cannot use (commands exit 2)
+    ├── ParseError                     a delivery we cannot merge
+    │   ├── NotJSON                    400 not_json
+    │   └── NoTaskId                   422 no_task_id
+    ├── UpstreamError                  a provider call gave no usable answer
+    │   (kinds in server.providers.upstream: Unauthorized, RateLimited,
+    │    ServerError, UpstreamTimeout, ConnectionFailed, BadAnswer, Rejected)
+    ├── ArchiveError                   a copy of a result file failed
+    │   (kinds in server.archive.download)
+    ├── StoreError                     the store could not do what was asked
+    │   ├── StoreClosed                the store was closed (shutting down)
+    │   ├── SchemaTooNew               the database was written by a newer taskhook
+    │   ├── StoreUnavailable           503: the database cannot be used right now
+    │   ├── Overloaded                 503: too much waiting to be written; retry later
+    │   ├── StorageFull                503: the disk is full
+    │   ├── ProviderMismatch           409: the task is held under another provider
+    │   └── BadCursor                  400: a cursor we did not hand out
+    └── HTTPError                      an answer decided by a route
+        ├── BadRequest (400), NotJSONBody (400), Unauthorized (401),
+        ├── NotFound (404), MethodNotAllowed (405), Conflict (409),
+        └── BodyTooLarge (413), Unprocessable (422), Unavailable (503)
+
+Each class says, as class attributes, the HTTP status it becomes (``http_status``),
+its stable machine ``code`` and, where several errors compete for one report,
+its ``priority`` (the highest is the one reported). Messages say what was
+attempted, the bad value and the fix, and never contain a secret.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 
-class HTTPError(Exception):
-    """An error that becomes an HTTP answer ``{"error": {"code", "message"}}``."""
+class TaskhookError(Exception):
+    """The root of every error taskhook raises on purpose."""
 
-    status_code = 500
-    code = "internal_error"
+    http_status: int = 500
+    code: str = "internal_error"
+    #: Which error wins when several are reported as one (higher wins).
+    priority: int = 0
 
-    def __init__(self, message: str, *, code: str | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
-        self.headers = headers or {}
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        """This error as the one JSON error shape."""
+        return error_body(self.code, self.message)
+
+
+E = TypeVar("E", bound=TaskhookError)
+
+
+def worst(errors: Iterable[E]) -> E:
+    """The error to report when several happened: highest ``priority``, first on ties."""
+    chosen: E | None = None
+    for error in errors:
+        if chosen is None or error.priority > chosen.priority:
+            chosen = error
+    if chosen is None:
+        raise ValueError("worst() needs at least one error")
+    return chosen
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+class ConfigError(TaskhookError, ValueError):
+    """A setting has a value we cannot use; the message names it and the fix."""
+
+    code = "config_error"
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+class ParseError(TaskhookError):
+    """A delivery we cannot merge; ``message`` tells the sender what was wrong."""
+
+    http_status = 400
+    code = "parse_error"
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class NotJSON(ParseError):
+    """The body is not JSON we accept (includes NaN, Infinity, overflowing numbers)."""
+
+    http_status = 400
+    code = "not_json"
+
+
+class NoTaskId(ParseError):
+    """The body is JSON but names no task we can recognise."""
+
+    http_status = 422
+    code = "no_task_id"
+
+
+# -- upstream --------------------------------------------------------------------------
+
+
+class UpstreamError(TaskhookError):
+    """A call to a provider did not give an answer we can use.
+
+    ``upstream_status`` is the HTTP status upstream answered (None when it did not
+    answer) and ``upstream_code`` the error code in its body, if any. ``kind`` is
+    the label used in metrics and reports.
+    """
+
+    http_status = 502
+    code = "upstream_error"
+    kind = "error"
+
+    def __init__(
+        self,
+        provider: str,
+        detail: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(f"{provider}: {detail}")
+        self.provider = provider
+        self.detail = detail
+        self.upstream_status = status_code
+        self.upstream_code = code
+
+    @property
+    def status_code(self) -> int | None:
+        """Upstream's HTTP status (kept under its old name for callers)."""
+        return self.upstream_status
+
+
+# -- archive ---------------------------------------------------------------------------
+
+
+class ArchiveError(TaskhookError):
+    """A copy of a result file failed; ``permanent`` says a retry cannot help."""
+
+    code = "archive_failed"
+    reason = "download_failed"
+    permanent = False
+
+
+# -- store -----------------------------------------------------------------------------
+
+
+class StoreError(TaskhookError):
+    """The store could not do what was asked."""
+
+    http_status = 503
+    code = "store_unavailable"
+
+
+class StoreClosed(StoreError):
+    """The store was used after ``close()`` (the process is shutting down)."""
+
+    code = "shutting_down"
+
+
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer taskhook than this one."""
+
+    code = "schema_too_new"
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be used right now (lost connection, dead writer)."""
+
+    code = "store_unavailable"
+
+
+class Overloaded(StoreError):
+    """More is waiting to be written than the store accepts; retry after a moment."""
+
+    code = "overloaded"
+
+
+class StorageFull(StoreError):
+    """The disk under the database is full."""
+
+    code = "storage_full"
+
+
+class ProviderMismatch(StoreError):
+    """A delivery names a task that is held under another provider."""
+
+    http_status = 409
+    code = "provider_mismatch"
+
+
+class BadCursor(StoreError):
+    """A pagination cursor that this store did not hand out."""
+
+    http_status = 400
+    code = "bad_cursor"
+
+
+# -- HTTP ------------------------------------------------------------------------------
+
+
+class HTTPError(TaskhookError):
+    """An error a route decides to answer with ``{"error": {"code", "message"}}``."""
 
 
 class BadRequest(HTTPError):
-    status_code = 400
+    http_status = 400
     code = "bad_request"
 
 
@@ -33,33 +231,60 @@ class NotJSONBody(BadRequest):
 
 
 class Unauthorized(HTTPError):
-    status_code = 401
+    http_status = 401
     code = "unauthorized"
 
 
 class NotFound(HTTPError):
-    status_code = 404
+    http_status = 404
     code = "not_found"
 
 
 class MethodNotAllowed(HTTPError):
-    status_code = 405
+    http_status = 405
     code = "method_not_allowed"
 
 
+class Conflict(HTTPError):
+    http_status = 409
+    code = "conflict"
+
+
 class BodyTooLarge(HTTPError):
-    status_code = 413
+    http_status = 413
     code = "body_too_large"
 
 
 class Unprocessable(HTTPError):
-    status_code = 422
+    http_status = 422
     code = "unprocessable"
 
 
+class TooManyRequests(HTTPError):
+    http_status = 429
+    code = "too_many_requests"
+
+
 class Unavailable(HTTPError):
-    status_code = 503
+    http_status = 503
     code = "unavailable"
+
+
+#: The code of an HTTP status that no class of ours raised (Starlette's own 404/405).
+HTTP_STATUS_CODES: dict[int, str] = {
+    cls.http_status: cls.code
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        NotFound,
+        MethodNotAllowed,
+        Conflict,
+        BodyTooLarge,
+        Unprocessable,
+        TooManyRequests,
+        Unavailable,
+    )
+}
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:

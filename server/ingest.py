@@ -12,7 +12,8 @@ from typing import Any
 
 from server.core.ids import task_key
 from server.core.types import Source
-from server.providers.parse import ParseError, parse_body, parse_payload
+from server.errors import ParseError
+from server.providers.parse import parse_body, parse_payload
 from server.store import Incoming, IngestOutcome, Store
 
 log = logging.getLogger("taskhook.ingest")
@@ -43,7 +44,11 @@ async def receive(
     source: Source = "callback",
     quarantine_id: int | None = None,
 ) -> IngestOutcome:
-    """Store and merge one delivered body, or quarantine it and raise ``Quarantined``."""
+    """Store and merge one delivered body, or quarantine it and raise ``Quarantined``.
+
+    A body naming a task held under another provider raises the store's
+    ``ProviderMismatch`` (409): the body is quarantined, the task unchanged.
+    """
     try:
         observation = parse_body(provider, body)
     except ParseError as exc:
@@ -55,7 +60,13 @@ async def receive(
     assert observation.task_id is not None
     return await store.ingest(
         Incoming(
-            provider, observation.task_id, source, body, observation, quarantine_id=quarantine_id
+            provider,
+            observation.task_id,
+            source,
+            body,
+            observation,
+            quarantine_id=quarantine_id,
+            headers=safe_headers(headers or {}),
         )
     )
 

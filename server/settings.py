@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from server.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A setting has a value we cannot use; the message names it and the fix."""
+__all__ = ["ConfigError", "Settings"]
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:

@@ -12,12 +12,10 @@ from hypothesis import strategies as st
 
 from server.core.ids import same_task
 from server.core.types import PROVIDERS, ErrorInfo, Observation, Status
+from server.errors import NoTaskId, NotJSON, ParseError
 from server.providers.parse import (
     MAX_TASK_ID_LENGTH,
     PARSERS,
-    NoTaskId,
-    NotJSON,
-    ParseError,
     decode,
     parse_body,
     parse_payload,

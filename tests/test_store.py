@@ -8,9 +8,10 @@ import threading
 
 import pytest
 
+from server.errors import SchemaTooNew
 from server.providers.parse import parse_body
 from server.store import Incoming, Registration, Store, StoreClosed
-from server.store.sqlite.schema import SCHEMA_VERSION, SchemaTooNew
+from server.store.sqlite.schema import SCHEMA_VERSION
 
 from .payloads import dumps, seedance
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from server import __version__
+from server.errors import UpstreamError
 from server.providers.upstream import (
     AceDataClient,
     Answer,
@@ -23,9 +24,8 @@ from server.providers.upstream import (
     Rejected,
     Seedance2Client,
     ServerError,
-    Unauthorized,
-    UpstreamError,
     UpstreamTimeout,
+    UpstreamUnauthorized,
     build_clients,
     default_http_client,
     parse_retry_after,
@@ -279,7 +279,7 @@ def raising(exc_type: type[httpx.TransportError]) -> Handler:
 # Error bodies echo the token, as a careless upstream might: it must not reach our messages.
 ECHO = f"bad header Bearer {TOKEN}"
 ERROR_CASES: list[tuple[str, Handler, type[UpstreamError]]] = [
-    ("401", answering(401, json=error_body("invalid_token", ECHO)), Unauthorized),
+    ("401", answering(401, json=error_body("invalid_token", ECHO)), UpstreamUnauthorized),
     ("429", answering(429, json=error_body("too_many_requests")), RateLimited),
     ("500", answering(500, json=error_body("api_error", ECHO)), ServerError),
     ("503", answering(503, text="<html>unavailable</html>"), ServerError),
@@ -329,14 +329,14 @@ async def test_status_errors_carry_status_and_upstream_code() -> None:
     client = acedata(answering(400, json=error_body("token_mismatched", "why")))
     with pytest.raises(Rejected) as rejected:
         await client.retrieve_batch(["a"])
-    assert (rejected.value.status_code, rejected.value.code) == (400, "token_mismatched")
+    assert (rejected.value.status_code, rejected.value.upstream_code) == (400, "token_mismatched")
     assert "400 token_mismatched: why" in str(rejected.value)
 
     # An error body without "success": false (the Dreamina seed) is read the same way.
     client = acedata(answering(503, json={"error": {"code": "api_error"}}))
     with pytest.raises(ServerError) as server_error:
         await client.retrieve("a")
-    assert (server_error.value.status_code, server_error.value.code) == (503, "api_error")
+    assert (server_error.value.status_code, server_error.value.upstream_code) == (503, "api_error")
 
 
 async def test_api_not_implemented_on_single_retrieve_is_a_rejection() -> None:
@@ -344,7 +344,7 @@ async def test_api_not_implemented_on_single_retrieve_is_a_rejection() -> None:
     with pytest.raises(NotImplementedAction) as caught:
         await client.retrieve("a")
     assert isinstance(caught.value, Rejected)
-    assert caught.value.code == "api_not_implemented"
+    assert caught.value.upstream_code == "api_not_implemented"
 
 
 async def test_rate_limited_reads_retry_after_in_seconds_and_as_a_date() -> None:
@@ -519,7 +519,7 @@ async def test_seedance2_retrieve_many_stops_sending_after_unauthorized() -> Non
     result = await seedance2(handler, concurrency=1).retrieve_many(["a", "b", "c"])
 
     assert requested == ["a"]
-    assert all(isinstance(r, Unauthorized) for r in result.values())
+    assert all(isinstance(r, UpstreamUnauthorized) for r in result.values())
 
 
 # --- Wiring -------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
+from server.errors import ArchiveError
+
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 TEMP_PREFIX = ".tmp-"
@@ -53,7 +55,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host + (f":{port}" if port else ""), parts.path, "", ""))
 
 
-class DownloadError(Exception):
+class DownloadError(ArchiveError):
     """A copy failed. ``url`` is redacted; ``permanent`` says a retry cannot help."""
 
     reason = "download_failed"

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from server.cli import reconcile as reconcile_cli
 from server.core.tokens import callback_url
 from server.core.types import PROVIDERS
+from server.errors import ConfigError
 from server.observe import logs
-from server.settings import ConfigError, Settings
+from server.settings import Settings
 from server.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

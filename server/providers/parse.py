@@ -21,28 +21,10 @@ from dataclasses import replace
 from typing import Any, NoReturn
 
 from server.core.types import PROVIDERS, ErrorInfo, Observation, Result, Status
+from server.errors import NoTaskId, NotJSON
 
 #: Longer "ids" are junk, not ids (AceData's are 36 characters, Seedance 2.0's about 41).
 MAX_TASK_ID_LENGTH = 256
-
-
-class ParseError(Exception):
-    """A delivery we cannot merge; ``message`` tells the sender what was wrong."""
-
-    code = "parse_error"
-
-    def __init__(self, message: str, *, provider: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.provider = provider
-
-
-class NotJSON(ParseError):
-    code = "not_json"
-
-
-class NoTaskId(ParseError):
-    code = "no_task_id"
 
 
 # Every status word any provider uses, normalised (lower case, "_" for "-" and " ").

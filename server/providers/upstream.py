@@ -26,6 +26,7 @@ import httpx
 from server import __version__
 from server.core.ids import task_key
 from server.core.types import ACEDATA_PROVIDERS
+from server.errors import UpstreamError, worst
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -36,25 +37,16 @@ BAD_BODY_LIMIT = 64 * 1024
 FALLBACK_CONCURRENCY = 4
 
 
-class UpstreamError(Exception):
-    """A call to a provider did not give an answer we can use."""
-
-    def __init__(
-        self, provider: str, detail: str, *, status_code: int | None = None, code: str | None = None
-    ) -> None:
-        super().__init__(f"{provider}: {detail}")
-        self.provider = provider
-        self.detail = detail
-        self.status_code = status_code
-        self.code = code
-
-
-class Unauthorized(UpstreamError):
+class UpstreamUnauthorized(UpstreamError):
     """401 or ``invalid_token``: the token is wrong or missing; pause the provider."""
+
+    kind, priority = "unauthorized", 2
 
 
 class RateLimited(UpstreamError):
     """429: ``retry_after`` is how many seconds upstream asked us to wait, if it said."""
+
+    kind, priority = "rate_limited", 1
 
     def __init__(self, provider: str, detail: str, *, retry_after: float | None, **kw: Any) -> None:
         super().__init__(provider, detail, **kw)
@@ -64,9 +56,13 @@ class RateLimited(UpstreamError):
 class ServerError(UpstreamError):
     """5xx: upstream failed; back off and try later."""
 
+    kind = "server_error"
+
 
 class UpstreamTimeout(UpstreamError):
     """Connecting, sending or reading took longer than the client's timeout."""
+
+    kind = "timeout"
 
 
 class ConnectionFailed(UpstreamError):
@@ -172,7 +168,7 @@ class _Client:
         )
         kw: dict[str, Any] = {"status_code": status, "code": code}
         if status == 401 or code == "invalid_token":
-            raise Unauthorized(self.provider, detail, **kw)
+            raise UpstreamUnauthorized(self.provider, detail, **kw)
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             raise RateLimited(self.provider, detail, retry_after=retry_after, **kw)
@@ -203,7 +199,7 @@ async def _gather_bounded(
 ) -> dict[str, Fetched]:
     """``fetch`` each id of ``firsts`` with at most ``limit`` in flight; errors returned per key.
 
-    After an Unauthorized or RateLimited, ids not yet started are not sent: they
+    After an UpstreamUnauthorized or RateLimited, ids not yet started are not sent: they
     get that same error, since every further call would meet it too.
     """
     semaphore = asyncio.Semaphore(limit)
@@ -215,7 +211,7 @@ async def _gather_bounded(
                 return stop[0]
             try:
                 return await fetch(task_id)
-            except (Unauthorized, RateLimited) as exc:
+            except (UpstreamUnauthorized, RateLimited) as exc:
                 stop.append(exc)
                 return exc
             except UpstreamError as exc:
@@ -326,7 +322,7 @@ class AceDataClient(_Client):
         results = await _gather_bounded(firsts, self.retrieve, FALLBACK_CONCURRENCY)
         errors = [r for r in results.values() if isinstance(r, UpstreamError)]
         if errors:
-            raise next((e for e in errors if isinstance(e, Unauthorized | RateLimited)), errors[0])
+            raise worst(errors)
         return {key: a for key, a in results.items() if isinstance(a, Answer)}
 
 
@@ -359,7 +355,7 @@ class Seedance2Client(_Client):
         """One entry per distinct id asked, errors included instead of raised.
 
         At most ``concurrency`` calls run at once; ids that share a task key
-        are asked once. The caller inspects the errors: an Unauthorized or
+        are asked once. The caller inspects the errors: an UpstreamUnauthorized or
         RateLimited means the provider should be paused (ids not yet sent when
         it came carry that same error and were not sent).
         """

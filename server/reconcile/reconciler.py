@@ -21,9 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from server.core import schedule
+from server.core.decide import decide
 from server.core.ids import task_key
-from server.core.merge import expired, merge
-from server.core.types import PROVIDERS, TaskState
+from server.core.merge import expired
+from server.core.types import PROVIDERS, TaskRecord
+from server.errors import UpstreamError, worst
 from server.ingest import answer
 from server.observe import metrics
 from server.providers.upstream import (
@@ -33,8 +35,7 @@ from server.providers.upstream import (
     ConnectionFailed,
     RateLimited,
     Seedance2Client,
-    Unauthorized,
-    UpstreamError,
+    UpstreamUnauthorized,
 )
 from server.reconcile.health import HealthBoard, ProviderHealth
 from server.reconcile.report import Change, PassReport, ProviderReport, error_kind
@@ -220,15 +221,7 @@ async def _ask_seedance2(client: Seedance2Client, rep: ProviderReport, ids: list
         rep.calls += 1
         metrics.UPSTREAM_CALLS.labels(rep.provider, label).inc()
     answered = {k: v for k, v in fetched.items() if not isinstance(v, UpstreamError)}
-    return answered, (_worst(errors) if errors else None)
-
-
-def _worst(errors: list[UpstreamError]) -> UpstreamError:
-    for cls in (Unauthorized, RateLimited):
-        for error in errors:
-            if isinstance(error, cls):
-                return error
-    return errors[0]
+    return answered, (worst(errors) if errors else None)
 
 
 async def _keep_bad_answer(store: Store, provider: str, exc: BadAnswer) -> None:
@@ -246,7 +239,7 @@ def _trouble(
     if isinstance(exc, ConnectionFailed):
         kind = "connection"
     rep.errors[kind] += 1
-    if isinstance(exc, Unauthorized):
+    if isinstance(exc, UpstreamUnauthorized):
         health.unauthorized(ctx.now, exc.detail)
         log.error(
             "token rejected provider=%s; probing again in %.0fs", rep.provider, health.auth_delay
@@ -286,25 +279,24 @@ async def _settle(
 
 
 async def _simulate(store: Store, batch: list[Incoming]) -> list[IngestOutcome]:
-    """What ``ingest_many`` would do to the merged states, computed in memory only."""
+    """What ``ingest_many`` would do to the merged states: ``decide`` folded in memory."""
     records = await store.get_tasks_by_key([task_key(i.task_id) for i in batch])
-    states: dict[str, TaskState] = {task_key(r.state.task_id): r.state for r in records}
+    held: dict[str, TaskRecord] = {task_key(r.state.task_id): r for r in records}
     outcomes = []
     for item in batch:
         key = task_key(item.task_id)
-        state = states.get(key) or TaskState(task_id=item.task_id, provider=item.provider)
-        merged = merge(state, item.observation) if item.observation else state
-        became_final = merged.is_final and (not state.is_final or merged.status != state.status)
-        states[key] = merged
+        decision = decide(held.get(key), item, time.time())
+        held[key] = decision.record
+        state = decision.record.state
         outcomes.append(
             IngestOutcome(
-                merged.task_id,
-                item.provider,
-                merged.status.value,
-                False,
-                merged is not state,
-                became_final,
-                previous=state.status.value,
+                state.task_id,
+                state.provider,
+                state.status.value,
+                decision.duplicate,
+                decision.changed,
+                decision.became_final,
+                previous=decision.previous.value,
             )
         )
     return outcomes

@@ -10,26 +10,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.providers.upstream import (
-    RateLimited,
-    ServerError,
-    Unauthorized,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from server.errors import UpstreamError
 
 
 def error_kind(exc: UpstreamError) -> str:
     """The ``UPSTREAM_CALLS`` outcome label (and report key) of an upstream error."""
-    if isinstance(exc, Unauthorized):
-        return "unauthorized"
-    if isinstance(exc, RateLimited):
-        return "rate_limited"
-    if isinstance(exc, ServerError):
-        return "server_error"
-    if isinstance(exc, UpstreamTimeout):
-        return "timeout"
-    return "error"
+    return exc.kind
 
 
 @dataclass(frozen=True)

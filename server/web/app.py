@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from server.archive.archiver import archive_service
 from server.core.tokens import callback_url
 from server.core.types import PROVIDERS
-from server.errors import HTTPError, error_body
+from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.observe import logs, metrics
 from server.reconcile.loop import embedded_reconciler
 from server.settings import Settings
@@ -23,16 +23,6 @@ from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
 log = logging.getLogger("taskhook.app")
-
-_STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    422: "unprocessable",
-}
-
 
 def banner(settings: Settings, secrets: Secrets) -> str:
     """What a first start prints once: the generated secrets and the callback URLs."""
@@ -48,14 +38,15 @@ def banner(settings: Settings, secrets: Secrets) -> str:
     return "\n".join(lines)
 
 
-async def http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPError)
-    return JSONResponse(error_body(exc.code, exc.message), exc.status_code, headers=exc.headers)
+async def taskhook_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any error of ours: its class says the status and the code."""
+    assert isinstance(exc, TaskhookError)
+    return JSONResponse(exc.body(), exc.http_status, headers=exc.headers)
 
 
 async def starlette_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    code = _STATUS_CODES.get(exc.status_code, "http_error")
+    code = HTTP_STATUS_CODES.get(exc.status_code, "http_error")
     if exc.status_code == 404:
         message = f"no route serves {request.method} {request.url.path}; see /openapi.json"
     elif exc.status_code == 405:
@@ -102,7 +93,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=ROUTES,
         lifespan=lifespan,
         exception_handlers={
-            HTTPError: http_error,
+            TaskhookError: taskhook_error,
             HTTPException: starlette_error,
             Exception: unexpected_error,
         },

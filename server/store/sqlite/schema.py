@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from server.errors import SchemaTooNew
+
 MIGRATIONS: list[list[str]] = [
     # 1: tasks, raw deliveries, quarantine, settings, leases
     [
@@ -104,10 +106,6 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class SchemaTooNew(RuntimeError):
-    """The database was written by a newer taskhook than this one."""
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from server.errors import StoreClosed
+
 log = logging.getLogger("taskhook.writer")
 
 T = TypeVar("T")
@@ -35,10 +37,6 @@ WriteFn = Callable[[sqlite3.Connection], T]
 
 #: The most jobs one transaction takes; bounds the latency a large group adds.
 MAX_GROUP = 512
-
-
-class StoreClosed(RuntimeError):
-    """The store was closed; no more writes are accepted."""
 
 
 @dataclass
