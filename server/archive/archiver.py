@@ -58,7 +58,7 @@ def retry_delay(
     attempts: int, first: float = RETRY_FIRST, cap: float = RETRY_MAX, rng: Any = random
 ) -> float:
     """Seconds before the next try after ``attempts`` failures: doubling, jittered upper half."""
-    base = min(cap, first * 2 ** max(0, attempts - 1))
+    base = min(cap, first * 2.0 ** max(0, attempts - 1))
     return base / 2 + float(rng.random()) * base / 2
 
 
