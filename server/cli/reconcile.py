@@ -16,11 +16,11 @@ import signal
 import sys
 from typing import TextIO
 
-from server.core.types import PROVIDERS
-from server.providers.upstream import build_clients, default_http_client
+from server.providers import NAMES, Client, build_clients, token_settings
+from server.providers.upstream import default_http_client
 from server.reconcile.health import HealthBoard
 from server.reconcile.loop import ReconcilerLoop
-from server.reconcile.reconciler import TOKEN_VARIABLES, run_pass
+from server.reconcile.reconciler import run_pass
 from server.reconcile.report import PassReport
 from server.settings import Settings
 from server.store import Store
@@ -37,7 +37,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--provider",
         action="append",
-        choices=PROVIDERS,
+        choices=NAMES,
         help="only this provider (repeatable)",
     )
     p.add_argument(
@@ -55,13 +55,13 @@ def _usage_error(settings: Settings, wanted: list[str] | None, configured: set[s
     if wanted:
         missing = [p for p in wanted if p not in configured]
         if missing:
-            names = sorted({TOKEN_VARIABLES[p] for p in missing})
+            names = sorted(token_settings(missing))
             return (
                 f"no token for {', '.join(missing)}: set {' and '.join(names)} "
                 "(the reconciler cannot ask upstream without it)"
             )
     elif not configured:
-        return "no provider token is set: set ACEDATA_API_TOKEN and/or SEEDANCE2_API_KEY"
+        return f"no provider token is set: set {' and/or '.join(token_settings())}"
     return None
 
 
@@ -126,7 +126,7 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.upstream_failed else EXIT_OK
 
 
-async def _loop(store: Store, settings: Settings, clients: dict) -> int:
+async def _loop(store: Store, settings: Settings, clients: dict[str, Client]) -> int:
     loop = ReconcilerLoop(store, settings, clients)
     running = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

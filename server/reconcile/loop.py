@@ -16,15 +16,16 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 
-from server.core.types import PROVIDERS, iso_time
-from server.providers.upstream import build_clients, default_http_client
+from server.core.types import iso_time
+from server.providers import NAMES, Client, build_clients
+from server.providers.upstream import default_http_client
 from server.reconcile.health import HealthBoard, PauseRules
-from server.reconcile.reconciler import Client, run_pass
+from server.reconcile.reconciler import run_pass
 from server.reconcile.report import PassReport
 from server.settings import Settings
 from server.store import Store
@@ -159,7 +160,7 @@ async def reconciler_status(
     last = await store.get_value(LAST_PASS_KEY)
     providers: dict[str, Any] = await store.get_value(PROVIDERS_KEY) or {}
     unfinished, oldest = await store.unfinished_summary()
-    for provider in PROVIDERS:
+    for provider in NAMES:
         if provider not in clients:
             providers[provider] = {"state": "skipped", "reason": "no token configured"}
     body: dict[str, Any] = {
@@ -192,7 +193,9 @@ class ReconcilerOff:
 
 
 @contextlib.asynccontextmanager
-async def embedded_reconciler(store: Store, settings: Settings):
+async def embedded_reconciler(
+    store: Store, settings: Settings
+) -> AsyncIterator[ReconcilerLoop | ReconcilerOff]:
     """Start the loop for the web process's lifespan; yields the service for ``/readyz``."""
     if settings.reconciler == "off":
         yield ReconcilerOff()

@@ -13,9 +13,9 @@ from starlette.responses import JSONResponse
 
 from server.archive.archiver import archive_service
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.observe import logs, metrics
+from server.providers import PROVIDERS
 from server.reconcile.loop import embedded_reconciler
 from server.settings import Settings
 from server.store import Secrets, Store
