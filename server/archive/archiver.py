@@ -31,11 +31,11 @@ import httpx
 from server.archive.download import (
     DownloadError,
     HTTPStatusError,
-    Resolver,
     cleanup_temp_files,
     download,
     redact_url,
 )
+from server.archive.egress import Resolver, archive_client
 from server.core.types import iso_time
 from server.observe.metrics import ARCHIVE_BYTES, ARCHIVE_FAILURES
 from server.settings import Settings
@@ -59,7 +59,7 @@ def retry_delay(
 ) -> float:
     """Seconds before the next try after ``attempts`` failures: doubling, jittered upper half."""
     base = min(cap, first * 2 ** max(0, attempts - 1))
-    return base / 2 + rng.random() * base / 2
+    return base / 2 + float(rng.random()) * base / 2
 
 
 def holder_id() -> str:
@@ -167,9 +167,11 @@ class Archiver:
         if removed:
             log.info("archive removed %d partial download(s) left by a crash", removed)
         if self._http is None:
-            self._http = httpx.AsyncClient(
+            self._http = archive_client(
+                allow_private=self.settings.archive_allow_private,
                 timeout=httpx.Timeout(READ_TIMEOUT, connect=15.0),
                 limits=httpx.Limits(max_connections=max(10, self.slots * 2)),
+                resolve=self._resolve,
             )
 
     async def start(self) -> None:
@@ -263,9 +265,7 @@ class Archiver:
                 self.archive_dir,
                 http=self._http,
                 max_bytes=self.settings.archive_max_bytes,
-                allow_private=self.settings.archive_allow_private,
                 timeout=self.file_timeout,
-                resolve=self._resolve,
             )
         except DownloadError as exc:
             return await self._record_failure(job, exc)
