@@ -21,7 +21,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ def retry_delay(
     attempts: int, first: float = RETRY_FIRST, cap: float = RETRY_MAX, rng: Any = random
 ) -> float:
     """Seconds before the next try after ``attempts`` failures: doubling, jittered upper half."""
-    base = min(cap, first * 2 ** max(0, attempts - 1))
+    base = min(cap, first * 2.0 ** max(0, attempts - 1))
     return base / 2 + float(rng.random()) * base / 2
 
 
@@ -129,6 +129,8 @@ class RunSummary:
 class Archiver:
     """Copies queued result files into ``ARCHIVE_DIR``; a service of the web process."""
 
+    name = "archive"
+
     def __init__(
         self,
         settings: Settings,
@@ -174,7 +176,7 @@ class Archiver:
                 resolve=self._resolve,
             )
 
-    async def start(self) -> None:
+    async def start(self) -> asyncio.Task[None]:
         """Open, hand back the claims of dead local processes, then run in the background."""
         await self.open(cleanup=True)
         dead = [h for h in await self.store.archive_holders() if holder_is_dead(h)]
@@ -183,6 +185,7 @@ class Archiver:
             log.info("archive resumes %d copy(ies) a stopped process had claimed", released)
         self.store.archive_wakeup.set()  # look for work at once
         self._loop = asyncio.create_task(self._run(), name="archiver")
+        return self._loop
 
     async def stop(self) -> None:
         """Cancel in-flight copies (their partial files go) and give their rows back."""
@@ -347,18 +350,3 @@ class Archiver:
         if free == 0:
             return f"ARCHIVE_DIR {self.archive_dir} is on a full disk"
         return None
-
-
-@contextlib.asynccontextmanager
-async def archive_service(runtime: Any) -> AsyncIterator[Archiver | None]:
-    """Run the archiver for the app's lifespan when ARCHIVE=on; registers it as a service."""
-    if not runtime.settings.archive:
-        yield None
-        return
-    archiver = Archiver(runtime.settings, runtime.store)
-    await archiver.start()
-    runtime.services["archive"] = archiver
-    try:
-        yield archiver
-    finally:
-        await archiver.stop()
