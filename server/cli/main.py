@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.cli import reconcile as reconcile_cli
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
 from server.errors import ConfigError
 from server.observe import logs
+from server.providers import NAMES
 from server.settings import Settings
 from server.store import Store
 
@@ -28,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="exit 0 when the database is reachable and writable")
     reconcile_cli.add_parser(commands)
     url = commands.add_parser("callback-url", help="print the callback_url to give a provider")
-    url.add_argument("provider", choices=PROVIDERS)
+    url.add_argument("provider", choices=NAMES)
     archive = commands.add_parser("archive", help="copy every result file still missing, now")
     archive.add_argument(
         "--retry-failed", action="store_true", help="also try again copies that failed for good"

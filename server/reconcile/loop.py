@@ -21,10 +21,11 @@ from typing import Any
 
 import httpx
 
-from server.core.types import PROVIDERS, iso_time
-from server.providers.upstream import build_clients, default_http_client
+from server.core.types import iso_time
+from server.providers import NAMES, Client, build_clients, token_settings
+from server.providers.upstream import default_http_client
 from server.reconcile.health import HealthBoard, PauseRules
-from server.reconcile.reconciler import Client, run_pass
+from server.reconcile.reconciler import run_pass
 from server.reconcile.report import PassReport
 from server.settings import Settings
 from server.store import Store
@@ -161,7 +162,7 @@ async def reconciler_status(
     last = await store.get_value(LAST_PASS_KEY)
     providers: dict[str, Any] = await store.get_value(PROVIDERS_KEY) or {}
     unfinished, oldest = await store.unfinished_summary()
-    for provider in PROVIDERS:
+    for provider in NAMES:
         if provider not in clients:
             providers[provider] = {"state": "skipped", "reason": "no token configured"}
     body: dict[str, Any] = {
@@ -202,7 +203,7 @@ class ReconcilerOff:
 
 
 NO_TOKEN = (
-    "this process has no provider token (set ACEDATA_API_TOKEN and/or SEEDANCE2_API_KEY), "
+    f"this process has no provider token (set {' and/or '.join(token_settings())}), "
     "so it runs no passes and leaves the lease to a process that has one"
 )
 

@@ -13,9 +13,9 @@ from starlette.responses import JSONResponse
 
 from server.archive.archiver import Archiver
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.observe import logs, metrics
+from server.providers import PROVIDERS
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
 from server.service import Service
 from server.settings import Settings

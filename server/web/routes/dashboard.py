@@ -16,10 +16,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from server.core.types import PROVIDERS, Status
+from server.core.types import Status
 from server.ingest import Quarantined, receive
 from server.observe.logs import event
 from server.observe.metrics import task_snapshot
+from server.providers import PROVIDERS
 from server.web.routes.dashboard_auth import (
     PAGE_SIZE,
     STYLESHEET,
@@ -245,7 +246,7 @@ def provider_rows(rt: Runtime, status: dict[str, Any] | None) -> list[dict[str, 
     s = rt.settings
     rows = []
     for provider in PROVIDERS:
-        configured = bool(s.seedance2_api_key if provider == "seedance2" else s.acedata_api_token)
+        configured = PROVIDERS[provider].configured(s)
         detail = reported.get(provider)
         rows.append(
             {
