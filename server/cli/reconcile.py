@@ -23,7 +23,7 @@ from server.reconcile.loop import ReconcilerLoop
 from server.reconcile.reconciler import TOKEN_VARIABLES, run_pass
 from server.reconcile.report import PassReport
 from server.settings import Settings
-from server.store import Store
+from server.store import Store, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: A manual pass has no per-pass bound worth having: it is asked for every task.
@@ -107,7 +107,7 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
         if error := _usage_error(settings, args.provider, set(clients)):
             print(f"reconcile: {error}", file=sys.stderr)
             return EXIT_USAGE
-        async with Store(settings) as store:
+        async with open_store(settings) as store:
             if args.loop:
                 return await _loop(store, settings, clients)
             report = await run_pass(

@@ -15,10 +15,11 @@ from server.archive.archiver import archive_service
 from server.core.tokens import callback_url
 from server.core.types import PROVIDERS
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
-from server.observe import logs, metrics
+from server.observe import logs
 from server.reconcile.loop import embedded_reconciler
+from server.secrets import Secrets, load_secrets
 from server.settings import Settings
-from server.store import Secrets, Store
+from server.store import open_store
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
@@ -72,10 +73,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         logs.configure(settings.log_format)
-        store = Store(settings, on_commit=metrics.observe_commit)
+        store = open_store(settings)
         await store.open()
         try:
-            secrets = await store.secrets()
+            secrets = await load_secrets(store, settings)
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)

@@ -8,8 +8,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from server.secrets import Secrets
 from server.settings import Settings
-from server.store import Secrets, Store
+from server.store import Store
 
 
 @dataclass
