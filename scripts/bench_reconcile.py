@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.core.types import PROVIDERS  # noqa: E402
+from server.providers import NAMES as PROVIDERS  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from server.store import Registration  # noqa: E402
 from server.store.sqlite.store import SQLiteStore as Store  # noqa: E402

@@ -15,7 +15,8 @@ import pytest
 
 from server.core import schedule
 from server.ingest import receive
-from server.providers.upstream import AceDataClient, Seedance2Client
+from server.providers.acedata import AceDataClient
+from server.providers.seedance2 import Seedance2Client
 from server.reconcile.health import HealthBoard, PauseRules
 from server.reconcile.reconciler import run_pass
 from server.settings import Settings

@@ -11,16 +11,15 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.cli import reconcile as reconcile_cli
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
 from server.errors import ConfigError
 from server.observe import logs
+from server.providers import NAMES
 from server.secrets import load_secrets
 from server.settings import Settings
 from server.store import open_store
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="exit 0 when the database is reachable and writable")
     reconcile_cli.add_parser(commands)
     url = commands.add_parser("callback-url", help="print the callback_url to give a provider")
-    url.add_argument("provider", choices=PROVIDERS)
+    url.add_argument("provider", choices=NAMES)
     archive = commands.add_parser("archive", help="copy every result file still missing, now")
     archive.add_argument(
         "--retry-failed", action="store_true", help="also try again copies that failed for good"
@@ -50,6 +49,7 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=20,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return EXIT_OK
 
@@ -80,9 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        return run(settings, args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
     command = args.command or "serve"
     if command == "serve":
         return serve(settings)

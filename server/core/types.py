@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-PROVIDERS: tuple[str, ...] = ("seedream", "seedance", "dreamina", "seedance2")
-ACEDATA_PROVIDERS: tuple[str, ...] = ("seedream", "seedance", "dreamina")
-
 #: Where a raw delivery came from.
 Source = Literal["callback", "reconcile", "replay"]
 

@@ -18,10 +18,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from server.core.render import task_json
-from server.core.types import PROVIDERS, Status
+from server.core.types import Status
 from server.ingest import Quarantined, receive
 from server.observe.logs import event
 from server.observe.metrics import task_snapshot
+from server.providers import PROVIDERS
 from server.web.routes.dashboard_auth import (
     PAGE_SIZE,
     STYLESHEET,
@@ -227,12 +228,7 @@ async def replay(request: Request) -> Response:
 @signed_in
 async def health(request: Request, who: Viewer) -> Response:
     rt = runtime(request)
-    services = {}
-    for name, service in rt.services.items():
-        try:
-            services[name] = await service.status()
-        except Exception as exc:  # a broken status() is itself the health to show
-            services[name] = {"ok": False, "reason": f"status() failed: {type(exc).__name__}"}
+    services = await rt.services.statuses()
     return page(
         request,
         "health.html",
@@ -252,7 +248,7 @@ def provider_rows(rt: Runtime, status: dict[str, Any] | None) -> list[dict[str, 
     s = rt.settings
     rows = []
     for provider in PROVIDERS:
-        configured = bool(s.seedance2_api_key if provider == "seedance2" else s.acedata_api_token)
+        configured = PROVIDERS[provider].configured(s)
         detail = reported.get(provider)
         rows.append(
             {

@@ -10,8 +10,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from server.core.render import task_json
-from server.core.types import PROVIDERS, Status, iso_time
+from server.core.types import Status, iso_time
 from server.errors import BadRequest, NotFound, Unprocessable
+from server.providers import PROVIDERS
 from server.store import Registration
 from server.web.auth import require_api_token
 from server.web.openapi import doc
