@@ -72,6 +72,7 @@ class ReconcilerLoop:
         self.started_at = time.time()
         self.passes = 0
         self.holding = False
+        self.term: int | None = None
 
     async def _default_pass(self) -> PassReport:
         return await run_pass(self.store, self.clients, self.settings, health=self.health)
@@ -119,7 +120,8 @@ class ReconcilerLoop:
 
     async def tick(self) -> PassReport | None:
         """Take or renew the lease; run one pass if we hold it."""
-        self.holding = await self.store.take_lease(LEASE_NAME, self.holder, self.lease_ttl)
+        self.term = await self.store.take_lease(LEASE_NAME, self.holder, self.lease_ttl)
+        self.holding = self.term is not None
         if not self.holding:
             return None
         renewer = asyncio.create_task(self._renew())
@@ -137,7 +139,8 @@ class ReconcilerLoop:
         """Keep the lease while a long pass runs (slow upstream, many tasks)."""
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
-            if not await self.store.take_lease(LEASE_NAME, self.holder, self.lease_ttl):
+            assert self.term is not None
+            if not await self.store.renew_lease(LEASE_NAME, self.holder, self.term, self.lease_ttl):
                 log.error("reconciler lease lost to another holder during a pass")
                 return
 
