@@ -41,6 +41,13 @@ UPSTREAM_CALLS = Counter(
     ["provider", "outcome"],
     registry=REGISTRY,
 )
+SUBMITS = Counter(
+    "taskhook_submits",
+    "POST /submit requests, by provider and outcome (created, replayed, rejected, "
+    "rate_limited, failed, unknown, in_progress, key_reused, not_configured).",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
 GAPS_FILLED = Counter(
     "taskhook_gaps_filled",
     "Tasks whose final state came from the reconciler, not from a callback.",

@@ -120,6 +120,28 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX events_task ON events(task_key, seq)",
         "ALTER TABLE leases ADD COLUMN term INTEGER NOT NULL DEFAULT 0",
     ],
+    # 5: submits (POST /submit): each creation call and its answer; a record
+    # holds its Idempotency-Key while key_held_until is set (one holder per key).
+    [
+        """CREATE TABLE submits (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            idempotency_key TEXT,
+            fingerprint TEXT NOT NULL,
+            answered INTEGER NOT NULL DEFAULT 0,
+            status INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            task_id TEXT,
+            trace_id TEXT,
+            created_at REAL NOT NULL,
+            answered_at REAL,
+            lapses_at REAL NOT NULL,
+            key_held_until REAL
+        )""",
+        "CREATE UNIQUE INDEX submits_held_key ON submits(idempotency_key)"
+        " WHERE key_held_until IS NOT NULL",
+        "CREATE INDEX submits_created ON submits(created_at)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from server.web.routes import callbacks, dashboard, files, health, metrics, quarantine, tasks
+from server.web.routes import (
+    callbacks,
+    dashboard,
+    files,
+    health,
+    metrics,
+    quarantine,
+    submit,
+    tasks,
+)
 
 ROUTES: list[Route] = [
     *callbacks.ROUTES,
     *tasks.ROUTES,
+    *submit.ROUTES,
     *quarantine.ROUTES,
     *health.ROUTES,
     *files.ROUTES,
