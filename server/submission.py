@@ -37,14 +37,14 @@ import httpx
 
 from server.core.render import task_json
 from server.core.tokens import callback_url
-from server.core.types import Observation, Status
 from server.errors import Conflict, StoreError, Unavailable, Unprocessable
+from server.ingest import submitted
 from server.observe.metrics import SUBMITS
 from server.providers import Provider
 from server.providers.creation import Created, CreationError, OutcomeUnknown
 from server.secrets import Secrets
 from server.settings import Settings
-from server.store import Incoming, Store, SubmitRecord, SubmitStart
+from server.store import Store, SubmitRecord, SubmitStart
 
 log = logging.getLogger("taskhook.submit")
 
@@ -219,18 +219,7 @@ async def _register(
     record: SubmitRecord,
 ) -> Reply:
     """Ingest the created task (committed), then record and return the 201."""
-    # "The task exists": pending, so merging fills the trace id and moves nothing back.
-    observation = Observation(
-        provider.name, created.task_id, Status.PENDING, trace_id=created.trace_id
-    )
-    item = Incoming(
-        provider.name,
-        created.task_id,
-        "submit",
-        created.body,
-        observation,
-        metadata=dict(metadata or {}),
-    )
+    item = submitted(provider.name, created.task_id, created.trace_id, created.body, metadata or {})
     try:
         await store.ingest(item)
         task = await store.get_task(created.task_id)

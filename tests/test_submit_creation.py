@@ -105,9 +105,7 @@ async def test_400_and_422_pass_upstreams_code_and_message(status: int) -> None:
     with pytest.raises(CreationRejected) as caught:
         await send(CALL, 5, transport=transport)
     assert caught.value.http_status == 400
-    assert caught.value.body() == {
-        "error": {"code": "bad_request", "message": "model is invalid."}
-    }
+    assert caught.value.body() == {"error": {"code": "bad_request", "message": "model is invalid."}}
 
 
 async def test_a_gateway_style_refusal_keeps_its_code() -> None:

@@ -272,7 +272,9 @@ async def test_the_creation_call_has_the_path_token_body_and_callback_url(
         assert call["body"] == {**REQUESTS[provider], "callback_url": own_url, "async": True}
     created = answer.json()
     assert created["task_id"] == call["task_id"]
-    assert created["trace_id"] == call["trace_id"]  # AceData's answer carries one, Seedance 2.0's not
+    assert (
+        created["trace_id"] == call["trace_id"]
+    )  # AceData's answer carries one, Seedance 2.0's not
     assert (created["provider"], created["status"], created["metadata"]) == (
         provider,
         "pending",
@@ -312,7 +314,9 @@ async def test_the_same_key_answers_the_first_answer_without_calling_upstream_ag
     assert first.status_code == again.status_code == elsewhere.status_code == 201
     assert first.content == again.content == elsewhere.content
     assert "idempotent-replayed" not in first.headers
-    assert again.headers["idempotent-replayed"] == elsewhere.headers["idempotent-replayed"] == "true"
+    assert (
+        again.headers["idempotent-replayed"] == elsewhere.headers["idempotent-replayed"] == "true"
+    )
     assert len(await calls(up)) == 1
 
 
