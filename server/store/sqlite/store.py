@@ -28,6 +28,7 @@ from server.store.sqlite.archive_queue import ArchiveQueue
 from server.store.sqlite.archive_writes import ArchiveJob
 from server.store.sqlite.schema import migrate
 from server.store.sqlite.writer import Writer, connect
+from server.store.sqlite.webhooks import WebhookQueue
 from server.store.sqlite.writes import TASK_COLUMNS, Incoming, IngestOutcome, Registration
 from server.store.sqlite.writes import task_record as _record
 
@@ -69,7 +70,7 @@ class DueTask:
     checks: int
 
 
-class Store(ArchiveQueue):
+class Store(ArchiveQueue, WebhookQueue):
     def __init__(
         self, settings: Settings, *, on_commit: Callable[[int, float], None] | None = None
     ):
@@ -145,6 +146,9 @@ class Store(ArchiveQueue):
     async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self._fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def _webhook_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.writer.run(fn)
 
     # -- writes -------------------------------------------------------------
 
