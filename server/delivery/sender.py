@@ -79,7 +79,9 @@ async def send(
     duration_ms = round((time.perf_counter() - started) * 1000)
     if status is not None and 300 <= status < 400 and error is None:
         error = "redirects are not followed"
-    response = bytes(kept[:RESPONSE_KEEP]).decode("utf-8", "replace") if status is not None else None
+    response = (
+        bytes(kept[:RESPONSE_KEEP]).decode("utf-8", "replace") if status is not None else None
+    )
     return Sent(Answer(status, error), duration_ms, response, answered_at)
 
 

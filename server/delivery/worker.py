@@ -176,7 +176,9 @@ class Delivery:
         commits = asyncio.ensure_future(self.store.wait_for_work("events", timeout, after=mark))
         local = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({commits, local}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {commits, local}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for waiter in (commits, local):
                 waiter.cancel()

@@ -139,6 +139,15 @@ class Settled:
 
 
 @dataclass(frozen=True)
+class Redelivery:
+    """What ``redeliver_event`` queued."""
+
+    event_type: str
+    #: The endpoints that get one more attempt.
+    endpoints: list[str]
+
+
+@dataclass(frozen=True)
 class Backlog:
     """One endpoint's undelivered messages (metrics, ``/readyz``, the dashboard)."""
 
@@ -202,7 +211,9 @@ class WebhookStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def finish_message(self, claim: Claim, holder: str, attempt: Attempt, nxt: Next) -> Settled:
+    async def finish_message(
+        self, claim: Claim, holder: str, attempt: Attempt, nxt: Next
+    ) -> Settled:
         """Record ``attempt``; if the claim is still ``holder``'s, move the message to ``nxt``.
 
         A failure starts (or continues) the endpoint's failing run, a delivery
@@ -216,12 +227,12 @@ class WebhookStore(abc.ABC):
         """Give back every claim of ``holder`` (on shutdown) without an attempt; how many."""
 
     @abc.abstractmethod
-    async def redeliver_event(self, event_id: str, endpoint_id: str | None) -> list[str] | None:
+    async def redeliver_event(self, event_id: str, endpoint_id: str | None) -> Redelivery | None:
         """Queue one more attempt of the event, due now, outside the schedule.
 
-        To ``endpoint_id`` (enabled; the route checks it exists and subscribes),
-        or else to every enabled endpoint that had a message for it. Returns
-        the endpoint ids queued, or None when no such event is kept.
+        To ``endpoint_id`` if it is enabled and subscribes to the event's type
+        (else nothing is queued), or else to every enabled endpoint that had a
+        message for it. None when no such event is kept.
         """
 
     @abc.abstractmethod

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from server.archive.archiver import Archiver
 from server.core.tokens import callback_url
 from server.core.types import PROVIDERS
+from server.delivery.worker import Delivery
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.observe import logs, metrics
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
@@ -70,6 +71,8 @@ def background_services(settings: Settings, store: Store) -> list[Service]:
     services: list[Service] = [EmbeddedReconciler(store, settings) if embedded else ReconcilerOff()]
     if settings.archive:
         services.append(Archiver(settings, store))
+    if settings.delivery:
+        services.append(Delivery(settings, store))
     return services
 
 

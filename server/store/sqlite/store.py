@@ -27,8 +27,8 @@ from server.store.sqlite import writes
 from server.store.sqlite.archive_queue import ArchiveQueue
 from server.store.sqlite.archive_writes import ArchiveJob
 from server.store.sqlite.schema import migrate
-from server.store.sqlite.writer import Writer, connect
 from server.store.sqlite.webhooks import WebhookQueue
+from server.store.sqlite.writer import Writer, connect
 from server.store.sqlite.writes import TASK_COLUMNS, Incoming, IngestOutcome, Registration
 from server.store.sqlite.writes import task_record as _record
 
@@ -84,6 +84,8 @@ class Store(ArchiveQueue, WebhookQueue):
         self._closed = False
         #: Set after a commit queued archive work; the archiver waits on it.
         self.archive_wakeup = asyncio.Event()
+        self._work_marks: dict[str, int] = {}
+        self._work_event = asyncio.Event()
         self._rules = writes.Rules(
             grace=settings.reconcile_grace,
             archive=settings.archive,
@@ -149,6 +151,28 @@ class Store(ArchiveQueue, WebhookQueue):
 
     async def _webhook_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self.writer.run(fn)
+
+    # Stand-in for the store contract's work signals (server/store/signals.py, not on main
+    # yet): the same signature, in-process only. Replaced when the contract lands.
+    def work_mark(self, kind: str) -> int:
+        return self._work_marks.get(kind, 0)
+
+    def notify_work(self, kind: str) -> None:
+        self._work_marks[kind] = self._work_marks.get(kind, 0) + 1
+        self._work_event.set()
+        self._work_event = asyncio.Event()
+
+    async def wait_for_work(self, kind: str, timeout: float, *, after: int | None = None) -> bool:  # noqa: ASYNC109
+        start = self.work_mark(kind) if after is None else after
+        deadline = time.monotonic() + timeout
+        while self.work_mark(kind) == start:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._work_event.wait()
+        return True
 
     # -- writes -------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.delivery.schedule import Next, Outcome, should_disable
-from server.store.webhooks import Attempt, Claim, Claims, Endpoint, Settled
+from server.store.webhooks import Attempt, Claim, Claims, Endpoint, Redelivery, Settled
 
 ENDPOINT_COLUMNS = (
     "id, url, events, description, secret, previous_secret, previous_until,"
@@ -29,9 +29,7 @@ ATTEMPT_COLUMNS = (
 )
 #: Events turned into messages per endpoint per fan-out (the rest next time).
 FAN_OUT_BATCH = 2000
-LOST_ATTEMPT = (
-    "no outcome: the process sending it stopped before recording one (its claim lapsed)"
-)
+LOST_ATTEMPT = "no outcome: the process sending it stopped before recording one (its claim lapsed)"
 
 
 def endpoint_row(row: Sequence[Any]) -> Endpoint:
@@ -97,7 +95,9 @@ def create_endpoint(
 
 
 def get_endpoint(conn: sqlite3.Connection, ident: str) -> Endpoint | None:
-    row = conn.execute(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?", (ident,)).fetchone()
+    row = conn.execute(
+        f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?", (ident,)
+    ).fetchone()
     return endpoint_row(row) if row else None
 
 
@@ -166,7 +166,8 @@ def fan_out(
     moves in the same transaction as its new messages.
     """
     end = feed_end(conn)
-    where, params = "disabled_at IS NULL AND position < ?", [end]
+    where = "disabled_at IS NULL AND position < ?"
+    params: list[Any] = [end]
     if endpoint_ids is not None:
         where += f" AND id IN ({','.join('?' * len(endpoint_ids))})"
         params.extend(endpoint_ids)
@@ -246,7 +247,8 @@ def claim(
     endpoints = [
         endpoint_row(r)
         for r in conn.execute(
-            f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE disabled_at IS NULL ORDER BY created_at"
+            f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE disabled_at IS NULL"
+            " ORDER BY created_at"
         ).fetchall()
     ]
     queues: list[tuple[Endpoint, list[Any]]] = []
@@ -396,8 +398,14 @@ def finish(
             if status == "pending" and (endpoint.disabled or disabled is not None):
                 status, next_at, outcome = "failed", None, "failed"
         _settle(
-            conn, item.message_id, item.endpoint_id, item.task_key, status, next_at,
-            nxt.scheduled, now,
+            conn,
+            item.message_id,
+            item.endpoint_id,
+            item.task_key,
+            status,
+            next_at,
+            nxt.scheduled,
+            now,
         )
     conn.execute(
         "INSERT INTO attempts (endpoint_id, message_id, event_id, attempt, attempted_at,"
@@ -454,14 +462,18 @@ def _requeue(conn: sqlite3.Connection, ident: int, now: float) -> None:
 
 def redeliver(
     conn: sqlite3.Connection, event_id: str, endpoint_id: str | None, now: float
-) -> list[str] | None:
+) -> Redelivery | None:
     event = conn.execute(
-        "SELECT seq, task_key, created_at FROM events WHERE id = ?", (event_id,)
+        "SELECT seq, type, task_key, created_at FROM events WHERE id = ?", (event_id,)
     ).fetchone()
     if event is None:
         return None
-    seq, key, committed = event
+    seq, event_type, key, committed = event
+    where, params = "1", []
     if endpoint_id is not None:
+        target = get_endpoint(conn, endpoint_id)
+        if target is None or target.disabled or not target.subscribes(event_type):
+            return Redelivery(event_type, [])
         conn.execute(
             "INSERT OR IGNORE INTO messages (endpoint_id, event_seq, event_id, task_key,"
             " committed_at, status, next_attempt_at, finished_at)"
@@ -469,17 +481,15 @@ def redeliver(
             (endpoint_id, seq, event_id, key, committed, now),
         )
         where, params = "m.endpoint_id = ?", [endpoint_id]
-    else:
-        where, params = "1", []
     rows = conn.execute(
         "SELECT m.id, m.endpoint_id FROM messages m JOIN endpoints e ON e.id = m.endpoint_id"
         f" WHERE m.event_id = ? AND e.disabled_at IS NULL AND {where}",
         [event_id, *params],
     ).fetchall()
-    for ident, target in rows:
+    for ident, target_id in rows:
         _requeue(conn, ident, now)
-        _promote(conn, target, key)
-    return sorted(r[1] for r in rows)
+        _promote(conn, target_id, key)
+    return Redelivery(event_type, sorted(r[1] for r in rows))
 
 
 def recover(conn: sqlite3.Connection, endpoint_id: str, since: float, now: float) -> int:

@@ -21,6 +21,7 @@ from server.store.webhooks import (
     Claim,
     Claims,
     Endpoint,
+    Redelivery,
     Settled,
     WebhookStore,
 )
@@ -119,9 +120,9 @@ class WebhookQueue(WebhookStore):
         released: int = await self._webhook_write(lambda c: w.release(c, holder))
         return released
 
-    async def redeliver_event(self, event_id: str, endpoint_id: str | None) -> list[str] | None:
+    async def redeliver_event(self, event_id: str, endpoint_id: str | None) -> Redelivery | None:
         now = time.time()
-        queued: list[str] | None = await self._webhook_write(
+        queued: Redelivery | None = await self._webhook_write(
             lambda c: w.redeliver(c, event_id, endpoint_id, now)
         )
         return queued
