@@ -71,6 +71,7 @@ class Receiver:
     rule: Rule | None = None
     deliveries: list[Delivery] = field(default_factory=list)
     url: str = ""
+    _closing: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- what arrived -------------------------------------------------------
@@ -113,8 +114,9 @@ class Receiver:
             self.deliveries.append(delivery)
         if not verified:
             return PlainTextResponse("signature did not verify", status_code=401)
-        if answer == "hang":
-            await asyncio.sleep(3600)
+        if answer == "hang":  # until the sender gives up (or the receiver stops)
+            while not self._closing:  # noqa: ASYNC110 - the flag is set from another thread
+                await asyncio.sleep(0.05)
         if isinstance(answer, int):
             return PlainTextResponse(f"told to answer {answer}", status_code=answer)
         return Response(status_code=204)
@@ -140,5 +142,6 @@ class Receiver:
         try:
             yield self
         finally:
+            self._closing = True
             server.should_exit = True
             thread.join(10)

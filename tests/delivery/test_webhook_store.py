@@ -228,9 +228,7 @@ async def test_a_failed_redelivery_of_a_waiting_message_returns_to_its_schedule(
     settled = await settle(store, manual, 500)
     assert settled.outcome == "retrying"
     assert await claim(store) == []  # back on its schedule, not due yet
-    assert (await store.claim_messages("h", 5, 5, 60)).next_due == pytest.approx(
-        manual.resume_at
-    )
+    assert (await store.claim_messages("h", 5, 5, 60)).next_due == pytest.approx(manual.resume_at)
 
 
 async def test_recover_requeues_what_failed_since_a_time(store):

@@ -7,6 +7,7 @@ from starlette.routing import Route
 from server.web.routes import (
     callbacks,
     dashboard,
+    dashboard_endpoints,
     endpoints,
     files,
     health,
@@ -23,5 +24,6 @@ ROUTES: list[Route] = [
     *health.ROUTES,
     *files.ROUTES,
     *metrics.ROUTES,
+    *dashboard_endpoints.ROUTES,
     *dashboard.ROUTES,
 ]
