@@ -17,7 +17,7 @@ from server.core.types import iso_time
 from server.delivery import signing
 from server.delivery.endpoints import InvalidEndpoint, check_events, check_url, parse_types
 from server.settings import Settings
-from server.store import Store
+from server.store import open_store
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +46,7 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO | None =
             print(f"usage error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         secret = signing.new_secret()
-        async with Store(settings) as store:
+        async with open_store(settings) as store:
             endpoint = await store.create_endpoint(url, events, args.description, secret)
         print(f"added {endpoint.id} {endpoint.url}", file=out)
         print(
@@ -55,7 +55,7 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO | None =
         print(f"  secret: {secret}  (shown only now; verify signatures with it)", file=out)
         return EXIT_OK
     if args.action == "list":
-        async with Store(settings) as store:
+        async with open_store(settings) as store:
             endpoints = await store.list_endpoints()
             backlog = {b.endpoint_id: b for b in await store.webhook_backlog()}
         if not endpoints:
@@ -73,7 +73,7 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO | None =
                 file=out,
             )
         return EXIT_OK
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         removed = await store.delete_endpoint(args.endpoint_id)
     if not removed:
         print(

@@ -8,8 +8,9 @@ then sends each claimed attempt in its own task, at most
 (``signing``), sent with one deadline (``sender``), judged (``schedule``) and
 settled in the store, which records it.
 
-It sleeps until one of: a commit made events (``wait_for_work("events")``,
-from this process at once and from others within about a second), an attempt
+It sleeps until one of: a commit made events or made messages due by hand
+(``wait_for_work("events" | "webhooks")``: from this process at once, from
+others within about a second), an attempt
 of its own finished (a slot is free, or a task's next event may go), the next
 retry falls due, or ``poll_interval`` passed (claims that lapsed, work queued by
 another process's redelivery).
@@ -41,7 +42,7 @@ from server.delivery.schedule import after_attempt
 from server.observe.logs import event
 from server.observe.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DISABLED, WEBHOOK_LATENCY
 from server.settings import Settings
-from server.store import Store
+from server.store import Store, WorkKind
 from server.store.webhooks import Attempt, Claim
 
 log = logging.getLogger("taskhook.delivery")
@@ -54,6 +55,8 @@ LEASE_MARGIN = 30.0
 STOP_GRACE = 5.0
 #: After a store error the loop waits this long before trying again.
 ERROR_PAUSE = 1.0
+#: Signals that may mean new work: events committed, messages made due by hand.
+WAKE_KINDS: tuple[WorkKind, ...] = ("events", "webhooks")
 
 
 def holder_id() -> str:
@@ -148,7 +151,7 @@ class Delivery:
 
     async def _run(self) -> None:
         while not self._stopping:
-            mark = self.store.work_mark("events")
+            marks = {kind: self.store.work_mark(kind) for kind in WAKE_KINDS}
             free = self.slots - len(self._inflight)
             wait = self.poll_interval
             if free > 0:
@@ -166,23 +169,24 @@ class Delivery:
                         continue  # maybe more is due: claim again once slots free up
                     if claims.next_due is not None:
                         wait = min(wait, max(0.0, claims.next_due - self._clock()))
-            await self._sleep(wait, mark)
+            await self._sleep(wait, marks)
 
-    async def _sleep(self, timeout: float, mark: int) -> None:  # noqa: ASYNC109
-        """Until events commit (since ``mark``), an attempt of ours ends, or ``timeout``."""
+    async def _sleep(self, timeout: float, marks: dict[WorkKind, int]) -> None:  # noqa: ASYNC109
+        """Until work is signalled (since ``marks``), an attempt of ours ends, or ``timeout``."""
         if self._wake.is_set():
             self._wake.clear()
             return
-        commits = asyncio.ensure_future(self.store.wait_for_work("events", timeout, after=mark))
-        local = asyncio.ensure_future(self._wake.wait())
+        waiters = [
+            asyncio.ensure_future(self.store.wait_for_work(kind, timeout, after=mark))
+            for kind, mark in marks.items()
+        ]
+        waiters.append(asyncio.ensure_future(self._wake.wait()))
         try:
-            await asyncio.wait(
-                {commits, local}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiter in (commits, local):
+            for waiter in waiters:
                 waiter.cancel()
-            await asyncio.gather(commits, local, return_exceptions=True)
+            await asyncio.gather(*waiters, return_exceptions=True)
         self._wake.clear()
 
     def _spawn(self, claim: Claim) -> None:

@@ -128,7 +128,7 @@ async def test_attempts_parameters_are_checked(client):
     assert (await client.get(f"{base}?outcome=failed&limit=500")).status_code == 200
     for query in ("outcome=ok", "limit=0", "limit=501", "limit=x"):
         assert_error_shape(await client.get(f"{base}?{query}"), 400, "invalid_filter")
-    assert_error_shape(await client.get(f"{base}?cursor=zz"), 400, "bad_cursor")
+    assert_error_shape(await client.get(f"{base}?cursor=zz"), 400, "invalid_cursor")
     assert_error_shape(await client.get("/endpoints/ep_nope/attempts"), 404, "unknown_endpoint")
 
 

@@ -10,7 +10,7 @@ import pytest
 from server.delivery.schedule import Answer, after_attempt
 from server.errors import BadCursor
 from server.settings import Settings
-from server.store import Store
+from server.store import open_store
 from server.store.sqlite.webhook_writes import LOST_ATTEMPT
 from server.store.webhooks import Attempt, Claim
 
@@ -34,7 +34,7 @@ def make_settings(tmp_path, **overrides) -> Settings:
 
 @pytest.fixture
 async def store(tmp_path):
-    async with Store(make_settings(tmp_path)) as s:
+    async with open_store(make_settings(tmp_path)) as s:
         yield s
 
 
@@ -111,7 +111,7 @@ async def test_a_claimed_message_is_not_claimed_by_another_holder(store):
 
 async def test_two_stores_on_one_file_claim_disjoint_messages(tmp_path):
     settings = make_settings(tmp_path)
-    async with Store(settings) as one, Store(settings) as two:
+    async with open_store(settings) as one, open_store(settings) as two:
         await endpoint(one)
         await add_events(one, *[(S, f"t{i}") for i in range(40)])
         got = await asyncio.gather(
@@ -171,7 +171,7 @@ async def test_410_disables_the_endpoint_and_fails_what_waits_for_it(store):
 
 
 async def test_an_endpoint_failing_longer_than_disable_after_is_disabled(tmp_path):
-    async with Store(make_settings(tmp_path, delivery_disable_after=0.001)) as store:
+    async with open_store(make_settings(tmp_path, delivery_disable_after=0.001)) as store:
         ep = await endpoint(store)
         await add_events(store, (S, "a"), (S, "b"))
         a, b = await claim(store)

@@ -11,7 +11,7 @@ import pytest
 
 from server.delivery.worker import Delivery
 from server.settings import Settings
-from server.store import Store
+from server.store import Store, open_store
 from tests.harness import eventually
 
 from .outbox import add_events
@@ -31,7 +31,7 @@ async def running(tmp_path, **overrides) -> AsyncIterator[tuple[Store, Delivery]
     )
     values.update(overrides)
     settings = Settings(**values)
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         delivery = Delivery(settings, store, poll_interval=0.5)
         await delivery.start()
         try:

@@ -45,7 +45,7 @@ class WebhookQueue(WebhookStore):
     settings: Settings
 
     # Provided by the store: its writer and read helpers.
-    _webhook_write: Callable[[Callable[[Any], Any]], Awaitable[Any]]
+    _webhook_write: Callable[..., Awaitable[Any]]
     _fetchall: Callable[..., Awaitable[list[Any]]]
     _fetchone: Callable[..., Awaitable[Any]]
 
@@ -91,7 +91,7 @@ class WebhookQueue(WebhookStore):
 
     async def enable_endpoint(self, endpoint_id: str) -> Endpoint | None:
         enabled: Endpoint | None = await self._webhook_write(
-            lambda c: w.enable_endpoint(c, endpoint_id)
+            lambda c: w.enable_endpoint(c, endpoint_id), wake=True
         )
         return enabled
 
@@ -123,13 +123,15 @@ class WebhookQueue(WebhookStore):
     async def redeliver_event(self, event_id: str, endpoint_id: str | None) -> Redelivery | None:
         now = time.time()
         queued: Redelivery | None = await self._webhook_write(
-            lambda c: w.redeliver(c, event_id, endpoint_id, now)
+            lambda c: w.redeliver(c, event_id, endpoint_id, now), wake=True
         )
         return queued
 
     async def recover_endpoint(self, endpoint_id: str, since: float) -> int:
         now = time.time()
-        count: int = await self._webhook_write(lambda c: w.recover(c, endpoint_id, since, now))
+        count: int = await self._webhook_write(
+            lambda c: w.recover(c, endpoint_id, since, now), wake=True
+        )
         return count
 
     # -- reads --------------------------------------------------------------
