@@ -50,7 +50,7 @@ log = logging.getLogger("taskhook.delivery")
 #: How often the loop looks for work nobody signalled (lapsed claims, other processes).
 POLL_INTERVAL = 2.0
 #: A claim outlives the longest attempt (DELIVERY_TIMEOUT) by this much.
-LEASE_MARGIN = 30.0
+LEASE_MARGIN = 10.0
 #: On shutdown, attempts in flight get this long to finish before they are cancelled.
 STOP_GRACE = 5.0
 #: After a store error the loop waits this long before trying again.
