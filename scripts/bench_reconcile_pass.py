@@ -49,7 +49,8 @@ from server.providers import build_clients, upstream  # noqa: E402
 from server.reconcile.reconciler import run_pass  # noqa: E402
 from server.reconcile.report import PassReport  # noqa: E402
 from server.settings import Settings  # noqa: E402
-from server.store import Registration, Store  # noqa: E402
+from server.store import Registration  # noqa: E402
+from server.store.sqlite.store import SQLiteStore as Store  # noqa: E402
 from server.store.sqlite.writes import _dumps  # noqa: E402
 from tests.harness import API_TOKEN, CALLBACK_SECRET, ServerProcess  # noqa: E402
 from tests.payloads import dumps, seedance  # noqa: E402

@@ -21,7 +21,7 @@ from server.providers.acedata import AceDataClient
 from server.reconcile.lease import Lease, LeaseLost
 from server.reconcile.loop import LEASE_NAME, ReconcilerLoop
 from server.reconcile.report import PassReport
-from server.store import Registration, Store
+from server.store import Registration, Store, open_store
 
 from .harness import eventually
 from .test_reconciler import make_settings
@@ -47,7 +47,7 @@ class TroubledLeases:
             await asyncio.Event().wait()  # a database (or a process) that does not answer
         return self.trouble == "refuse"
 
-    async def take_lease(self, name: str, holder: str, ttl: float) -> Any:
+    async def take_lease(self, name: str, holder: str, ttl: float) -> int | None:
         self.takes += 1
         if self.takes > 1 and await self._troubled():
             return None
@@ -56,10 +56,7 @@ class TroubledLeases:
     async def renew_lease(self, name: str, holder: str, term: int, ttl: float) -> bool:
         if await self._troubled():
             return False
-        renew = getattr(self._store, "renew_lease", None)
-        if renew is not None:
-            return bool(await renew(name, holder, term, ttl))
-        return bool(await self._store.take_lease(name, holder, ttl))
+        return await self._store.renew_lease(name, holder, term, ttl)
 
 
 class RecordingUpstream:
@@ -98,8 +95,8 @@ async def test_two_loops_never_ask_upstream_for_the_same_ids_at_once(settings):
     upstream = RecordingUpstream(latency=0.1)
     transport = httpx.MockTransport(upstream.handler)
     async with (
-        Store(settings) as store_a,
-        Store(settings) as store_b,
+        open_store(settings) as store_a,
+        open_store(settings) as store_b,
         httpx.AsyncClient(transport=transport) as http,
     ):
         ids = [str(uuid.uuid4()) for _ in range(40)]
@@ -133,7 +130,7 @@ async def test_a_refused_renewal_cancels_the_running_pass_at_once(settings):
             raise
         raise AssertionError("unreachable")
 
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         troubled = TroubledLeases(store, trouble="refuse")
         loop = ReconcilerLoop(
             troubled, settings, {}, holder="a", lease_ttl=60, renew_every=0.05, run=endless_pass
@@ -146,19 +143,19 @@ async def test_a_refused_renewal_cancels_the_running_pass_at_once(settings):
 
 
 async def test_a_stalled_renewal_cancels_the_pass_before_the_lease_can_lapse(settings):
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         troubled = TroubledLeases(store, trouble="stall")
         lease = Lease(troubled, LEASE_NAME, "a", ttl=1.0, renew_every=0.05, margin=0.5)
         assert await lease.acquire()
         with pytest.raises(LeaseLost, match="no renewal came back"):
             await asyncio.wait_for(lease.run(lambda: asyncio.Event().wait()), 10)
         # The store still holds a's lease when the work stopped: nobody else could have it yet.
-        assert await store.take_lease(LEASE_NAME, "b", 30) in (None, False)
+        assert await store.take_lease(LEASE_NAME, "b", 30) is None
     assert not lease.held
 
 
 async def test_a_renewed_lease_lets_a_long_pass_run_to_its_end(settings):
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         lease = Lease(store, LEASE_NAME, "a", ttl=0.6, renew_every=0.05)
         assert await lease.acquire()
         assert await lease.run(lambda: asyncio.sleep(1.0, result="done")) == "done"
@@ -169,7 +166,7 @@ async def test_the_works_own_timeout_is_not_a_lost_lease(settings):
     async def times_out() -> None:
         raise TimeoutError("the work's own")
 
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         lease = Lease(store, LEASE_NAME, "a", ttl=30)
         assert await lease.acquire()
         with pytest.raises(TimeoutError, match="the work's own"):

@@ -17,8 +17,9 @@ from server.core.tokens import callback_url
 from server.errors import ConfigError
 from server.observe import logs
 from server.providers import NAMES
+from server.secrets import load_secrets
 from server.settings import Settings
-from server.store import Store
+from server.store import open_store
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,7 +56,7 @@ def serve(settings: Settings) -> int:
 
 async def check(settings: Settings) -> int:
     try:
-        async with Store(settings) as store:
+        async with open_store(settings) as store:
             await store.check_writable()
     except Exception as exc:  # every failure is reported, not raised
         print(f"not ok: database {settings.database_path} is not writable: {exc}", file=sys.stderr)
@@ -65,8 +66,8 @@ async def check(settings: Settings) -> int:
 
 
 async def print_callback_url(settings: Settings, provider: str) -> int:
-    async with Store(settings) as store:
-        secrets = await store.secrets()
+    async with open_store(settings) as store:
+        secrets = await load_secrets(store, settings)
     if secrets.generated:
         from server.web.app import banner
 

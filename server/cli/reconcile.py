@@ -26,7 +26,7 @@ from server.reconcile.loop import ReconcilerLoop
 from server.reconcile.reconciler import run_pass
 from server.reconcile.report import PassReport
 from server.settings import Settings
-from server.store import Store
+from server.store import Store, open_store
 
 log = logging.getLogger("taskhook.reconciler")
 
@@ -114,7 +114,7 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
         if error := _usage_error(settings, args.provider, set(clients)):
             print(f"reconcile: {error}", file=sys.stderr)
             return EXIT_USAGE
-        async with Store(settings) as store:
+        async with open_store(settings) as store:
             if args.loop:
                 return await _loop(store, settings, clients)
             task_ids, unknown = await _known(store, args.task_ids)

@@ -67,7 +67,7 @@ class Lease:
     async def acquire(self) -> bool:
         """Take the lease (or extend it if held); True when this holder holds it now."""
         started = asyncio.get_running_loop().time()
-        self.term = await self._take()
+        self.term = await self.store.take_lease(self.name, self.holder, self.ttl)
         if self.term is not None:
             self._valid_until = started + self.ttl - self.margin
         return self.term is not None
@@ -116,19 +116,6 @@ class Lease:
             self._valid_until = started + self.ttl - self.margin
             fence.reschedule(self._valid_until)
 
-    # -- the store's lease calls ------------------------------------------------------
-
-    async def _take(self) -> int | None:
-        got: object = await self.store.take_lease(self.name, self.holder, self.ttl)
-        if got is None or got is False:
-            return None
-        if got is True:  # a store without terms: one term for every holding
-            return 1
-        return got if isinstance(got, int) else None
-
     async def _renew(self) -> bool:
         assert self.term is not None
-        renew = getattr(self.store, "renew_lease", None)
-        if renew is None:  # a store without terms: renewing is taking again as the same holder
-            return bool(await self.store.take_lease(self.name, self.holder, self.ttl))
-        return bool(await renew(self.name, self.holder, self.term, self.ttl))
+        return await self.store.renew_lease(self.name, self.holder, self.term, self.ttl)
