@@ -21,6 +21,7 @@ from server.secrets import Secrets, load_secrets
 from server.service import Service
 from server.settings import Settings
 from server.store import Store, open_store
+from server.store.retention import EventRetention
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
@@ -71,6 +72,7 @@ def background_services(settings: Settings, store: Store) -> list[Service]:
     services: list[Service] = [EmbeddedReconciler(store, settings) if embedded else ReconcilerOff()]
     if settings.archive:
         services.append(Archiver(settings, store))
+    services.append(EventRetention(store, settings.event_retention))
     return services
 
 
