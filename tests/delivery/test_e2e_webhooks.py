@@ -29,7 +29,9 @@ from .receiver import Receiver
 pytestmark = pytest.mark.e2e
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
-SHORT = {"DELIVERY": "on", "DELIVERY_RETRY_SCHEDULE": "0,0.2,0.2", "DELIVERY_TIMEOUT": "1"}
+# A generous timeout: on a loaded machine a short one would time out answered attempts,
+# and their (correct, at-least-once) repeats would blur what a test counts.
+SHORT = {"DELIVERY": "on", "DELIVERY_RETRY_SCHEDULE": "0,0.2,0.2", "DELIVERY_TIMEOUT": "10"}
 
 
 @pytest.fixture
@@ -176,7 +178,10 @@ async def test_order_per_task_under_concurrent_callbacks(tmp_path, receiver):
         if d.event_id not in attempted[d.task_id]:
             attempted[d.task_id].append(d.event_id)
     for task_id in tasks:
-        assert accepted[task_id] == expected[task_id], f"{task_id} accepted out of order"
+        # At least once: an answered attempt that timed out is repeated, so an event may be
+        # accepted twice in a row, but never after a later event of its task.
+        runs = [e for i, e in enumerate(accepted[task_id]) if accepted[task_id][i - 1 : i] != [e]]
+        assert runs == expected[task_id], f"{task_id} accepted out of order"
         assert attempted[task_id] == expected[task_id], f"{task_id} attempted out of order"
 
 
