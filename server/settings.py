@@ -93,6 +93,7 @@ class Settings:
     archive_max_bytes: int = 2_147_483_648
     archive_concurrency: int = 4
     archive_allow_private: bool = False
+    archive_url: str = ""  # s3://bucket/prefix: object storage instead of ARCHIVE_DIR
     log_format: str = "text"  # text | json
     sqlite_synchronous: str = "full"  # full | normal
     quarantine_max_rows: int = 100_000
@@ -160,6 +161,10 @@ class Settings:
                 f"SQLITE_SYNCHRONOUS={self.sqlite_synchronous!r} is not understood; "
                 "use full or normal."
             )
+        if self.archive_url:
+            from server.archive.storage import check_archive_url  # loads no client library
+
+            check_archive_url(self)
         for name in ("acedata_base_url", "seedance2_base_url"):
             value = getattr(self, name)
             if not value.startswith(("http://", "https://")):

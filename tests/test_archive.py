@@ -14,7 +14,7 @@ import pytest
 
 from scripts.fake_upstream import serving
 from server.archive.archiver import Archiver
-from server.archive.download import TEMP_PREFIX, archive_path
+from server.archive.folder import TEMP_PREFIX, archive_path
 from server.ingest import receive
 from server.store import Store
 

@@ -20,6 +20,8 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     #: Background parts (reconciler, archiver, ...) by name; each has ``status()``.
     services: dict[str, Any] = field(default_factory=dict)
+    #: Where archived files live (an ``ArchiveStorage``), set by the archive service.
+    archive_storage: Any = None
 
 
 def runtime(request: Request) -> Runtime:
