@@ -14,9 +14,10 @@ import pytest
 
 from scripts.fake_upstream import serving
 from server.archive.archiver import Archiver
-from server.archive.folder import TEMP_PREFIX, archive_path
+from server.archive.folder import TEMP_PREFIX, FolderStorage, archive_path
+from server.core.render import task_json
 from server.ingest import receive
-from server.store import Store
+from server.store import Store, open_store
 
 from .archive_files import FileServer, content, digest
 from .conftest import callback_path, serve_app
@@ -61,7 +62,7 @@ def archive_settings(settings):
 
 @contextlib.asynccontextmanager
 async def running_archiver(settings, **options: Any) -> AsyncIterator[tuple[Store, Archiver]]:
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         archiver = Archiver(settings, store, poll_interval=0.05, retry_first=0.01, **options)
         await archiver.start()
         try:
@@ -71,7 +72,7 @@ async def running_archiver(settings, **options: Any) -> AsyncIterator[tuple[Stor
 
 
 async def result_of(store: Store, task_id: str) -> dict:
-    return (await store.get_task(task_id)).to_json()["results"][0]
+    return task_json(await store.get_task(task_id))["results"][0]
 
 
 # -- through the app ----------------------------------------------------------
@@ -211,6 +212,20 @@ async def test_a_file_too_large_fails_for_good(archive_settings, files):
     assert temp_files(settings.archive_dir) == []
 
 
+async def test_a_file_larger_than_the_storage_takes_fails_as_too_large(archive_settings, files):
+    _server, base = files
+    small = FolderStorage(archive_settings.archive_dir)
+    small.max_file_bytes = 1000  # as a bucket caps files at 5 GiB, whatever ARCHIVE_MAX_BYTES says
+    async with running_archiver(archive_settings, storage=small) as (store, _archiver):
+        outcome = await receive(store, "seedance", video_callback(f"{base}/f/capped.mp4"))
+
+        async def error() -> dict | None:
+            return (await result_of(store, outcome.task_id)).get("archive_error")
+
+        got = await eventually(error, "the failure")
+        assert got["code"] == "too_large" and "1000 bytes" in got["message"]
+
+
 async def test_a_missing_upstream_file_fails_with_its_status(archive_settings, files):
     server, base = files
     async with running_archiver(archive_settings) as (store, _archiver):
@@ -273,7 +288,7 @@ async def test_stop_cancels_a_download_and_gives_its_row_back(archive_settings, 
 async def test_status_says_when_the_folder_is_unusable(archive_settings, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the archive folder should be")
-    async with Store(archive_settings) as store:
+    async with open_store(archive_settings) as store:
         archiver = Archiver(replace(archive_settings, archive_dir=str(blocker)), store)
         status = await archiver.status()
     assert status["ok"] is False and "not writable" in status["reason"]

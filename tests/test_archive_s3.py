@@ -17,8 +17,9 @@ from scripts.fake_upstream import serving
 from server.archive.archiver import Archiver
 from server.archive.s3 import S3Storage
 from server.archive.storage import parse_archive_url
+from server.core.render import task_json
 from server.ingest import receive
-from server.store import Store
+from server.store import Store, open_store
 
 from .archive_files import FileServer, content, digest
 from .conftest import callback_path, serve_app
@@ -44,15 +45,20 @@ async def files() -> AsyncIterator[tuple[FileServer, str]]:
         server.release.set()
 
 
-def bucket_settings(settings: Any, moto: MotoS3, bucket: str) -> Any:
-    env = moto.env(bucket, "results")
-    return replace(
-        settings,
-        archive=True,
-        archive_allow_private=True,
-        archive_url=env["ARCHIVE_URL"],
-        env=env,
-    )
+@pytest.fixture
+def bucket_settings(settings, moto, monkeypatch):
+    """Settings that keep the archive in a new bucket (AWS_* in this process's environment)."""
+
+    def make(bucket: str) -> Any:
+        env = moto.env(bucket, "results")
+        for name, value in env.items():
+            if name.startswith("AWS_"):
+                monkeypatch.setenv(name, value)
+        return replace(
+            settings, archive=True, archive_allow_private=True, archive_url=env["ARCHIVE_URL"]
+        )
+
+    return make
 
 
 def video_callback(url: str) -> bytes:
@@ -61,10 +67,12 @@ def video_callback(url: str) -> bytes:
     return dumps(body)
 
 
-async def test_results_land_in_the_bucket_and_are_served_from_it(settings, moto, files):
+async def test_results_land_in_the_bucket_and_are_served_from_it(
+    settings, moto, files, bucket_settings
+):
     _server, base = files
     bucket = moto.bucket()
-    async with serve_app(bucket_settings(settings, moto, bucket), **AUTH) as client:
+    async with serve_app(bucket_settings(bucket), **AUTH) as client:
         answer = await client.post(
             callback_path("seedance"), content=video_callback(f"{base}/f/a.mp4")
         )
@@ -97,10 +105,10 @@ async def test_results_land_in_the_bucket_and_are_served_from_it(settings, moto,
     assert not await anyio.Path(settings.archive_dir).exists()  # nothing on local disk
 
 
-async def test_a_file_recorded_but_gone_from_the_bucket_is_404(settings, moto, files):
+async def test_a_file_recorded_but_gone_from_the_bucket_is_404(moto, files, bucket_settings):
     _server, base = files
     bucket = moto.bucket()
-    async with serve_app(bucket_settings(settings, moto, bucket), **AUTH) as client:
+    async with serve_app(bucket_settings(bucket), **AUTH) as client:
         answer = await client.post(
             callback_path("seedance"), content=video_callback(f"{base}/f/g.mp4")
         )
@@ -117,7 +125,7 @@ async def test_a_file_recorded_but_gone_from_the_bucket_is_404(settings, moto, f
 
 @contextlib.asynccontextmanager
 async def archiver_on(settings: Any, storage: S3Storage) -> AsyncIterator[tuple[Store, Archiver]]:
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         archiver = Archiver(
             settings, store, poll_interval=0.05, retry_first=0.05, retry_max=0.2, storage=storage
         )
@@ -128,7 +136,9 @@ async def archiver_on(settings: Any, storage: S3Storage) -> AsyncIterator[tuple[
             await archiver.stop()
 
 
-async def test_an_outage_longer_than_the_client_retries_shows_and_is_retried(settings, moto, files):
+async def test_an_outage_longer_than_the_client_retries_shows_and_is_retried(
+    moto, files, bucket_settings
+):
     server, base = files
     bucket = moto.bucket()
     storage = S3Storage(
@@ -139,7 +149,7 @@ async def test_an_outage_longer_than_the_client_retries_shows_and_is_retried(set
         secret_access_key=SECRET_ACCESS_KEY,
         retry_timeout=0.3,  # give up on one attempt quickly; the archive's backoff retries
     )
-    on = bucket_settings(settings, moto, bucket)
+    on = bucket_settings(bucket)
     async with archiver_on(on, storage) as (store, archiver):
         with moto.outage() as down:
             # The callback is answered while the bucket is down: it never waits for a copy.
@@ -147,7 +157,7 @@ async def test_an_outage_longer_than_the_client_retries_shows_and_is_retried(set
             assert outcome.status == "succeeded"
 
             async def failed() -> dict | None:
-                result = (await store.get_task(outcome.task_id)).to_json()["results"][0]
+                result = task_json(await store.get_task(outcome.task_id))["results"][0]
                 return result.get("archive_error")
 
             error = await eventually(failed, "the failed attempt to show on the task")
@@ -160,7 +170,7 @@ async def test_an_outage_longer_than_the_client_retries_shows_and_is_retried(set
             assert SECRET_ACCESS_KEY not in text and ACCESS_KEY_ID not in text
 
         async def archived() -> dict | None:
-            result = (await store.get_task(outcome.task_id)).to_json()["results"][0]
+            result = task_json(await store.get_task(outcome.task_id))["results"][0]
             return result.get("archived")
 
         copy = await eventually(archived, "the copy once the bucket is back")
@@ -170,11 +180,11 @@ async def test_an_outage_longer_than_the_client_retries_shows_and_is_retried(set
         assert server.requests["o.mp4"] >= 2  # downloaded again for the retry
 
 
-async def test_files_are_served_from_the_bucket_with_archive_off(settings, moto, files):
+async def test_files_are_served_from_the_bucket_with_archive_off(moto, files, bucket_settings):
     """``/files`` does not depend on the archiver: a replica with ARCHIVE=off serves too."""
     _server, base = files
     bucket = moto.bucket()
-    on = bucket_settings(settings, moto, bucket)
+    on = bucket_settings(bucket)
     async with serve_app(on, **AUTH) as client:
         answer = await client.post(
             callback_path("seedance"), content=video_callback(f"{base}/f/s.mp4")

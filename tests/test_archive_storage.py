@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from server.archive.folder import TEMP_PREFIX, FolderStorage, archive_path, cleanup_temp_files
-from server.archive.s3 import S3Storage
+from server.archive.s3 import S3Storage, aws_environment
 from server.archive.storage import (
     ArchiveStorage,
     FileMissing,
@@ -270,16 +270,27 @@ async def test_s3_cleanup_removes_stale_incoming_objects(moto):
 
 def test_settings_choose_the_storage(tmp_path):
     assert isinstance(storage_for(Settings(archive_dir=str(tmp_path))), FolderStorage)
+    settings = Settings.from_env({"ARCHIVE_URL": "s3://bucket/some/prefix/"}, dotenv=None)
+    assert isinstance(storage_for(settings), S3Storage)
     env = {
-        "ARCHIVE_URL": "s3://bucket/some/prefix/",
         "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
     }
-    s3 = storage_for(Settings.from_env(env, dotenv=None))
-    assert isinstance(s3, S3Storage)
-    assert s3.location == "s3://bucket/some/prefix"
+    s3 = S3Storage.from_settings(settings, environ=env)
+    assert s3.location == "s3://bucket/some/prefix" and s3.endpoint == "http://127.0.0.1:9"
     assert SECRET_ACCESS_KEY not in repr(s3) and ACCESS_KEY_ID not in repr(s3)
+    assert SECRET_ACCESS_KEY not in repr(settings)
+
+
+def test_aws_variables_come_from_the_environment_over_dotenv(tmp_path, monkeypatch):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("AWS_REGION=eu-west-1\nAWS_ENDPOINT_URL=http://from-dotenv:9000\nOTHER=x\n")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://from-environment:9000")
+    env = aws_environment(dotenv)
+    assert env["AWS_REGION"] == "eu-west-1"
+    assert env["AWS_ENDPOINT_URL"] == "http://from-environment:9000"
+    assert "OTHER" not in env
 
 
 @pytest.mark.parametrize(
@@ -297,9 +308,9 @@ def test_a_bad_archive_url_is_a_config_error_without_credentials(url):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"ARCHIVE_URL": url}, dotenv=None)
     assert "ARCHIVE_URL" in str(caught.value) and "secret" not in str(caught.value)
+    with pytest.raises(ConfigError):
+        parse_archive_url(url)
 
 
-def test_archive_max_bytes_above_what_s3_copies_is_a_config_error():
-    env = {"ARCHIVE_URL": "s3://bucket", "ARCHIVE_MAX_BYTES": str(6 * 1024**3)}
-    with pytest.raises(ConfigError, match="ARCHIVE_MAX_BYTES"):
-        Settings.from_env(env, dotenv=None)
+def test_a_bucket_takes_files_of_at_most_five_gib(moto):
+    assert s3_storage(moto, "any").max_file_bytes == 5 * 1024**3

@@ -11,7 +11,7 @@ import pytest
 
 from scripts.fake_upstream import FakeConfig, running_fake
 from server.settings import Settings
-from server.store import Registration, Store
+from server.store import Registration, open_store
 
 from .harness import ROOT
 
@@ -31,12 +31,12 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 async def registered(db: str, tasks: list[dict]) -> None:
     settings = Settings(database_url=f"sqlite:///{db}", reconciler="off")
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         await store.register([Registration(t["provider"], t["task_id"]) for t in tasks])
 
 
 async def statuses(db: str) -> dict[str, str]:
-    async with Store(Settings(database_url=f"sqlite:///{db}")) as store:
+    async with open_store(Settings(database_url=f"sqlite:///{db}")) as store:
         records, _ = await store.list_tasks(limit=100)
     return {r.state.task_id: r.state.status.value for r in records}
 
@@ -90,3 +90,39 @@ async def test_provider_without_token_is_a_usage_error(tmp_path):
     result = await asyncio.to_thread(run_cli, env, "--provider", "seedance2")
     assert result.returncode == 2
     assert "set SEEDANCE2_API_KEY" in result.stderr
+
+
+async def test_an_unknown_task_id_is_named_and_exits_1(tmp_path):
+    db = str(tmp_path / "t.db")
+    await registered(db, [{"provider": "seedance", "task_id": "known-1"}])
+    env = {"DATABASE_URL": f"sqlite:///{db}", "ACEDATA_API_TOKEN": "x"}
+    result = await asyncio.to_thread(run_cli, env, "--task-id", "no-such-task", "--dry-run")
+    assert result.returncode == 1
+    assert "unknown task id 'no-such-task'" in result.stderr
+    assert "reconcile pass" not in result.stdout  # nothing was asked
+
+
+def test_loop_without_tokens_keeps_running_says_why_once_and_stops_on_sigterm(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "reconcile", "--loop"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": f"sqlite:///{tmp_path}/t.db",
+            "RECONCILE_INTERVAL": "0.05",
+        },
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # blocks until the process has said why it waits
+        assert "reconciler loop idle: no provider token is set" in first
+        assert "ACEDATA_API_TOKEN" in first
+        assert proc.poll() is None  # still running: a platform would not restart it
+    finally:
+        proc.terminate()
+        _, rest = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "no provider token" not in rest  # said once

@@ -52,6 +52,7 @@ class FolderStorage:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.location = str(self.directory)
+        self.max_file_bytes = 2**63 - 1  # the disk is the limit
 
     def __repr__(self) -> str:
         return f"FolderStorage({self.location!r})"

@@ -25,10 +25,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import obstore
@@ -40,10 +42,10 @@ from server.archive.storage import (
     FileMissing,
     StorageError,
     Stored,
-    check_archive_url,
     check_digest,
     parse_archive_url,
 )
+from server.settings import read_dotenv
 
 if TYPE_CHECKING:
     from obstore import AsyncWritableFile
@@ -54,6 +56,8 @@ log = logging.getLogger("taskhook.archive")
 
 T = TypeVar("T")
 
+#: S3 copies at most 5 GiB in one request, and a large file is copied to its digest.
+MAX_OBJECT_BYTES = 5 * 1024**3
 PART_SIZE = 8 * 1024**2  # S3's smallest part is 5 MiB
 UPLOAD_CONCURRENCY = 2  # parts in flight per upload: memory <= (1 + 2) * PART_SIZE
 READ_WINDOW = 16 * 1024**2  # one ranged GET per window, so no request outlives its timeout
@@ -88,6 +92,7 @@ class S3Storage:
         self.url, self.endpoint = url, endpoint
         self.location = str(url)
         self.part_size, self.stale_after = part_size, stale_after
+        self.max_file_bytes = MAX_OBJECT_BYTES
         self._secrets = tuple(s for s in (access_key_id, secret_access_key, session_token) if s)
         config: dict[str, Any] = {}
         for key, value in (
@@ -124,10 +129,12 @@ class S3Storage:
         self._cleanup: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3Storage:
-        """From ``ARCHIVE_URL`` and the standard ``AWS_*`` variables (settings' environment)."""
-        env: Mapping[str, str] = settings.env
-        check_archive_url(settings)
+    def from_settings(
+        cls, settings: Settings, environ: Mapping[str, str] | None = None
+    ) -> S3Storage:
+        """From ``ARCHIVE_URL`` and the standard ``AWS_*`` variables, read like the settings
+        (the process environment, then ``.env``)."""
+        env = aws_environment() if environ is None else environ
 
         def get(*names: str) -> str | None:
             return next((env[n].strip() for n in names if env.get(n, "").strip()), None)
@@ -301,6 +308,12 @@ class S3Storage:
             return
         if removed:
             log.info("archive removed %d partial upload(s) left by a crash", removed)
+
+
+def aws_environment(dotenv: Path = Path(".env")) -> dict[str, str]:
+    """The ``AWS_*`` variables: ``.env``'s, overridden by the process environment's."""
+    merged = {**read_dotenv(dotenv), **os.environ}
+    return {name: value for name, value in merged.items() if name.startswith("AWS_")}
 
 
 class _Upload:

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from server.settings import Settings
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-#: S3 copies at most 5 GiB in one request, and a large file is copied to its digest.
-MAX_OBJECT_BYTES = 5 * 1024**3
 
 
 class StorageError(ArchiveError):
@@ -65,6 +63,8 @@ class ArchiveStorage(Protocol):
 
     #: Where the files are, safe to log and show (no credentials): a path or s3://bucket/prefix.
     location: str
+    #: The largest file it can keep; the archiver refuses larger ones as ``too_large``.
+    max_file_bytes: int
 
     async def open(self, *, cleanup: bool) -> None:
         """Get ready to take files; ``cleanup`` removes what a crashed ``put`` left.
@@ -126,39 +126,27 @@ class BucketURL:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
+def archive_url_problem(url: str) -> str | None:
+    """What is wrong with an ``ARCHIVE_URL`` value (for the settings table), or None."""
+    parts = urlsplit(url.strip())
+    if parts.scheme != "s3" or not parts.netloc:
+        return "is not s3://bucket or s3://bucket/prefix"
+    if "@" in parts.netloc:
+        return "must not hold credentials (use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+    if ":" in parts.netloc:
+        return "must not name a port (put the endpoint in AWS_ENDPOINT_URL)"
+    if parts.query or parts.fragment:
+        return "must not have a query or a fragment"
+    return None
+
+
 def parse_archive_url(url: str) -> BucketURL:
-    """Parse ``ARCHIVE_URL``; ``ConfigError`` names the setting and the expected form."""
+    """Parse ``ARCHIVE_URL``; ``ConfigError`` says what is wrong and the expected form."""
+    problem = archive_url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"ARCHIVE_URL {problem}; set e.g. ARCHIVE_URL=s3://my-bucket/taskhook")
     parts = urlsplit(url.strip())
-    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
-        raise ConfigError(
-            f"ARCHIVE_URL={_shown(url)} is not understood; use s3://bucket or "
-            "s3://bucket/prefix (credentials come from AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, never from the URL)."
-        )
-    if "@" in parts.netloc or ":" in parts.netloc:
-        raise ConfigError(
-            "ARCHIVE_URL must not hold credentials or a port; put the keys in "
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY and the endpoint in AWS_ENDPOINT_URL."
-        )
     return BucketURL(parts.netloc, parts.path.strip("/"))
-
-
-def _shown(url: str) -> str:
-    """The URL for a message, without anything that could be a credential."""
-    parts = urlsplit(url.strip())
-    host = parts.netloc.rpartition("@")[2]
-    return repr(f"{parts.scheme}://{host}{parts.path}" if parts.scheme else "<not a URL>")
-
-
-def check_archive_url(settings: Settings) -> None:
-    """``ConfigError`` when ARCHIVE_URL cannot work with the other settings."""
-    parse_archive_url(settings.archive_url)
-    if settings.archive_max_bytes > MAX_OBJECT_BYTES:
-        raise ConfigError(
-            f"ARCHIVE_MAX_BYTES={settings.archive_max_bytes} is above {MAX_OBJECT_BYTES} "
-            "(5 GiB), the largest file the object store can copy in one request; "
-            f"with ARCHIVE_URL set, set it to at most {MAX_OBJECT_BYTES}."
-        )
 
 
 def storage_for(settings: Settings) -> ArchiveStorage:

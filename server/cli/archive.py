@@ -13,10 +13,9 @@ from typing import TextIO
 from server.archive.archiver import Archiver, CopyOutcome
 from server.archive.download import redact_url
 from server.archive.storage import StorageError
+from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.settings import Settings
-from server.store import Store
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from server.store import open_store
 
 
 async def run(settings: Settings, *, retry_failed: bool = False, out: TextIO = sys.stdout) -> int:
@@ -36,7 +35,7 @@ async def run(settings: Settings, *, retry_failed: bool = False, out: TextIO = s
             then = "gave up" if outcome.final else "will retry"
             print(f"failed   {url} {outcome.error} ({then}): {outcome.message}", file=out)
 
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         archiver = Archiver(settings, store)
         try:
             await archiver.open(cleanup=False)

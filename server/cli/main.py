@@ -11,15 +11,15 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.cli import reconcile as reconcile_cli
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
 from server.errors import ConfigError
 from server.observe import logs
+from server.providers import NAMES
+from server.secrets import load_secrets
 from server.settings import Settings
-from server.store import Store
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from server.store import open_store
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="exit 0 when the database is reachable and writable")
     reconcile_cli.add_parser(commands)
     url = commands.add_parser("callback-url", help="print the callback_url to give a provider")
-    url.add_argument("provider", choices=PROVIDERS)
+    url.add_argument("provider", choices=NAMES)
     archive = commands.add_parser("archive", help="copy every result file still missing, now")
     archive.add_argument(
         "--retry-failed", action="store_true", help="also try again copies that failed for good"
@@ -49,13 +49,14 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=20,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return EXIT_OK
 
 
 async def check(settings: Settings) -> int:
     try:
-        async with Store(settings) as store:
+        async with open_store(settings) as store:
             await store.check_writable()
     except Exception as exc:  # every failure is reported, not raised
         print(f"not ok: database {settings.database_path} is not writable: {exc}", file=sys.stderr)
@@ -65,8 +66,8 @@ async def check(settings: Settings) -> int:
 
 
 async def print_callback_url(settings: Settings, provider: str) -> int:
-    async with Store(settings) as store:
-        secrets = await store.secrets()
+    async with open_store(settings) as store:
+        secrets = await load_secrets(store, settings)
     if secrets.generated:
         from server.web.app import banner
 
@@ -79,9 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        return run(settings, args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
     command = args.command or "serve"
     if command == "serve":
         return serve(settings)

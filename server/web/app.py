@@ -11,14 +11,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from server.archive.archiver import archive_service
+from server.archive.archiver import Archiver
+from server.archive.storage import ArchiveStorage, storage_for
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
-from server.observe import logs, metrics
-from server.reconcile.loop import embedded_reconciler
+from server.observe import logs
+from server.providers import PROVIDERS
+from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
+from server.secrets import Secrets, load_secrets
+from server.service import Service
 from server.settings import Settings
-from server.store import Secrets, Store
+from server.store import Store, open_store
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
@@ -63,6 +66,17 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def background_services(
+    settings: Settings, store: Store, archive_storage: ArchiveStorage | None = None
+) -> list[Service]:
+    """Every background service of the web process, in start order (stopped in reverse)."""
+    embedded = settings.reconciler == "embedded"
+    services: list[Service] = [EmbeddedReconciler(store, settings) if embedded else ReconcilerOff()]
+    if settings.archive:
+        services.append(Archiver(settings, store, storage=archive_storage))
+    return services
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app; nothing is opened until the lifespan starts."""
     settings = settings or Settings.from_env()
@@ -72,20 +86,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         logs.configure(settings.log_format)
-        store = Store(settings, on_commit=metrics.observe_commit)
+        store = open_store(settings)
         await store.open()
         try:
-            secrets = await store.secrets()
+            secrets = await load_secrets(store, settings)
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)
-            async with (
-                embedded_reconciler(store, settings) as reconciler,
-                archive_service(rt),
-            ):
-                rt.services["reconciler"] = reconciler
-                log.info("taskhook ready database=%s", settings.database_path)
+            rt.archive_storage = archive = storage_for(settings)  # /files serves from it
+            try:
+                for service in background_services(settings, store, archive):
+                    await rt.services.start(service)
+                log.info("taskhook ready database=%s", settings.database_label)
                 yield
+            finally:
+                await rt.services.stop()
+                await archive.close()
         finally:
             await store.close()
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.requests import Request
 
+from server.archive.storage import ArchiveStorage
+from server.secrets import Secrets
+from server.service import Services
 from server.settings import Settings
-from server.store import Secrets, Store
+from server.store import Store
 
 
 @dataclass
@@ -18,10 +20,10 @@ class Runtime:
     store: Store
     secrets: Secrets
     started_at: float = field(default_factory=time.time)
-    #: Background parts (reconciler, archiver, ...) by name; each has ``status()``.
-    services: dict[str, Any] = field(default_factory=dict)
-    #: Where archived files live (an ``ArchiveStorage``), set by the archive service.
-    archive_storage: Any = None
+    #: Background services (reconciler, archiver, ...), started by the lifespan.
+    services: Services = field(default_factory=Services)
+    #: Where archived files live (``/files`` serves from it, whether ARCHIVE is on or off).
+    archive_storage: ArchiveStorage | None = None
 
 
 def runtime(request: Request) -> Runtime:

@@ -23,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from server.archive.ranges import byte_ranges
-from server.archive.storage import SHA256_HEX, ArchiveStorage, FileMissing
+from server.archive.storage import SHA256_HEX, FileMissing
 from server.errors import NotFound
 from server.web.auth import require_api_token
 from server.web.openapi import doc
@@ -172,7 +172,8 @@ async def get_file(request: Request) -> Response:
     if found is None:
         raise NotFound(f"no archived file has SHA-256 {digest}")
     content_type, size = found
-    storage: ArchiveStorage = rt.archive_storage
+    storage = rt.archive_storage
+    assert storage is not None, "the app's lifespan opens the archive storage"
 
     async def read(start: int, end: int) -> AsyncIterator[bytes]:
         return await storage.open_range(digest, start, end)
