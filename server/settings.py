@@ -219,6 +219,9 @@ class Settings:
     forwarded_allow_ips: str = setting(
         "127.0.0.1,::1", "proxies whose X-Forwarded-* headers are trusted", example="127.0.0.1"
     )
+    limit_concurrency: int = setting(1000, "requests served at once", minimum=1)
+    header_timeout: float = setting(10.0, "seconds to send the request headers", minimum=0.1)
+    body_timeout: float = setting(30.0, "seconds to send the request body", minimum=0.1)
 
     # -- derived values -----------------------------------------------------------------
 
