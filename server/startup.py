@@ -11,9 +11,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
+from server.providers import PROVIDERS
+from server.secrets import Secrets
 from server.settings import Settings
-from server.store import Secrets
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"})
 

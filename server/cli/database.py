@@ -15,7 +15,7 @@ import tempfile
 
 from server.errors import ConfigError, StorageFull
 from server.settings import Settings
-from server.store import Store
+from server.store import open_store
 
 _FULL = ("database or disk is full", "no space left on device")
 #: Less free space than this, and a write failed: the disk is full for our purposes.
@@ -25,7 +25,7 @@ FULL_BELOW = 64 * 1024
 async def database_problem(settings: Settings) -> str | None:
     """None when a write commits now; otherwise what is wrong and the fix, in one line."""
     try:
-        async with Store(settings) as store:
+        async with open_store(settings) as store:
             await store.check_writable()
     except ConfigError as exc:
         return str(exc)

@@ -15,11 +15,12 @@ from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.cli import reconcile as reconcile_cli
 from server.cli.database import database_problem
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
 from server.errors import ConfigError
 from server.observe import logs
+from server.providers import NAMES
+from server.secrets import load_secrets
 from server.settings import Settings
-from server.store import Store
+from server.store import open_store
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="exit 0 when the database is reachable and writable")
     reconcile_cli.add_parser(commands)
     url = commands.add_parser("callback-url", help="print the callback_url to give a provider")
-    url.add_argument("provider", choices=PROVIDERS)
+    url.add_argument("provider", choices=NAMES)
     archive = commands.add_parser("archive", help="copy every result file still missing, now")
     archive.add_argument(
         "--retry-failed", action="store_true", help="also try again copies that failed for good"
@@ -47,8 +48,8 @@ async def check(settings: Settings) -> int:
 
 
 async def print_callback_url(settings: Settings, provider: str) -> int:
-    async with Store(settings) as store:
-        secrets = await store.secrets()
+    async with open_store(settings) as store:
+        secrets = await load_secrets(store, settings)
     if secrets.generated:
         from server.startup import banner
 

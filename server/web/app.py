@@ -15,12 +15,13 @@ from starlette.responses import JSONResponse
 from server.archive.archiver import Archiver
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.http.limit import ConcurrencyLimit
-from server.observe import logs, metrics
+from server.observe import logs
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
+from server.secrets import load_secrets
 from server.service import Service
 from server.settings import Settings
 from server.startup import banner
-from server.store import Store
+from server.store import Store, open_store
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
@@ -69,10 +70,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         logs.configure(settings.log_format)
-        store = Store(settings, on_commit=metrics.observe_commit)
+        store = open_store(settings)
         await store.open()
         try:
-            secrets = await store.secrets()
+            secrets = await load_secrets(store, settings)
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)
