@@ -22,6 +22,7 @@ from server.service import Service
 from server.settings import Settings
 from server.startup import banner
 from server.store import Store, open_store
+from server.store.retention import EventRetention
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
@@ -58,6 +59,7 @@ def background_services(settings: Settings, store: Store) -> list[Service]:
     services: list[Service] = [EmbeddedReconciler(store, settings) if embedded else ReconcilerOff()]
     if settings.archive:
         services.append(Archiver(settings, store))
+    services.append(EventRetention(store, settings.event_retention))
     return services
 
 
