@@ -26,6 +26,7 @@ from .conftest import callback_path
 from .harness import API_TOKEN, ROOT, ServerProcess, wait_until
 from .moto_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoS3
 from .payloads import dumps, seedance
+from .test_archive_e2e import prepare_database, run_archive_command
 
 pytestmark = pytest.mark.e2e
 
@@ -262,3 +263,17 @@ def test_replicas_share_the_bucket(tmp_path, s3, fake, database):
         reader.stop()
         copier.stop()
     assert local_files(tmp_path) == []
+
+
+def test_the_archive_command_copies_into_the_bucket(tmp_path, s3, fake):
+    bucket = s3.bucket()
+    urls = [f"{fake}/files/old-1.mp4", f"{fake}/files/old-2.mp4"]
+    prepare_database(tmp_path, urls)
+    done = run_archive_command(tmp_path, **s3.env(bucket, "archive"))
+    assert done.returncode == 0, done.stderr
+    assert "copied 2 file(s)" in done.stdout and "failed 0" in done.stdout
+    for name in ("old-1.mp4", "old-2.mp4"):
+        expected = file_content(name, FILE_BYTES)
+        assert s3.read(bucket, f"archive/{hashlib.sha256(expected).hexdigest()}") == expected
+    assert SECRET_ACCESS_KEY not in done.stdout + done.stderr
+    assert not (tmp_path / "files").exists()
