@@ -7,6 +7,9 @@ from starlette.routing import Route
 from server.web.routes import (
     callbacks,
     dashboard,
+    dashboard_endpoints,
+    endpoints,
+    events,
     files,
     health,
     metrics,
@@ -20,8 +23,11 @@ ROUTES: list[Route] = [
     *tasks.ROUTES,
     *submit.ROUTES,
     *quarantine.ROUTES,
+    *endpoints.ROUTES,
+    *events.ROUTES,
     *health.ROUTES,
     *files.ROUTES,
     *metrics.ROUTES,
+    *dashboard_endpoints.ROUTES,
     *dashboard.ROUTES,
 ]
