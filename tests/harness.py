@@ -42,10 +42,17 @@ def wait_until(condition, timeout: float = 20.0, interval: float = 0.02, what: s
 class ServerProcess:
     """``python -m server`` in a child process, with its own database and port."""
 
-    def __init__(self, db_path: Path, env: dict[str, str] | None = None, port: int | None = None):
+    def __init__(
+        self,
+        db_path: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ):
         self.db_path = db_path
         self.port = port or free_port()
         self.extra_env = env or {}
+        self.preexec_fn = preexec_fn  # runs in the child before exec (e.g. to lower a limit)
         self.proc: subprocess.Popen | None = None
         self.log_path = db_path.parent / f"server-{self.port}.log"
 
@@ -63,6 +70,8 @@ class ServerProcess:
             CALLBACK_SECRETS=CALLBACK_SECRET,
             RECONCILER="off",
             ARCHIVE="off",
+            # No webhooks unless a test asks: generated endpoint URLs must never be called.
+            DELIVERY="off",
             PYTHONUNBUFFERED="1",
             # This checkout's package, whatever the child's working directory.
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -78,6 +87,7 @@ class ServerProcess:
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec_fn,
             )
         if wait:
             self.wait_ready()

@@ -12,7 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from server.cli import endpoint as endpoint_cli
 from server.cli import reconcile as reconcile_cli
+from server.cli.database import database_problem
 from server.core.tokens import callback_url
 from server.errors import ConfigError
 from server.observe import logs
@@ -34,34 +36,16 @@ def parser() -> argparse.ArgumentParser:
     archive.add_argument(
         "--retry-failed", action="store_true", help="also try again copies that failed for good"
     )
+    endpoint_cli.add_parser(commands)
     return p
 
 
-def serve(settings: Settings) -> int:
-    import uvicorn
-
-    from server.web.app import create_app
-
-    logs.configure(settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=20,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-    )
-    return EXIT_OK
-
-
 async def check(settings: Settings) -> int:
-    try:
-        async with open_store(settings) as store:
-            await store.check_writable()
-    except Exception as exc:  # every failure is reported, not raised
-        print(f"not ok: database {settings.database_path} is not writable: {exc}", file=sys.stderr)
+    problem = await database_problem(settings)
+    if problem is not None:
+        print(f"not ok: {problem}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"ok: database {settings.database_path} is reachable and writable")
+    print(f"ok: database {settings.database_label} is reachable and writable")
     return EXIT_OK
 
 
@@ -69,7 +53,7 @@ async def print_callback_url(settings: Settings, provider: str) -> int:
     async with open_store(settings) as store:
         secrets = await load_secrets(store, settings)
     if secrets.generated:
-        from server.web.app import banner
+        from server.startup import banner
 
         print(banner(settings, secrets), file=sys.stderr)
     print(callback_url(settings.base_url, secrets.callback_secrets[0], provider))
@@ -89,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     command = args.command or "serve"
     if command == "serve":
+        from server.cli.serve import serve
+
         return serve(settings)
     if command == "check":
         return asyncio.run(check(settings))
@@ -101,4 +87,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         from server.cli import archive as archive_command
 
         return asyncio.run(archive_command.run(settings, retry_failed=args.retry_failed))
+    if command == "endpoint":
+        return asyncio.run(endpoint_cli.run(settings, args))
     return EXIT_USAGE

@@ -8,38 +8,27 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from server.archive.archiver import Archiver
-from server.core.tokens import callback_url
+from server.archive.storage import ArchiveStorage, storage_for
+from server.delivery.worker import Delivery
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
+from server.http.limit import ConcurrencyLimit
 from server.observe import logs
-from server.providers import PROVIDERS
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
-from server.secrets import Secrets, load_secrets
+from server.secrets import load_secrets
 from server.service import Service
 from server.settings import Settings
+from server.startup import banner
 from server.store import Store, open_store
 from server.store.retention import EventRetention
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
 log = logging.getLogger("taskhook.app")
-
-def banner(settings: Settings, secrets: Secrets) -> str:
-    """What a first start prints once: the generated secrets and the callback URLs."""
-    lines = ["taskhook generated secrets and stored them in the database (shown only now):"]
-    if "API_TOKEN" in secrets.generated:
-        lines.append(f"  API_TOKEN={secrets.api_token}")
-    if "CALLBACK_SECRETS" in secrets.generated:
-        lines.append(f"  CALLBACK_SECRETS={secrets.callback_secrets[0]}")
-    lines.append("Callback URLs to pass as callback_url:")
-    for provider in PROVIDERS:
-        url = callback_url(settings.base_url, secrets.callback_secrets[0], provider)
-        lines.append(f"  {provider:<10} {url}")
-    return "\n".join(lines)
-
 
 async def taskhook_error(request: Request, exc: Exception) -> JSONResponse:
     """Any error of ours: its class says the status and the code."""
@@ -66,13 +55,17 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def background_services(settings: Settings, store: Store) -> list[Service]:
+def background_services(
+    settings: Settings, store: Store, archive_storage: ArchiveStorage | None = None
+) -> list[Service]:
     """Every background service of the web process, in start order (stopped in reverse)."""
     embedded = settings.reconciler == "embedded"
     services: list[Service] = [EmbeddedReconciler(store, settings) if embedded else ReconcilerOff()]
     if settings.archive:
-        services.append(Archiver(settings, store))
+        services.append(Archiver(settings, store, storage=archive_storage))
     services.append(EventRetention(store, settings.event_retention))
+    if settings.delivery:
+        services.append(Delivery(settings, store))
     return services
 
 
@@ -92,19 +85,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)
+            rt.archive_storage = archive = storage_for(settings)  # /files serves from it
             try:
-                for service in background_services(settings, store):
+                for service in background_services(settings, store, archive):
                     await rt.services.start(service)
                 log.info("taskhook ready database=%s", settings.database_label)
                 yield
             finally:
                 await rt.services.stop()
+                await archive.close()
         finally:
             await store.close()
 
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(ConcurrencyLimit, limit=settings.limit_concurrency)],
         exception_handlers={
             TaskhookError: taskhook_error,
             HTTPException: starlette_error,
