@@ -191,7 +191,12 @@ MIGRATIONS: list[list[str]] = [
     [
         "DROP INDEX IF EXISTS events_task",
     ],
-    # 7: submits (POST /submit): each creation call and its answer; a record
+    # 7: webhook retention reads what finished, and which attempts were made, before a time.
+    [
+        "CREATE INDEX attempts_time ON attempts(attempted_at)",
+        "CREATE INDEX messages_finished ON messages(finished_at) WHERE status != 'pending'",
+    ],
+    # 8: submits (POST /submit): each creation call and its answer; a record
     # holds its Idempotency-Key while key_held_until is set (one holder per key).
     [
         """CREATE TABLE submits (
