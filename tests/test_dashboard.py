@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from server.web import session
-from server.web.routes.dashboard import _result_view
-from server.web.routes.dashboard_auth import ago, http_url
+from server.web.routes.dashboard_auth import ago
+from server.web.routes.dashboard_views import http_url
+from server.web.routes.dashboard_views import result_view as _result_view
 
 from .conftest import callback_path
 from .harness import API_TOKEN
@@ -269,6 +270,6 @@ async def test_files_proxy_needs_a_session_and_a_sha(browser):
 
 
 def test_relative_times():
-    assert ago(100.0, now=400.0) == "5m ago"
-    assert ago(500.0, now=400.0) == "in 1m"
+    assert ago(100.0, now=400.0) == "5 min ago"
+    assert ago(500.0, now=400.0) == "in 1 min"
     assert ago(None) == "—"

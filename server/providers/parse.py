@@ -15,11 +15,13 @@ every provider.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, NoReturn
 
+from server.core.ids import task_key
 from server.core.types import PROVIDERS, ErrorInfo, Observation, Result, Status
 from server.errors import NoTaskId, NotJSON
 
@@ -58,7 +60,9 @@ def decode(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise NotJSON(f"body is not UTF-8 text (invalid byte at offset {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(
+            text, parse_constant=_reject_constant, parse_float=_finite, parse_int=_finite_int
+        )
     except RecursionError:
         raise NotJSON("body nests JSON arrays/objects deeper than we read") from None
     except json.JSONDecodeError as exc:
@@ -71,6 +75,27 @@ def decode(body: bytes) -> Any:
 
 def _reject_constant(name: str) -> NoReturn:
     raise NotJSON(f"body is not valid JSON: {name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one that overflows a double (``1e999``) is refused."""
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise NotJSON(f"body holds the number {text[:40]}, which overflows a double")
+    return value
+
+
+def _finite_int(text: str) -> int:
+    """A JSON integer; one beyond a double's range (over about 1.8e308) is refused."""
+    value = int(text)
+    if len(text) > 300:
+        try:
+            float(value)
+        except OverflowError:
+            raise NotJSON(
+                f"body holds a {len(text)}-digit integer, which overflows a double"
+            ) from None
+    return value
 
 
 def parse_body(provider: str, body: bytes) -> Observation:
@@ -164,8 +189,11 @@ def _text(value: Any) -> str | None:
 
 
 def _task_id(value: Any) -> str | None:
+    """An id we can store: not too long, and not made of dashes only (those have no key)."""
     text = _text(value)
-    return text if text is not None and len(text) <= MAX_TASK_ID_LENGTH else None
+    if text is None or len(text) > MAX_TASK_ID_LENGTH or not task_key(text):
+        return None
+    return text
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

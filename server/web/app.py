@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from server.archive.archiver import archive_service
 from server.core.tokens import callback_url
@@ -19,10 +18,12 @@ from server.observe import logs, metrics
 from server.reconcile.loop import embedded_reconciler
 from server.settings import Settings
 from server.store import Secrets, Store
+from server.web.responses import JSONResponse
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
 log = logging.getLogger("taskhook.app")
+
 
 def banner(settings: Settings, secrets: Secrets) -> str:
     """What a first start prints once: the generated secrets and the callback URLs."""
@@ -47,10 +48,14 @@ async def taskhook_error(request: Request, exc: Exception) -> JSONResponse:
 async def starlette_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = HTTP_STATUS_CODES.get(exc.status_code, "http_error")
+    # The path is never echoed: a near-miss callback path carries a real token.
     if exc.status_code == 404:
-        message = f"no route serves {request.method} {request.url.path}; see /openapi.json"
+        message = f"no route serves {request.method} on this path; see /openapi.json"
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
+        allowed = exc.headers.get("Allow", "") if exc.headers else ""
+        message = f"{request.method} is not allowed on this path" + (
+            f"; it allows {allowed}" if allowed else ""
+        )
     else:
         message = str(exc.detail)
     return JSONResponse(error_body(code, message), exc.status_code, headers=exc.headers)

@@ -188,6 +188,10 @@ class Store(ArchiveQueue):
             lambda c: writes.quarantine(c, provider, body, headers, reason, message, now, cap)
         )
 
+    async def discard_quarantined(self, quarantine_id: int) -> bool:
+        """Delete a quarantined delivery that will never merge; true when it existed."""
+        return await self.writer.run(lambda c: writes.discard_quarantined(c, quarantine_id))
+
     async def secrets(self) -> Secrets:
         """Secrets from the settings, or generated once and kept in the database."""
         configured = self.settings
@@ -374,3 +378,59 @@ class Store(ArchiveQueue):
             (created_before, limit),
         )
         return [_record(r) for r in rows]
+
+    # -- what an operator should look at (the dashboard) ------------------------
+
+    async def find_tasks(self, prefix: str, limit: int = 50) -> list[TaskRecord]:
+        """Tasks whose id starts with ``prefix`` (matched like ids: no case, no dashes)."""
+        start = task_key(prefix)
+        if not start:
+            return []
+        # Every key with this prefix sorts in [start, start with its last character + 1).
+        end = start[:-1] + chr(min(ord(start[-1]) + 1, 0x10FFFF))
+        rows = await self._fetchall(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE key >= ? AND key < ?"
+            " AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?",
+            (start, end, len(start), start, limit),
+        )
+        return await self._with_archives([_record(r) for r in rows])
+
+    async def count_concerns(self) -> dict[str, int]:
+        """How many tasks hold a conflict, have a failing archive copy, or were gap-filled."""
+        row = await self._fetchone(
+            "SELECT"
+            f" (SELECT count(*) FROM tasks WHERE {CONCERNS['conflicts']}),"
+            f" (SELECT count(*) FROM tasks WHERE {CONCERNS['archive_failed']}),"
+            f" (SELECT count(*) FROM tasks WHERE {CONCERNS['gap_filled']})"
+        )
+        return dict(zip(CONCERNS, row, strict=True))
+
+    async def list_concern(
+        self, concern: str, *, limit: int = 50, cursor: int | None = None
+    ) -> tuple[list[TaskRecord], int | None]:
+        """Tasks with one ``CONCERNS`` kind, newest first; pages like ``list_tasks``."""
+        where, params = [CONCERNS[concern]], []
+        if cursor is not None:
+            where.append("seq < ?")
+            params.append(cursor)
+        rows = await self._fetchall(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)}"
+            " ORDER BY seq DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        records = [_record(r) for r in rows[:limit]]
+        next_cursor = records[-1].seq if len(rows) > limit else None
+        return await self._with_archives(records), next_cursor
+
+
+#: Tasks an operator should look at, as SQL conditions on ``tasks``.
+CONCERNS: dict[str, str] = {
+    # A later final report disagreed with the final state held (recorded, not applied).
+    "conflicts": "status IN ('succeeded', 'failed')"
+    " AND json_array_length(state, '$.conflicts') > 0",
+    # A result copy failed for good, or failed and waits for its next try.
+    "archive_failed": "key IN (SELECT task_key FROM archives WHERE status = 'failed'"
+    " OR (status IN ('pending', 'running') AND error IS NOT NULL))",
+    # The final state came from the reconciler: the callback never came (a gap filled).
+    "gap_filled": "final_source = 'reconcile'",
+}

@@ -258,6 +258,11 @@ def quarantine(
     return new_id
 
 
+def discard_quarantined(conn: sqlite3.Connection, quarantine_id: int) -> bool:
+    """Drop one quarantined delivery for good; true when it was there."""
+    return conn.execute("DELETE FROM quarantine WHERE id = ?", (quarantine_id,)).rowcount == 1
+
+
 def bump_counter(conn: sqlite3.Connection, name: str, by: int = 1) -> None:
     conn.execute(
         "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"

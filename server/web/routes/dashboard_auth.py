@@ -16,24 +16,29 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode
 
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.templating import Jinja2Templates
 
 from server.core.types import PROVIDERS, Status, iso_time
-from server.errors import BodyTooLarge
+from server.errors import BodyTooLarge, HTTPError
 from server.observe.logs import event
 from server.web import session
 from server.web.auth import bearer_token
+from server.web.responses import HTMLResponse, dump_json
 from server.web.routes.body import read_limited
+from server.web.routes.dashboard_views import http_url, readable, relative
 from server.web.runtime import runtime
 
 log = logging.getLogger("taskhook.dashboard")
 
 PACKAGE = Path(__file__).resolve().parent.parent
-TEMPLATES = Jinja2Templates(directory=str(PACKAGE / "templates"))
+TEMPLATES = Environment(
+    loader=FileSystemLoader(PACKAGE / "templates"),
+    autoescape=select_autoescape(default=True),
+)
 STYLESHEET = PACKAGE / "static" / "dashboard.css"
 
 PAGE_SIZE = 50
@@ -55,28 +60,17 @@ SECURITY_HEADERS = {
 
 
 def ago(ts: float | None, now: float | None = None) -> str:
-    """``5m ago`` / ``in 3m``: short relative times for tables."""
+    """``5 min ago`` / ``in 3 min``: relative times for tables (the exact time is its title)."""
     if ts is None:
         return "—"
-    delta = (now or time.time()) - ts
-    span = abs(delta)
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if span >= size:
-            text = f"{int(span // size)}{unit}"
-            break
-    else:
-        text = f"{int(span)}s"
-    return f"{text} ago" if delta >= 0 else f"in {text}"
-
-
-def http_url(url: Any) -> str | None:
-    """``url`` when it is http(s), else None: a callback body must not plant javascript: links."""
-    if isinstance(url, str) and urlsplit(url).scheme in ("http", "https"):
-        return url
-    return None
+    return relative(ts, time.time() if now is None else now)
 
 
 def pretty_body(body: bytes) -> str:
+    """A kept body for reading: indented when it is JSON, else its text (bad bytes replaced).
+
+    Any character stays as sent; lone surrogates show as their ``\\udc80`` escape.
+    """
     try:
         text = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
     except (ValueError, RecursionError):
@@ -86,11 +80,26 @@ def pretty_body(body: bytes) -> str:
     return text
 
 
-TEMPLATES.env.filters.update(
+def pretty_json(value: Any) -> str:
+    """Any stored JSON value, indented; one that cannot be written out says so instead."""
+    try:
+        return dump_json(value, indent=2)
+    except (ValueError, TypeError, RecursionError):
+        return "(this value cannot be shown as JSON)"
+
+
+def pathpart(value: Any) -> str:
+    """One path segment: every character escaped, ``/`` included (lone surrogates too)."""
+    return quote(str(value).encode("utf-8", "surrogatepass"), safe="")
+
+
+TEMPLATES.filters.update(
     ago=ago,
     iso=iso_time,
     http_url=http_url,
-    pathpart=lambda value: quote(str(value), safe=""),
+    pathpart=pathpart,
+    pretty=pretty_json,
+    readable=lambda value, key="", now=None: readable(key, value, now or time.time()),
 )
 
 
@@ -127,7 +136,10 @@ def signed_in(
         who = viewer(request)
         if who is None:
             return to_login(request)
-        return await endpoint(request, who)
+        try:
+            return await endpoint(request, who)
+        except HTTPError as exc:  # a bad filter or id: the page says what was wrong
+            return error_page(request, who, exc)
 
     return guarded
 
@@ -154,9 +166,19 @@ def page(request: Request, name: str, context: dict[str, Any], status_code: int 
         "now": time.time(),
         **context,
     }
-    response = TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
-    response.headers.update(SECURITY_HEADERS)
-    return response
+    content = TEMPLATES.get_template(name).render(context)
+    return HTMLResponse(content, status_code, headers=SECURITY_HEADERS)
+
+
+def error_page(request: Request, who: Viewer | None, exc: HTTPError) -> Response:
+    """An error of ours as a page: its status, and its message as the text."""
+    titles = {400: "Not understood", 404: "Not found", 409: "Conflict", 413: "Too large"}
+    return page(
+        request,
+        "error.html",
+        {"viewer": who, "title": titles.get(exc.http_status, "Error"), "message": exc.message},
+        exc.http_status,
+    )
 
 
 async def read_form(request: Request) -> dict[str, str]:

@@ -7,10 +7,11 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from server.observe.logs import redact
 from server.web.openapi import build_schema, doc
+from server.web.responses import JSONResponse, dump_json
 from server.web.runtime import runtime
 
 #: A database that cannot commit a tiny write in this long is not ready.
@@ -22,6 +23,11 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
+def failure(exc: BaseException) -> str:
+    """An exception as a reason anyone may read: its type and message, secrets redacted."""
+    return redact(f"{type(exc).__name__}: {exc}")[:500]
+
+
 async def database_check(rt: Any) -> dict[str, Any]:
     started = time.perf_counter()
     try:
@@ -29,9 +35,23 @@ async def database_check(rt: Any) -> dict[str, Any]:
     except Exception as exc:  # any failure means "not writable"; say which
         return {
             "ok": False,
-            "reason": f"the database did not take a write: {type(exc).__name__}: {exc}",
+            "reason": f"the database did not take a write: {failure(exc)}",
         }
     return {"ok": True, "write_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+async def service_status(service: Any) -> dict[str, Any]:
+    """A service's ``status()``; one that raises or answers oddly is itself not ready."""
+    try:
+        status = await service.status()
+        dump_json(status)  # what cannot be answered (NaN, an object) is caught here
+    except Exception as exc:  # a broken status() must not turn /readyz into a 500
+        return {"ok": False, "reason": f"its status() failed: {failure(exc)}"}
+    if not isinstance(status, dict):
+        return {"ok": False, "reason": f"its status() answered a {type(status).__name__}"}
+    if not status.get("ok", True) and "reason" not in status:
+        return {**status, "reason": "not ok (no reason given)"}
+    return status
 
 
 @doc(
@@ -42,7 +62,7 @@ async def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
     checks = {"database": await database_check(rt)}
     for name, service in rt.services.items():
-        checks[name] = await service.status()
+        checks[name] = await service_status(service)
     ok = all(check.get("ok", True) for check in checks.values())
     reasons = [f"{name}: {c['reason']}" for name, c in checks.items() if not c.get("ok", True)]
     return JSONResponse(

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import base64
-import json
+import binascii
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote, unquote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
+from server.core.ids import task_key
 from server.core.types import PROVIDERS, Status, iso_time
-from server.errors import BadRequest, NotFound, Unprocessable
+from server.errors import BadRequest, NotFound, NotJSON, Unprocessable
+from server.providers.parse import decode
 from server.store import Registration
+from server.web import params
 from server.web.auth import require_api_token
 from server.web.openapi import doc
-from server.web.routes.body import read_json
+from server.web.responses import JSONResponse
+from server.web.routes.body import json_problem, read_json
 from server.web.runtime import runtime
 
 MAX_REGISTRATIONS = 1000
 REGISTER_BODY_LIMIT = 16 * 1024 * 1024
 MAX_LIMIT = 500
+#: Deeper kept bodies are shown as text: rendering them as JSON would recurse too far.
+VIEW_DEPTH = 200
 
 
 def _registration(item: Any, where: str) -> Registration:
@@ -34,9 +42,10 @@ def _registration(item: Any, where: str) -> Registration:
             f"{where}.provider is {provider!r}; expected one of {', '.join(PROVIDERS)}",
             code="invalid_task",
         )
-    if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 200:
+    if not isinstance(task_id, str) or not task_key(task_id) or len(task_id) > 200:
         raise Unprocessable(
-            f"{where}.task_id must be a non-empty string (at most 200 characters)",
+            f"{where}.task_id must be a string of at most 200 characters with something "
+            "besides dashes and spaces (ids match without case or dashes)",
             code="invalid_task",
         )
     trace_id, metadata = item.get("trace_id"), item.get("metadata")
@@ -102,11 +111,14 @@ def decode_cursor(text: str | None) -> int | None:
     if not text:
         return None
     try:
-        return int(base64.urlsafe_b64decode(text.encode()).decode())
-    except ValueError:
+        seq = params.row_id(base64.urlsafe_b64decode(text.encode("ascii")).decode("ascii"))
+    except (UnicodeError, binascii.Error, ValueError):
+        seq = None
+    if seq is None:
         raise BadRequest(
-            f"cursor {text!r} is not one this API gave out", code="invalid_cursor"
-        ) from None
+            f"cursor {text[:60]!r} is not one this API gave out", code="invalid_cursor"
+        )
+    return seq
 
 
 @doc(
@@ -122,27 +134,11 @@ def decode_cursor(text: str | None) -> int | None:
 async def list_tasks(request: Request) -> JSONResponse:
     require_api_token(request)
     q = request.query_params
-    status, provider = q.get("status") or None, q.get("provider") or None
-    if status is not None and status not in {s.value for s in Status}:
-        raise BadRequest(
-            f"status {status!r} is not one of {', '.join(s.value for s in Status)}",
-            code="invalid_filter",
-        )
-    if provider is not None and provider not in PROVIDERS:
-        raise BadRequest(
-            f"provider {provider!r} is not one of {', '.join(PROVIDERS)}", code="invalid_filter"
-        )
-    raw_limit = q.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise BadRequest(
-            f"limit {raw_limit!r} must be a whole number from 1 to {MAX_LIMIT}",
-            code="invalid_filter",
-        )
+    status = params.one_of(q.get("status"), "status", [s.value for s in Status])
+    provider = params.one_of(q.get("provider"), "provider", PROVIDERS)
+    limit = params.whole_number(q.get("limit"), "limit", default=50, low=1, high=MAX_LIMIT)
     records, next_seq = await runtime(request).store.list_tasks(
-        status=status,
-        provider=provider,
-        limit=int(raw_limit),
-        cursor=decode_cursor(q.get("cursor")),
+        status=status, provider=provider, limit=limit, cursor=decode_cursor(q.get("cursor"))
     )
     return JSONResponse(
         {"tasks": [r.to_json() for r in records], "next_cursor": encode_cursor(next_seq)}
@@ -150,11 +146,18 @@ async def list_tasks(request: Request) -> JSONResponse:
 
 
 def body_view(body: bytes) -> Any:
-    """A kept body as JSON when it is JSON, else as text (invalid UTF-8 replaced)."""
+    """A kept body as JSON when it reads as JSON we can answer with, else as text.
+
+    Lone surrogate escapes stay (the answer writes them back as escapes); a body
+    kept before the door refused NaN or overflowing numbers is shown as text.
+    """
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
+        value = decode(body)
+    except NotJSON:
         return body.decode("utf-8", "replace")
+    if json_problem(value, max_depth=VIEW_DEPTH, surrogates=False):
+        return body.decode("utf-8", "replace")
+    return value
 
 
 @doc(
@@ -184,9 +187,51 @@ async def task_deliveries(request: Request) -> JSONResponse:
     return JSONResponse({"task_id": record.state.task_id, "deliveries": items})
 
 
+class TaskRoute(Route):
+    """``/tasks/{task_id}`` or ``/tasks/{task_id}/deliveries``, the id read from the raw path.
+
+    A task id may hold any character, ``/`` included: ``/tasks/a%2Fb`` is task
+    ``a/b`` (servers decode ``%2F`` before routing, so the raw path is split on
+    its literal slashes and each piece decoded). An unencoded ``/tasks/a/b``
+    also reads task ``a/b``; a last segment ``deliveries`` names the deliveries
+    of the id before it (a task named ``x/deliveries`` is ``/tasks/x%2Fdeliveries``).
+    """
+
+    def __init__(self, endpoint: Callable[..., Any], *, deliveries: bool, name: str) -> None:
+        path = "/tasks/{task_id}/deliveries" if deliveries else "/tasks/{task_id}"
+        super().__init__(path, endpoint, methods=["GET"], name=name)
+        self.deliveries = deliveries
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        segments = raw_path(scope).split("/")
+        if len(segments) < 3 or segments[:2] != ["", "tasks"] or segments[2:] == [""]:
+            return Match.NONE, {}
+        pieces = segments[2:]
+        is_deliveries = len(pieces) > 1 and pieces[-1] == "deliveries"
+        if is_deliveries != self.deliveries:
+            return Match.NONE, {}
+        if is_deliveries:
+            pieces = pieces[:-1]
+        task_id = "/".join(unquote(piece, errors="replace") for piece in pieces)
+        child = {"endpoint": self.endpoint, "path_params": {"task_id": task_id}}
+        if self.methods and scope["method"] not in self.methods:
+            return Match.PARTIAL, child
+        return Match.FULL, child
+
+
+def raw_path(scope: Scope) -> str:
+    """The request path as sent (percent escapes intact), without any root path."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1").partition("?")[0] if raw else quote(scope["path"], safe="/")
+    root = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 ROUTES = [
     Route("/tasks", register_tasks, methods=["POST"], name="register_tasks"),
     Route("/tasks", list_tasks, methods=["GET"], name="list_tasks"),
-    Route("/tasks/{task_id}", get_task, methods=["GET"], name="get_task"),
-    Route("/tasks/{task_id}/deliveries", task_deliveries, methods=["GET"], name="task_deliveries"),
+    TaskRoute(get_task, deliveries=False, name="get_task"),
+    TaskRoute(task_deliveries, deliveries=True, name="task_deliveries"),
 ]
