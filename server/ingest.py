@@ -44,7 +44,11 @@ async def receive(
     source: Source = "callback",
     quarantine_id: int | None = None,
 ) -> IngestOutcome:
-    """Store and merge one delivered body, or quarantine it and raise ``Quarantined``."""
+    """Store and merge one delivered body, or quarantine it and raise ``Quarantined``.
+
+    A body naming a task held under another provider raises the store's
+    ``ProviderMismatch`` (409): the body is quarantined, the task unchanged.
+    """
     try:
         observation = parse_body(provider, body)
     except ParseError as exc:
@@ -56,7 +60,13 @@ async def receive(
     assert observation.task_id is not None
     return await store.ingest(
         Incoming(
-            provider, observation.task_id, source, body, observation, quarantine_id=quarantine_id
+            provider,
+            observation.task_id,
+            source,
+            body,
+            observation,
+            quarantine_id=quarantine_id,
+            headers=safe_headers(headers or {}),
         )
     )
 

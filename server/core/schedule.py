@@ -17,7 +17,7 @@ def backoff(checks: int, rng: random.Random | None = None) -> float:
     half spreads tasks registered together so they do not poll in lockstep.
     """
     base = min(MAX_BACKOFF, FIRST_BACKOFF * (2 ** max(0, checks - 1)))
-    r = (rng or random).random()
+    r: float = (rng or random).random()
     return base / 2 + r * base / 2
 
 

@@ -24,7 +24,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 CALLBACKS = Counter(
     "taskhook_callbacks_received",
     "Callbacks received, by provider and outcome (accepted, duplicate, unauthorized, "
-    "quarantined, too_large, unknown_provider).",
+    "quarantined, too_large, unknown_provider, provider_mismatch).",
     ["provider", "outcome"],
     registry=REGISTRY,
 )

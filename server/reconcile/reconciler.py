@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from server.core import schedule
+from server.core.decide import decide
 from server.core.ids import task_key
-from server.core.merge import expired, merge
-from server.core.types import PROVIDERS, TaskState
+from server.core.merge import expired
+from server.core.types import PROVIDERS, TaskRecord
 from server.errors import UpstreamError, worst
 from server.ingest import answer
 from server.observe import metrics
@@ -278,25 +279,24 @@ async def _settle(
 
 
 async def _simulate(store: Store, batch: list[Incoming]) -> list[IngestOutcome]:
-    """What ``ingest_many`` would do to the merged states, computed in memory only."""
+    """What ``ingest_many`` would do to the merged states: ``decide`` folded in memory."""
     records = await store.get_tasks_by_key([task_key(i.task_id) for i in batch])
-    states: dict[str, TaskState] = {task_key(r.state.task_id): r.state for r in records}
+    held: dict[str, TaskRecord] = {task_key(r.state.task_id): r for r in records}
     outcomes = []
     for item in batch:
         key = task_key(item.task_id)
-        state = states.get(key) or TaskState(task_id=item.task_id, provider=item.provider)
-        merged = merge(state, item.observation) if item.observation else state
-        became_final = merged.is_final and (not state.is_final or merged.status != state.status)
-        states[key] = merged
+        decision = decide(held.get(key), item, time.time())
+        held[key] = decision.record
+        state = decision.record.state
         outcomes.append(
             IngestOutcome(
-                merged.task_id,
-                item.provider,
-                merged.status.value,
-                False,
-                merged is not state,
-                became_final,
-                previous=state.status.value,
+                state.task_id,
+                state.provider,
+                state.status.value,
+                decision.duplicate,
+                decision.changed,
+                decision.became_final,
+                previous=decision.previous.value,
             )
         )
     return outcomes

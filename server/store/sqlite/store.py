@@ -19,17 +19,17 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from server.core.codec import state_from_dict
 from server.core.ids import task_key
 from server.core.types import TaskRecord
-from server.errors import StoreClosed
+from server.errors import ProviderMismatch, StoreClosed
 from server.settings import Settings
 from server.store.sqlite import writes
 from server.store.sqlite.archive_queue import ArchiveQueue
 from server.store.sqlite.archive_writes import ArchiveJob
 from server.store.sqlite.schema import migrate
 from server.store.sqlite.writer import Writer, connect
-from server.store.sqlite.writes import Incoming, IngestOutcome, Registration
+from server.store.sqlite.writes import TASK_COLUMNS, Incoming, IngestOutcome, Registration
+from server.store.sqlite.writes import task_record as _record
 
 __all__ = [
     "ArchiveJob",
@@ -43,11 +43,6 @@ __all__ = [
 
 T = TypeVar("T")
 READERS = 3
-TASK_COLUMNS = (
-    "seq, task_id, provider, state, metadata, created_at, updated_at, completed_at,"
-    " deliveries, checks, next_check_at, last_source"
-)
-
 
 QUARANTINE_COLUMNS = "id, provider, received_at, reason, message, headers, sha256, body"
 
@@ -74,21 +69,6 @@ class DueTask:
     checks: int
 
 
-def _record(row: Sequence[Any]) -> TaskRecord:
-    return TaskRecord(
-        seq=row[0],
-        state=state_from_dict(json.loads(row[3])),
-        metadata=json.loads(row[4]),
-        created_at=row[5],
-        updated_at=row[6],
-        completed_at=row[7],
-        deliveries=row[8],
-        checks=row[9],
-        next_check_at=row[10],
-        last_source=row[11],
-    )
-
-
 class Store(ArchiveQueue):
     def __init__(
         self, settings: Settings, *, on_commit: Callable[[int, float], None] | None = None
@@ -103,6 +83,11 @@ class Store(ArchiveQueue):
         self._closed = False
         #: Set after a commit queued archive work; the archiver waits on it.
         self.archive_wakeup = asyncio.Event()
+        self._rules = writes.Rules(
+            grace=settings.reconcile_grace,
+            archive=settings.archive,
+            quarantine_max_rows=settings.quarantine_max_rows,
+        )
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -164,16 +149,24 @@ class Store(ArchiveQueue):
     # -- writes -------------------------------------------------------------
 
     async def ingest_many(self, items: Sequence[Incoming]) -> list[IngestOutcome]:
-        now, grace, archive = time.time(), self.settings.reconcile_grace, self.settings.archive
-        outcomes = await self.writer.run(
-            lambda c: writes.ingest_many(c, items, now, grace, archive)
-        )
+        """Apply each item in order; an item naming another provider's task is quarantined
+        and its outcome says ``mismatch`` (the others still apply)."""
+        now, rules = time.time(), self._rules
+        outcomes = await self.writer.run(lambda c: writes.ingest_many(c, items, now, rules))
         if any(o.archive_queued for o in outcomes):
             self.archive_wakeup.set()
         return outcomes
 
     async def ingest(self, item: Incoming) -> IngestOutcome:
-        return (await self.ingest_many([item]))[0]
+        """Apply one item; raise ``ProviderMismatch`` when its task is held under another
+        provider (the body is then in quarantine, the task unchanged)."""
+        outcome = (await self.ingest_many([item]))[0]
+        if outcome.mismatch:
+            raise ProviderMismatch(
+                f"task {outcome.task_id!r} is held under provider {outcome.provider!r}, not"
+                f" {item.provider!r}; the body was kept (quarantine id {outcome.quarantine_id})"
+            )
+        return outcome
 
     async def register(self, regs: Sequence[Registration]) -> list[TaskRecord]:
         now, grace = time.time(), self.settings.reconcile_grace

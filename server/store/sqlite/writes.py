@@ -16,28 +16,10 @@ from typing import Any
 
 from server.core import schedule
 from server.core.codec import state_from_dict, state_to_dict
+from server.core.decide import Decision, Incoming, decide, new_task
 from server.core.ids import task_key
-from server.core.merge import merge
-from server.core.types import Observation, Source, Status, TaskState
+from server.core.types import TaskRecord
 from server.store.sqlite.archive_writes import enqueue_archives
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """One thing heard about one task, on its way to be stored and merged.
-
-    ``body`` is the raw bytes as received (None for a check that got no answer
-    for this task, or for the reconciler's own expiry). ``check`` is true for
-    answers the reconciler asked for: they advance the task's check schedule.
-    """
-
-    provider: str
-    task_id: str
-    source: Source
-    body: bytes | None
-    observation: Observation | None
-    check: bool = False
-    quarantine_id: int | None = None  # a replay removes its quarantine row in the same commit
 
 
 @dataclass(frozen=True)
@@ -52,6 +34,10 @@ class IngestOutcome:
     #: The status before this ingest (``pending`` for a task it created), read in the
     #: same transaction, so callers need not read the task again to report a change.
     previous: str = "pending"
+    #: The task is held under another provider than the item named: nothing was
+    #: merged, and the body went to quarantine (``quarantine_id``).
+    mismatch: bool = False
+    quarantine_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,130 +52,176 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def ingest(
-    conn: sqlite3.Connection, item: Incoming, now: float, grace: float, archive: bool = False
-) -> IngestOutcome:
+TASK_COLUMNS = (
+    "seq, task_id, provider, state, metadata, created_at, updated_at, completed_at,"
+    " deliveries, checks, next_check_at, last_source"
+)
+
+
+def task_record(row: Sequence[Any]) -> TaskRecord:
+    """A ``tasks`` row, selected as ``TASK_COLUMNS``, as a record."""
+    return TaskRecord(
+        seq=row[0],
+        state=state_from_dict(json.loads(row[3])),
+        metadata=json.loads(row[4]),
+        created_at=row[5],
+        updated_at=row[6],
+        completed_at=row[7],
+        deliveries=row[8],
+        checks=row[9],
+        next_check_at=row[10],
+        last_source=row[11],
+    )
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The settings an ingest applies: RECONCILE_GRACE, ARCHIVE, QUARANTINE_MAX_ROWS."""
+
+    grace: float = 60.0
+    archive: bool = False
+    quarantine_max_rows: int = 100_000
+
+
+def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -> IngestOutcome:
     """Keep the raw body, merge the observation, update the task: one savepoint.
 
-    With ``archive``, a succeeded task gets one archive row per result URL in
-    the same transaction, so no copy is lost between commit and enqueue.
+    The task row is read inside the write transaction, so the decision
+    (``core.decide``) and its application are serial per task. With
+    ``archive``, a succeeded task gets one archive row per result URL in the
+    same transaction, so no copy is lost between commit and enqueue.
     """
     key = task_key(item.task_id)
-    row = conn.execute(
-        "SELECT seq, provider, status, state, checks, next_check_at FROM tasks WHERE key = ?",
-        (key,),
-    ).fetchone()
-    if row is None:
-        state = TaskState(task_id=item.task_id.strip(), provider=item.provider)
-    else:
-        state = state_from_dict(json.loads(row[3]))
-    merged = merge(state, item.observation) if item.observation is not None else state
-    changed = merged is not state
+    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?", (key,)).fetchone()
+    current = task_record(row) if row is not None else None
+    digest = hashlib.sha256(item.body).hexdigest() if item.body is not None else None
+    repeat = (
+        digest is not None
+        and conn.execute(
+            "SELECT 1 FROM deliveries WHERE task_key = ? AND sha256 = ?", (key, digest)
+        ).fetchone()
+        is not None
+    )
+    decision = decide(
+        current, item, now, repeat=repeat, grace=rules.grace, archive=rules.archive
+    )
+    if decision.mismatch is not None:
+        return _mismatch(conn, item, decision, now, rules.quarantine_max_rows)
+    _apply(conn, key, item, decision, digest, now)
+    if decision.write or decision.duplicate:
+        _remove_quarantined(conn, item)
+    queued = enqueue_archives(conn, key, decision.archive_urls, now) if decision.archive_urls else 0
+    state = decision.record.state
+    return IngestOutcome(
+        state.task_id,
+        state.provider,
+        state.status.value,
+        decision.duplicate,
+        decision.changed,
+        decision.became_final,
+        queued,
+        decision.previous.value,
+    )
 
-    inserted = False
-    if item.body is not None:
+
+def _apply(
+    conn: sqlite3.Connection,
+    key: str,
+    item: Incoming,
+    decision: Decision,
+    digest: str | None,
+    now: float,
+) -> None:
+    """Write what ``decision`` says: the delivery, then the task row."""
+    record, state = decision.record, decision.record.state
+    if decision.keep_body:
+        assert item.body is not None
         reported = (
             item.observation.status.value if item.observation and item.observation.status else None
         )
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO deliveries"
+        conn.execute(
+            "INSERT INTO deliveries"
             " (task_key, provider, source, received_at, sha256, body, status, changed)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                item.provider,
-                item.source,
-                now,
-                hashlib.sha256(item.body).hexdigest(),
-                item.body,
-                reported,
-                int(changed),
-            ),
+            (key, item.provider, item.source, now, digest, item.body, reported, decision.changed),
         )
-        inserted = cursor.rowcount == 1
-        if not inserted and row is not None and not item.check:
-            # A byte-identical repeat of a callback changes nothing at all.
-            _remove_quarantined(conn, item)
-            status = state.status.value
-            return IngestOutcome(state.task_id, row[1], status, True, False, False, 0, status)
-        if not inserted:
-            changed = False
-            merged = state
-
-    became_final = merged.is_final and (not state.is_final or merged.status != state.status)
-    if merged.is_final:
-        next_check = None
-    elif item.check:
-        checks = (row[4] if row else 0) + 1
-        next_check = now + schedule.backoff(checks)
-    elif changed or row is None:
-        next_check = schedule.first_check(now, grace)
-    else:
-        next_check = row[5]
-
-    encoded = _dumps(state_to_dict(merged))
-    if row is None:
+    if not decision.write:
+        return
+    encoded = _dumps(state_to_dict(state))
+    if decision.created:
         conn.execute(
             "INSERT INTO tasks (key, task_id, provider, status, state, created_at, updated_at,"
             " completed_at, next_check_at, deliveries, checks, last_source, final_source)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
-                merged.task_id,
-                item.provider,
-                merged.status.value,
+                state.task_id,
+                state.provider,
+                state.status.value,
                 encoded,
-                now,
-                now,
-                now if merged.is_final else None,
-                next_check,
-                int(inserted),
-                int(item.check),
-                item.source,
-                item.source if merged.is_final else None,
+                record.created_at,
+                record.updated_at,
+                record.completed_at,
+                record.next_check_at,
+                record.deliveries,
+                record.checks,
+                record.last_source,
+                decision.final_source,
             ),
         )
-        provider = item.provider
-    else:
-        conn.execute(
-            "UPDATE tasks SET status = ?, state = ?, next_check_at = ?,"
-            " deliveries = deliveries + ?, checks = checks + ?,"
-            " updated_at = CASE WHEN ? THEN ? ELSE updated_at END,"
-            " completed_at = CASE WHEN ? THEN ? ELSE completed_at END,"
-            " final_source = CASE WHEN ? THEN ? ELSE final_source END,"
-            " last_source = CASE WHEN ? THEN ? ELSE last_source END"
-            " WHERE seq = ?",
-            (
-                merged.status.value,
-                encoded,
-                next_check,
-                int(inserted),
-                int(item.check),
-                changed,
-                now,
-                became_final,
-                now,
-                became_final,
-                item.source,
-                inserted or item.check,
-                item.source,
-                row[0],
-            ),
+        return
+    conn.execute(
+        "UPDATE tasks SET status = ?, state = ?, next_check_at = ?, deliveries = ?, checks = ?,"
+        " updated_at = ?, completed_at = ?, last_source = ?,"
+        " final_source = COALESCE(?, final_source) WHERE seq = ?",
+        (
+            state.status.value,
+            encoded,
+            record.next_check_at,
+            record.deliveries,
+            record.checks,
+            record.updated_at,
+            record.completed_at,
+            record.last_source,
+            decision.final_source,
+            record.seq,
+        ),
+    )
+
+
+def _mismatch(
+    conn: sqlite3.Connection, item: Incoming, decision: Decision, now: float, max_rows: int
+) -> IngestOutcome:
+    """A delivery naming a task held under another provider: quarantined, task untouched."""
+    held = decision.record.state
+    quarantine_id = item.quarantine_id
+    if quarantine_id is None and item.body is not None:
+        message = (
+            f"task {held.task_id!r} is held under provider {held.provider!r}, "
+            f"not {item.provider!r}"
         )
-        provider = row[1]
-    _remove_quarantined(conn, item)
-    queued = 0
-    if archive and changed and merged.status is Status.SUCCEEDED:
-        queued = enqueue_archives(conn, key, [r.url for r in merged.results], now)
+        quarantine_id = quarantine(
+            conn,
+            item.provider,
+            item.body,
+            dict(item.headers),
+            "provider_mismatch",
+            message,
+            now,
+            max_rows,
+        )
+    status = held.status.value
     return IngestOutcome(
-        merged.task_id,
-        provider,
-        merged.status.value,
+        held.task_id,
+        held.provider,
+        status,
         False,
-        changed,
-        became_final,
-        queued,
-        state.status.value,
+        False,
+        False,
+        0,
+        status,
+        mismatch=True,
+        quarantine_id=quarantine_id,
     )
 
 
@@ -199,13 +231,9 @@ def _remove_quarantined(conn: sqlite3.Connection, item: Incoming) -> None:
 
 
 def ingest_many(
-    conn: sqlite3.Connection,
-    items: Sequence[Incoming],
-    now: float,
-    grace: float,
-    archive: bool = False,
+    conn: sqlite3.Connection, items: Sequence[Incoming], now: float, rules: Rules
 ) -> list[IngestOutcome]:
-    return [ingest(conn, item, now, grace, archive) for item in items]
+    return [ingest(conn, item, now, rules) for item in items]
 
 
 def register(
@@ -215,7 +243,7 @@ def register(
     keys = []
     for reg in regs:
         key = task_key(reg.task_id)
-        state = TaskState(task_id=reg.task_id.strip(), provider=reg.provider, trace_id=reg.trace_id)
+        state = new_task(reg.task_id, reg.provider, trace_id=reg.trace_id)
         conn.execute(
             "INSERT OR IGNORE INTO tasks (key, task_id, provider, status, state, metadata,"
             " created_at, updated_at, next_check_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

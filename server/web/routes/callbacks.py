@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from server.core.tokens import token_accepted
 from server.core.types import PROVIDERS
-from server.errors import BodyTooLarge, NotFound, Unauthorized
+from server.errors import BodyTooLarge, NotFound, ProviderMismatch, Unauthorized
 from server.ingest import Quarantined, receive
 from server.observe.metrics import CALLBACKS, QUARANTINED
 from server.web.openapi import doc
@@ -28,6 +28,7 @@ log = logging.getLogger("taskhook.callbacks")
         400: "not JSON (kept in quarantine)",
         401: "wrong token",
         404: "unknown provider",
+        409: "the task is held under another provider (kept in quarantine)",
         413: "body over MAX_BODY_BYTES",
         422: "no recognisable task id (kept in quarantine)",
     },
@@ -54,6 +55,11 @@ async def receive_callback(request: Request) -> JSONResponse:
         raise
     try:
         outcome = await receive(rt.store, provider, body, headers=request.headers)
+    except ProviderMismatch as exc:
+        CALLBACKS.labels(provider, "provider_mismatch").inc()
+        QUARANTINED.labels(provider, exc.code).inc()
+        log.warning("callback refused provider=%s: %s", provider, exc.message)
+        raise
     except Quarantined as q:
         CALLBACKS.labels(provider, "quarantined").inc()
         QUARANTINED.labels(provider, q.error.code).inc()

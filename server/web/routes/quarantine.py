@@ -69,6 +69,7 @@ async def list_quarantine(request: Request) -> JSONResponse:
         200: "merged and removed from quarantine",
         401: "no or wrong bearer",
         404: "no such quarantined delivery",
+        409: "its task is held under another provider; it stays in quarantine",
         422: "still not mergeable",
     },
     auth=True,
