@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from server.archive.archiver import archive_service
-from server.core.tokens import callback_url
+from server.core.tokens import callback_token, callback_url
 from server.core.types import PROVIDERS
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.observe import logs, metrics
@@ -39,10 +39,20 @@ def banner(settings: Settings, secrets: Secrets) -> str:
     return "\n".join(lines)
 
 
+def secret_values(secrets: Secrets) -> list[str]:
+    """Every secret this process holds, for the log redactor: tokens derived from them too."""
+    values = [secrets.api_token, *secrets.callback_secrets]
+    values += [callback_token(s, p) for s in secrets.callback_secrets for p in PROVIDERS]
+    return values
+
+
 async def taskhook_error(request: Request, exc: Exception) -> JSONResponse:
     """Any error of ours: its class says the status and the code."""
     assert isinstance(exc, TaskhookError)
-    return JSONResponse(exc.body(), exc.http_status, headers=exc.headers)
+    # A message may quote what the client sent (an id, a path): no secret goes back out.
+    return JSONResponse(
+        error_body(exc.code, logs.redact(exc.message)), exc.http_status, headers=exc.headers
+    )
 
 
 async def starlette_error(request: Request, exc: Exception) -> JSONResponse:
@@ -57,12 +67,12 @@ async def starlette_error(request: Request, exc: Exception) -> JSONResponse:
             f"; it allows {allowed}" if allowed else ""
         )
     else:
-        message = str(exc.detail)
+        message = logs.redact(str(exc.detail))
     return JSONResponse(error_body(code, message), exc.status_code, headers=exc.headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    log.exception("unexpected error on %s %s", request.method, logs.redact_path(request.url.path))
     return JSONResponse(
         error_body("internal_error", "taskhook failed to handle this request; see its logs"), 500
     )
@@ -81,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await store.open()
         try:
             secrets = await store.secrets()
+            logs.hide(secret_values(secrets))
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)

@@ -43,4 +43,4 @@ class HTMLResponse(responses.HTMLResponse):
     def render(self, content: Any) -> bytes:
         if isinstance(content, str):
             return encode_text(content)
-        return super().render(content)
+        return bytes(super().render(content))

@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from server.settings import Settings
 from server.store import Secrets, Store
+from server.web.throttle import SignInThrottle
 
 
 @dataclass
@@ -20,7 +21,10 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     #: Background parts (reconciler, archiver, ...) by name; each has ``status()``.
     services: dict[str, Any] = field(default_factory=dict)
+    #: Wrong dashboard sign-ins per client address (this process only).
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
 
 
 def runtime(request: Request) -> Runtime:
-    return request.app.state.taskhook
+    rt: Runtime = request.app.state.taskhook
+    return rt

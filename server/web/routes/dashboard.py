@@ -223,7 +223,7 @@ async def quarantine(request: Request, who: Viewer) -> Response:
 
 async def quarantine_action(request: Request) -> tuple[Viewer, dict[str, Any]] | Response:
     """The signed-in viewer and the quarantined item a form names, or the page to answer."""
-    who = viewer(request)
+    who = await viewer(request)
     if who is None:
         return page(
             request,
@@ -353,8 +353,9 @@ class ArchivedFile:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         sha = request.path_params.get("sha256", "")
-        if viewer(request) is None or not is_sha256(sha):
-            status = 404 if viewer(request) is not None else 401
+        who = await viewer(request)
+        if who is None or not is_sha256(sha):
+            status = 404 if who is not None else 401
             await Response(status_code=status)(scope, receive, send)
             return
         token = runtime(request).secrets.api_token

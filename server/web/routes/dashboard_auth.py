@@ -24,7 +24,7 @@ from starlette.responses import RedirectResponse, Response
 
 from server.core.types import PROVIDERS, Status, iso_time
 from server.errors import BodyTooLarge, HTTPError
-from server.observe.logs import event
+from server.observe.logs import event, redact
 from server.web import session
 from server.web.auth import bearer_token
 from server.web.responses import HTMLResponse, dump_json
@@ -99,6 +99,7 @@ TEMPLATES.filters.update(
     http_url=http_url,
     pathpart=pathpart,
     pretty=pretty_json,
+    redact=redact,
     readable=lambda value, key="", now=None: readable(key, value, now or time.time()),
 )
 
@@ -116,14 +117,17 @@ class Viewer:
         return session.csrf_token(api_token, self.session) if self.session else ""
 
 
-def viewer(request: Request) -> Viewer | None:
-    api_token = runtime(request).secrets.api_token
-    if session.token_matches(api_token, bearer_token(request)):
+async def viewer(request: Request) -> Viewer | None:
+    """Who is asking: the bearer header, or a valid session cookie nobody signed out."""
+    rt = runtime(request)
+    if session.token_matches(rt.secrets.api_token, bearer_token(request)):
         return Viewer(None)
     cookie = request.cookies.get(session.COOKIE_NAME)
-    if session.session_valid(api_token, cookie, time.time()):
-        return Viewer(cookie)
-    return None
+    if not cookie or not session.session_valid(rt.secrets.api_token, cookie, time.time()):
+        return None
+    if await rt.store.get_value(session.revocation_key(cookie)) is not None:
+        return None
+    return Viewer(cookie)
 
 
 def signed_in(
@@ -133,7 +137,7 @@ def signed_in(
 
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
-        who = viewer(request)
+        who = await viewer(request)
         if who is None:
             return to_login(request)
         try:
@@ -213,26 +217,54 @@ def forbidden(request: Request, who: Viewer) -> Response:
 
 
 async def login_form(request: Request) -> Response:
-    if viewer(request) is not None:
+    if await viewer(request) is not None:
         return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
     return page(request, "login.html", {"next": safe_next(request.query_params.get("next"))})
 
 
+def secure_cookie(request: Request) -> bool:
+    """``Secure`` whenever the dashboard is reached over https.
+
+    That is: ``PUBLIC_URL`` is https, or this request came over https, directly
+    or through a proxy uvicorn trusts (``FORWARDED_ALLOW_IPS``), whose
+    ``X-Forwarded-Proto`` then sets the request's scheme.
+    """
+    public = runtime(request).settings.base_url
+    return public.lower().startswith("https://") or request.url.scheme == "https"
+
+
 async def login(request: Request) -> Response:
     rt = runtime(request)
+    client = _client(request)
+    wait = rt.throttle.wait(client)
+    if wait:
+        event(log, "dashboard_login_throttled", logging.WARNING, client=client, retry_after=wait)
+        response = page(
+            request,
+            "login.html",
+            {
+                "next": "/dashboard",
+                "error": f"Too many wrong tries from your address. Try again in {wait} s.",
+            },
+            429,
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     try:
         form = await read_form(request)
     except BodyTooLarge:
         form = {}
     target = safe_next(form.get("next"))
     if not session.token_matches(rt.secrets.api_token, form.get("token", "").strip()):
-        event(log, "dashboard_login_failed", logging.WARNING, client=_client(request))
+        rt.throttle.failed(client)
+        event(log, "dashboard_login_failed", logging.WARNING, client=client)
         return page(
             request,
             "login.html",
             {"next": target, "error": "That is not the API token."},
             401,
         )
+    rt.throttle.succeeded(client)
     value = session.new_session(rt.secrets.api_token, time.time())
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
@@ -242,20 +274,31 @@ async def login(request: Request) -> Response:
         path="/dashboard",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=secure_cookie(request),
     )
-    event(log, "dashboard_login", client=_client(request))
+    event(log, "dashboard_login", client=client)
     return response
 
 
 async def logout(request: Request) -> Response:
-    who = viewer(request)
+    """Sign out: the session is revoked in the database, so a copy of the cookie stops too."""
+    who = await viewer(request)
     if who is None:
         return to_login(request)
     if not csrf_ok(request, who, await read_form(request)):
         return forbidden(request, who)
+    if who.session is not None:
+        store = runtime(request).store
+        await store.set_value(session.revocation_key(who.session), session.expires_at(who.session))
+        event(log, "dashboard_logout", client=_client(request))
     response = RedirectResponse("/dashboard/login", status_code=303)
-    response.delete_cookie(session.COOKIE_NAME, path="/dashboard")
+    response.delete_cookie(
+        session.COOKIE_NAME,
+        path="/dashboard",
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookie(request),
+    )
     return response
 
 
