@@ -248,6 +248,14 @@ async def test_logout_needs_csrf_and_clears_the_cookie(browser):
 
 
 class FakeReconciler:
+    name = "reconciler"
+
+    async def start(self):
+        return None
+
+    async def stop(self):
+        return None
+
     async def status(self):
         return {
             "ok": False,
@@ -260,7 +268,7 @@ async def test_health_shows_each_provider(client, app):
     html = (await client.get("/dashboard/health")).text
     assert "not running" in html
     assert all(p in html for p in ("seedream", "seedance", "dreamina", "seedance2"))
-    app.state.taskhook.services["reconciler"] = FakeReconciler()
+    await app.state.taskhook.services.start(FakeReconciler())
     html = (await client.get("/dashboard/health")).text
     assert "not running" not in html and "401 from upstream" in html and "trouble" in html
 
@@ -428,7 +436,7 @@ async def test_discard_needs_the_session_csrf_token_and_removes_the_body(browser
     assert again.status_code == 404
 
 
-class ReconcilerWithTimes:
+class ReconcilerWithTimes(FakeReconciler):
     def __init__(self, now: float) -> None:
         self.now = now
 
@@ -446,7 +454,7 @@ class ReconcilerWithTimes:
 
 async def test_health_shows_readable_times_not_raw_json(client, app):
     now = time.time()
-    app.state.taskhook.services["reconciler"] = ReconcilerWithTimes(now)
+    await app.state.taskhook.services.start(ReconcilerWithTimes(now))
     html = (await client.get("/dashboard/health")).text
     assert "5 min ago" in html and re.search(r"in [45] min", html)
     assert iso_time(now - 300) in html

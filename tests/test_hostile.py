@@ -471,8 +471,16 @@ async def test_metadata_nested_past_the_cap_is_refused_and_at_the_cap_renders(ap
 
 
 class BrokenService:
+    name = "broken"
+
     def __init__(self, error: BaseException | None = None, answer: Any = None) -> None:
         self.error, self.answer = error, answer
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
     async def status(self) -> Any:
         if self.error is not None:
@@ -491,7 +499,7 @@ class BrokenService:
     ids=["raises", "answers None", "answers NaN", "not ok without reason"],
 )
 async def test_readyz_says_503_with_the_reason_when_a_service_status_breaks(app, client, service):
-    app.state.taskhook.services["broken"] = service
+    await app.state.taskhook.services.start(service)
     answer = await client.get("/readyz")
     assert answer.status_code == 503, answer.text
     body = answer.json()

@@ -42,7 +42,7 @@ from server.web.routes.dashboard_auth import (
 )
 from server.web.routes.dashboard_views import is_sha256, result_view, timeline
 from server.web.routes.dashboard_views import rows as status_rows
-from server.web.routes.health import service_status
+from server.web.routes.health import service_statuses
 from server.web.runtime import Runtime, runtime
 
 log = logging.getLogger("taskhook.dashboard")
@@ -303,7 +303,7 @@ async def discard(request: Request) -> Response:
 async def health(request: Request, who: Viewer) -> Response:
     rt = runtime(request)
     now = time.time()
-    services = {name: await service_status(service) for name, service in rt.services.items()}
+    services = await service_statuses(rt)
     return page(
         request,
         "health.html",

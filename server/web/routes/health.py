@@ -12,7 +12,7 @@ from starlette.routing import Route
 from server.observe.logs import redact
 from server.web.openapi import build_schema, doc
 from server.web.responses import JSONResponse, dump_json
-from server.web.runtime import runtime
+from server.web.runtime import Runtime, runtime
 
 #: A database that cannot commit a tiny write in this long is not ready.
 WRITE_CHECK_TIMEOUT = 5.0
@@ -40,18 +40,24 @@ async def database_check(rt: Any) -> dict[str, Any]:
     return {"ok": True, "write_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-async def service_status(service: Any) -> dict[str, Any]:
-    """A service's ``status()``; one that raises or answers oddly is itself not ready."""
-    try:
-        status = await service.status()
-        dump_json(status)  # what cannot be answered (NaN, an object) is caught here
-    except Exception as exc:  # a broken status() must not turn /readyz into a 500
-        return {"ok": False, "reason": f"its status() failed: {failure(exc)}"}
-    if not isinstance(status, dict):
-        return {"ok": False, "reason": f"its status() answered a {type(status).__name__}"}
-    if not status.get("ok", True) and "reason" not in status:
-        return {**status, "reason": "not ok (no reason given)"}
-    return status
+async def service_statuses(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """Every service's status as an answer can carry it; an odd one is itself not ready.
+
+    ``Services`` already turns a ``status()`` that raises into ``ok: false``;
+    here a status that cannot be written as JSON (NaN, an object) or that is
+    not ok without saying why gets a reason too, and every reason is redacted.
+    """
+    checked = {}
+    for name, status in (await rt.services.statuses()).items():
+        try:
+            dump_json(status)
+        except (TypeError, ValueError) as exc:
+            status = {"ok": False, "reason": f"its status cannot be shown: {failure(exc)}"}
+        if not status.get("ok", True):
+            reason = status.get("reason") or "not ok (no reason given)"
+            status = {**status, "reason": redact(str(reason))[:500]}
+        checked[name] = status
+    return checked
 
 
 @doc(
@@ -61,8 +67,7 @@ async def service_status(service: Any) -> dict[str, Any]:
 async def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
     checks = {"database": await database_check(rt)}
-    for name, service in rt.services.items():
-        checks[name] = await service_status(service)
+    checks.update(await service_statuses(rt))
     ok = all(check.get("ok", True) for check in checks.values())
     reasons = [f"{name}: {c['reason']}" for name, c in checks.items() if not c.get("ok", True)]
     return JSONResponse(
