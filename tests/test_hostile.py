@@ -408,13 +408,13 @@ async def test_any_task_id_can_be_registered_and_read_back(client, task_id):
         return
     assert answer.status_code == 201, answer.text
     stored = answer.json()["task_id"]
-    segment = quote(stored.encode(), safe="")
+    segment = quote(stored.encode(), safe="").replace(".", "%2E")  # clients drop "." segments
     found = await client.get(f"/tasks/{segment}")
     assert found.status_code == 200 and found.json()["task_id"] == stored
     kept = await client.get(f"/tasks/{segment}/deliveries")
     assert kept.status_code == 200 and kept.json()["task_id"] == stored
     page = await client.get(f"/dashboard/tasks/{segment}")
-    assert page.status_code == 200
+    assert page.status_code == 200, ascii(stored)
 
 
 def _encodable(text: str) -> bool:

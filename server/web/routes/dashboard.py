@@ -25,6 +25,7 @@ from server.observe.metrics import task_snapshot
 from server.store import Store
 from server.store.sqlite.store import CONCERNS
 from server.web import params
+from server.web.id_route import IdRoute
 from server.web.routes.dashboard_auth import (
     PAGE_SIZE,
     STYLESHEET,
@@ -379,10 +380,10 @@ ROUTES = [
     Route("/dashboard/login", login_form, methods=["GET"], include_in_schema=False),
     Route("/dashboard/login", login, methods=["POST"], include_in_schema=False),
     Route("/dashboard/logout", logout, methods=["POST"], include_in_schema=False),
-    Route(
-        "/dashboard/tasks/{task_id:path}",
+    IdRoute(
+        "/dashboard/tasks",
         task_page,
-        methods=["GET"],
+        param="task_id",
         name="dashboard_task",
         include_in_schema=False,
     ),

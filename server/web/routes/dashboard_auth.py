@@ -89,8 +89,11 @@ def pretty_json(value: Any) -> str:
 
 
 def pathpart(value: Any) -> str:
-    """One path segment: every character escaped, ``/`` included (lone surrogates too)."""
-    return quote(str(value).encode("utf-8", "surrogatepass"), safe="")
+    """One path segment: every character escaped, ``/`` and ``.`` included.
+
+    Dots too, because browsers drop ``.`` and ``..`` segments before sending.
+    """
+    return quote(str(value).encode("utf-8", "surrogatepass"), safe="").replace(".", "%2E")
 
 
 TEMPLATES.filters.update(

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, unquote
 
 from starlette.requests import Request
-from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.routing import Route
 
 from server.core.ids import task_key
 from server.core.types import PROVIDERS, Status, iso_time
@@ -19,6 +16,7 @@ from server.providers.parse import decode
 from server.store import Registration
 from server.web import params
 from server.web.auth import require_api_token
+from server.web.id_route import IdRoute
 from server.web.openapi import doc
 from server.web.responses import JSONResponse
 from server.web.routes.body import json_problem, read_json
@@ -187,51 +185,12 @@ async def task_deliveries(request: Request) -> JSONResponse:
     return JSONResponse({"task_id": record.state.task_id, "deliveries": items})
 
 
-class TaskRoute(Route):
-    """``/tasks/{task_id}`` or ``/tasks/{task_id}/deliveries``, the id read from the raw path.
-
-    A task id may hold any character, ``/`` included: ``/tasks/a%2Fb`` is task
-    ``a/b`` (servers decode ``%2F`` before routing, so the raw path is split on
-    its literal slashes and each piece decoded). An unencoded ``/tasks/a/b``
-    also reads task ``a/b``; a last segment ``deliveries`` names the deliveries
-    of the id before it (a task named ``x/deliveries`` is ``/tasks/x%2Fdeliveries``).
-    """
-
-    def __init__(self, endpoint: Callable[..., Any], *, deliveries: bool, name: str) -> None:
-        path = "/tasks/{task_id}/deliveries" if deliveries else "/tasks/{task_id}"
-        super().__init__(path, endpoint, methods=["GET"], name=name)
-        self.deliveries = deliveries
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] != "http":
-            return Match.NONE, {}
-        segments = raw_path(scope).split("/")
-        if len(segments) < 3 or segments[:2] != ["", "tasks"] or segments[2:] == [""]:
-            return Match.NONE, {}
-        pieces = segments[2:]
-        is_deliveries = len(pieces) > 1 and pieces[-1] == "deliveries"
-        if is_deliveries != self.deliveries:
-            return Match.NONE, {}
-        if is_deliveries:
-            pieces = pieces[:-1]
-        task_id = "/".join(unquote(piece, errors="replace") for piece in pieces)
-        child = {"endpoint": self.endpoint, "path_params": {"task_id": task_id}}
-        if self.methods and scope["method"] not in self.methods:
-            return Match.PARTIAL, child
-        return Match.FULL, child
-
-
-def raw_path(scope: Scope) -> str:
-    """The request path as sent (percent escapes intact), without any root path."""
-    raw = scope.get("raw_path")
-    path = raw.decode("latin-1").partition("?")[0] if raw else quote(scope["path"], safe="/")
-    root = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
 ROUTES = [
     Route("/tasks", register_tasks, methods=["POST"], name="register_tasks"),
     Route("/tasks", list_tasks, methods=["GET"], name="list_tasks"),
-    TaskRoute(get_task, deliveries=False, name="get_task"),
-    TaskRoute(task_deliveries, deliveries=True, name="task_deliveries"),
+    # The task id may hold any character, "/" included (see server.web.id_route).
+    IdRoute("/tasks", get_task, param="task_id", siblings=("deliveries",), name="get_task"),
+    IdRoute(
+        "/tasks", task_deliveries, param="task_id", suffix="deliveries", name="task_deliveries"
+    ),
 ]
