@@ -21,7 +21,7 @@ from server.web.routes.dashboard_views import http_url
 from server.web.routes.dashboard_views import result_view as _result_view
 
 from .conftest import callback_path
-from .harness import API_TOKEN
+from .harness import API_TOKEN, edit_sqlite
 from .payloads import dumps, seedance, seedream
 
 
@@ -174,18 +174,17 @@ async def test_script_in_task_id_and_quarantine_body_is_escaped(client):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-async def test_stuck_lists_old_unfinished_tasks_with_next_check(client, app):
+async def test_stuck_lists_old_unfinished_tasks_with_next_check(client, settings):
     old, fresh = str(uuid.uuid4()), str(uuid.uuid4())
     await client.post("/tasks", json={"provider": "seedance", "task_id": old})
     await client.post("/tasks", json={"provider": "seedance", "task_id": fresh})
     done = str(uuid.uuid4())
     await client.post(callback_path("seedance"), content=dumps(seedance(done)))
-    store = app.state.taskhook.store
-    # Age one task by rewriting its registration time through the writer.
-    await store.writer.run(
-        lambda c: c.execute(
-            "UPDATE tasks SET created_at = created_at - 7200 WHERE task_id = ?", (old,)
-        )
+    # Age one task by rewriting its registration time in the database.
+    edit_sqlite(
+        settings.database_path,
+        "UPDATE tasks SET created_at = created_at - 7200 WHERE task_id = ?",
+        (old,),
     )
     html = (await client.get("/dashboard/stuck")).text
     assert old in html and fresh not in html and done not in html
@@ -292,24 +291,18 @@ def test_relative_times():
 
 
 async def fail_archive(store, task_id: str, url: str) -> None:
-    """Mark the copy of ``url`` as failed for good, as the archiver does after its retries."""
-    now = time.time()
-    await store.writer.run(
-        lambda c: c.execute(
-            "INSERT INTO archives (task_key, url, status, error, message, attempts,"
-            " next_attempt_at, expires_at, created_at, updated_at)"
-            " VALUES (?, ?, 'failed', 'too_large', ?, 3, ?, ?, ?, ?)",
-            (
-                task_key(task_id),
-                url,
-                "the file is 3000000000 bytes, over ARCHIVE_MAX_BYTES",
-                now,
-                now + 86400,
-                now,
-                now,
-            ),
-        )
+    """Fail the copy of ``url`` for good, through the store, as the archiver does."""
+    await store.enqueue_missing_archives()
+    jobs = await store.claim_archives("test-archiver", 100, 60)
+    (job,) = [j for j in jobs if j.task_key == task_key(task_id) and j.url == url]
+    await store.fail_archive(
+        job,
+        "test-archiver",
+        "too_large",
+        "the file is 3000000000 bytes, over ARCHIVE_MAX_BYTES",
+        None,
     )
+    await store.release_archives("test-archiver")
 
 
 async def test_archive_error_reads_as_words_not_a_python_dict(client, app):
@@ -321,7 +314,7 @@ async def test_archive_error_reads_as_words_not_a_python_dict(client, app):
     await fail_archive(app.state.taskhook.store, task_id, long_url)
     html = (await client.get(f"/dashboard/tasks/{task_id}")).text
     assert "Not archived: the file is 3000000000 bytes, over ARCHIVE_MAX_BYTES (too_large)" in html
-    assert "3 attempts · given up" in html
+    assert "1 attempt · given up" in html
     assert "{&#39;code&#39;" not in html and "{'code'" not in html
     assert f'<a class="wrap" href="{long_url}"' in html  # the long URL may wrap
 

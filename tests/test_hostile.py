@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.core.types import PROVIDERS
+from server.providers import NAMES as PROVIDERS
 from server.web.app import create_app
 
 from .conftest import callback_path, serve_app
@@ -375,7 +375,7 @@ async def test_bad_numbers_in_parameters_are_400_or_404_never_500(client, value)
 async def test_cursors_past_64_bits_are_refused(client):
     import base64
 
-    for number in (2**63, 2**64, 10**30, -1, 0):
+    for number in (2**63, 2**64, 10**30, -1):
         cursor = base64.urlsafe_b64encode(str(number).encode()).decode()
         answer = await client.get("/tasks", params={"cursor": cursor})
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_cursor"

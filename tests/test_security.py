@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from server.core.tokens import callback_token
-from server.core.types import PROVIDERS
+from server.providers import NAMES as PROVIDERS
 from server.web import session, throttle
 from server.web.app import create_app
 from server.web.openapi import build_schema

@@ -24,13 +24,13 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-from server.core.types import PROVIDERS
+from server.providers import NAMES
 
 REDACTED = "[redacted]"
 #: Shorter secrets are not searched for in free text (they would garble ordinary words).
 MIN_HIDDEN_LENGTH = 8
 
-_PROVIDER_NAMES = frozenset(p.lower() for p in PROVIDERS)
+_PROVIDER_NAMES = frozenset(p.lower() for p in NAMES)
 # A path inside free text: from a "callbacks" segment to the next space or quote.
 _CALLBACK_PATH = re.compile(r"(?i)(/+callbacks?(?:/|%2f)[^\s\"'<>]*)")
 _HAS_CALLBACK = re.compile(r"(?i)callback")

@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from server.core.tokens import token_accepted
-from server.core.types import PROVIDERS
 from server.errors import BodyTooLarge, NotFound, ProviderMismatch, Unauthorized
 from server.ingest import Quarantined, receive
 from server.observe.metrics import CALLBACKS, QUARANTINED
+from server.providers import PROVIDERS
 from server.web.openapi import doc
 from server.web.responses import JSONResponse
 from server.web.routes.body import read_limited

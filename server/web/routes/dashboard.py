@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,13 +18,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from server.core.ids import task_key
-from server.core.types import PROVIDERS, Status, TaskRecord
+from server.core.render import task_json
+from server.core.types import Status, TaskRecord
 from server.errors import BadRequest
 from server.ingest import Quarantined, receive
 from server.observe.logs import event
 from server.observe.metrics import task_snapshot
-from server.store import Store
-from server.store.sqlite.store import CONCERNS
+from server.providers import PROVIDERS
+from server.store import CONCERNS, QuarantineItem, Store
 from server.web import params
 from server.web.id_route import IdRoute
 from server.web.routes.dashboard_auth import (
@@ -94,7 +96,7 @@ async def overview(request: Request, who: Viewer) -> Response:
     status = params.one_of(q.get("status"), "status", STATUSES)
     provider = params.one_of(q.get("provider"), "provider", PROVIDERS)
     concern = params.one_of(q.get("concern"), "concern", CONCERNS)
-    cursor = params.row_cursor(q.get("cursor"))
+    cursor = q.get("cursor") or None  # the store refuses one it did not hand out (400)
     search = (q.get("q") or "").strip()
     if concern and (status or provider):
         raise BadRequest("show one concern, or filter by status and provider, not both at once")
@@ -157,10 +159,10 @@ async def task_page(request: Request, who: Viewer) -> Response:
             404,
         )
     deliveries = [
-        {**d, "pretty": pretty_body(d["body"]), "bytes": len(d["body"])}
+        {**asdict(d), "pretty": pretty_body(d.body), "bytes": len(d.body)}
         for d in await store.deliveries(record.state.task_id)
     ]
-    view = record.to_json()
+    view = task_json(record)
     return page(
         request,
         "task.html",
@@ -196,16 +198,15 @@ async def stuck(request: Request, who: Viewer) -> Response:
 async def quarantine(request: Request, who: Viewer) -> Response:
     store = runtime(request).store
     q = request.query_params
-    cursor = params.row_cursor(q.get("cursor"))
     replayed = params.row_cursor(q.get("replayed"), "replayed")
     discarded = params.row_cursor(q.get("discarded"), "discarded")
     failed_id = params.row_cursor(q.get("failed"), "failed")
-    items = await store.list_quarantine(PAGE_SIZE + 1, cursor)
+    items, next_cursor = await store.list_quarantine(PAGE_SIZE, q.get("cursor") or None)
     shown = [
-        {**item, "pretty": pretty_body(item["body"]), "bytes": len(item["body"])}
-        for item in items[:PAGE_SIZE]
+        {**asdict(item), "pretty": pretty_body(item.body), "bytes": len(item.body)}
+        for item in items
     ]
-    older = f"?cursor={shown[-1]['id']}" if len(items) > PAGE_SIZE else None
+    older = f"?{urlencode({'cursor': next_cursor})}" if next_cursor else None
     failed = await store.get_quarantined(failed_id) if failed_id is not None else None
     return page(
         request,
@@ -222,7 +223,7 @@ async def quarantine(request: Request, who: Viewer) -> Response:
     )
 
 
-async def quarantine_action(request: Request) -> tuple[Viewer, dict[str, Any]] | Response:
+async def quarantine_action(request: Request) -> tuple[Viewer, QuarantineItem] | Response:
     """The signed-in viewer and the quarantined item a form names, or the page to answer."""
     who = await viewer(request)
     if who is None:
@@ -259,26 +260,26 @@ async def replay(request: Request) -> Response:
     _, item = found
     store = runtime(request).store
     try:
-        outcome = await receive(store, item["provider"], item["body"], quarantine_id=item["id"])
+        outcome = await receive(store, item.provider, item.body, quarantine_id=item.id)
     except Quarantined as q:
         event(
             log,
             "dashboard_replay_failed",
             logging.WARNING,
-            provider=item["provider"],
-            quarantine_id=item["id"],
+            provider=item.provider,
+            quarantine_id=item.id,
             reason=q.error.code,
         )
-        return RedirectResponse(f"/dashboard/quarantine?failed={item['id']}", status_code=303)
+        return RedirectResponse(f"/dashboard/quarantine?failed={item.id}", status_code=303)
     event(
         log,
         "dashboard_replay",
-        provider=item["provider"],
+        provider=item.provider,
         task_id=outcome.task_id,
-        quarantine_id=item["id"],
+        quarantine_id=item.id,
         status=outcome.status,
     )
-    query = urlencode({"replayed": item["id"], "task": outcome.task_id})
+    query = urlencode({"replayed": item.id, "task": outcome.task_id})
     return RedirectResponse(f"/dashboard/quarantine?{query}", status_code=303)
 
 
@@ -288,16 +289,16 @@ async def discard(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     _, item = found
-    await runtime(request).store.discard_quarantined(item["id"])
+    await runtime(request).store.discard_quarantined(item.id)
     event(
         log,
         "dashboard_discard",
-        provider=item["provider"],
-        quarantine_id=item["id"],
-        reason=item["reason"],
-        bytes=len(item["body"]),
+        provider=item.provider,
+        quarantine_id=item.id,
+        reason=item.reason,
+        bytes=len(item.body),
     )
-    return RedirectResponse(f"/dashboard/quarantine?discarded={item['id']}", status_code=303)
+    return RedirectResponse(f"/dashboard/quarantine?discarded={item.id}", status_code=303)
 
 
 @signed_in
@@ -327,7 +328,7 @@ def provider_rows(
     s = rt.settings
     rows = []
     for provider in PROVIDERS:
-        configured = bool(s.seedance2_api_key if provider == "seedance2" else s.acedata_api_token)
+        configured = PROVIDERS[provider].configured(s)
         detail = reported.get(provider)
         rows.append(
             {

@@ -22,9 +22,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from server.core.types import PROVIDERS, Status, iso_time
-from server.errors import BodyTooLarge, HTTPError
+from server.core.types import Status, iso_time
+from server.errors import BodyTooLarge, TaskhookError
 from server.observe.logs import event, redact
+from server.providers import NAMES
 from server.web import session
 from server.web.auth import bearer_token
 from server.web.responses import HTMLResponse, dump_json
@@ -145,7 +146,9 @@ def signed_in(
             return to_login(request)
         try:
             return await endpoint(request, who)
-        except HTTPError as exc:  # a bad filter or id: the page says what was wrong
+        except TaskhookError as exc:  # a bad filter, cursor or id: the page says what was wrong
+            if exc.http_status >= 500:
+                raise
             return error_page(request, who, exc)
 
     return guarded
@@ -167,7 +170,7 @@ def page(request: Request, name: str, context: dict[str, Any], status_code: int 
     rt = runtime(request)
     who: Viewer | None = context.get("viewer")
     context = {
-        "providers": PROVIDERS,
+        "providers": NAMES,
         "statuses": [s.value for s in Status],
         "csrf": who.csrf(rt.secrets.api_token) if who else "",
         "now": time.time(),
@@ -177,7 +180,7 @@ def page(request: Request, name: str, context: dict[str, Any], status_code: int 
     return HTMLResponse(content, status_code, headers=SECURITY_HEADERS)
 
 
-def error_page(request: Request, who: Viewer | None, exc: HTTPError) -> Response:
+def error_page(request: Request, who: Viewer | None, exc: TaskhookError) -> Response:
     """An error of ours as a page: its status, and its message as the text."""
     titles = {400: "Not understood", 404: "Not found", 409: "Conflict", 413: "Too large"}
     return page(

@@ -13,6 +13,7 @@ from server.core.types import iso_time
 from server.errors import NotFound, Unprocessable
 from server.ingest import Quarantined, receive
 from server.observe.logs import event
+from server.store import QuarantineItem
 from server.web import params
 from server.web.auth import require_api_token
 from server.web.openapi import doc
@@ -22,20 +23,20 @@ from server.web.runtime import runtime
 log = logging.getLogger("taskhook.quarantine")
 
 
-def quarantine_view(item: dict[str, Any]) -> dict[str, Any]:
-    body: bytes = item["body"]
+def quarantine_view(item: QuarantineItem) -> dict[str, Any]:
+    body = item.body
     try:
         text, encoding = body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(body).decode(), "base64"
     return {
-        "id": item["id"],
-        "provider": item["provider"],
-        "received_at": iso_time(item["received_at"]),
-        "reason": item["reason"],
-        "message": item["message"],
-        "headers": item["headers"],
-        "sha256": item["sha256"],
+        "id": item.id,
+        "provider": item.provider,
+        "received_at": iso_time(item.received_at),
+        "reason": item.reason,
+        "message": item.message,
+        "headers": dict(item.headers),
+        "sha256": item.sha256,
         "bytes": len(body),
         "body": text,
         "body_encoding": encoding,
@@ -56,10 +57,7 @@ async def list_quarantine(request: Request) -> JSONResponse:
     require_api_token(request)
     q = request.query_params
     limit = params.whole_number(q.get("limit"), "limit", default=50, low=1, high=500)
-    cursor = params.row_cursor(q.get("cursor"))
-    items = await runtime(request).store.list_quarantine(limit + 1, cursor)
-    page = items[:limit]
-    next_cursor = str(page[-1]["id"]) if len(items) > limit else None
+    page, next_cursor = await runtime(request).store.list_quarantine(limit, q.get("cursor") or None)
     return JSONResponse({"items": [quarantine_view(i) for i in page], "next_cursor": next_cursor})
 
 
@@ -79,26 +77,25 @@ async def replay(request: Request) -> JSONResponse:
     store = runtime(request).store
     item = await quarantined(request)
     try:
-        outcome = await receive(store, item["provider"], item["body"], quarantine_id=item["id"])
+        outcome = await receive(store, item.provider, item.body, quarantine_id=item.id)
     except Quarantined as q:
         raise Unprocessable(
-            f"delivery {item['id']} still cannot be merged: {q.error.message}; "
-            "it stays in quarantine",
+            f"delivery {item.id} still cannot be merged: {q.error.message}; it stays in quarantine",
             code=q.error.code,
         ) from None
     log.info(
         "replayed quarantine_id=%s provider=%s task_id=%s status=%s",
-        item["id"],
-        item["provider"],
+        item.id,
+        item.provider,
         outcome.task_id,
         outcome.status,
     )
     return JSONResponse(
-        {"ok": True, "replayed": item["id"], "task_id": outcome.task_id, "status": outcome.status}
+        {"ok": True, "replayed": item.id, "task_id": outcome.task_id, "status": outcome.status}
     )
 
 
-async def quarantined(request: Request) -> dict[str, Any]:
+async def quarantined(request: Request) -> QuarantineItem:
     """The quarantined delivery the path names, or 404 (also for ids no row can have)."""
     raw_id = request.path_params["quarantine_id"]
     number = params.row_id(raw_id)
@@ -120,17 +117,17 @@ async def quarantined(request: Request) -> dict[str, Any]:
 async def discard(request: Request) -> JSONResponse:
     require_api_token(request)
     item = await quarantined(request)
-    if not await runtime(request).store.discard_quarantined(item["id"]):
-        raise NotFound(f"quarantined delivery {item['id']} was removed meanwhile")
+    if not await runtime(request).store.discard_quarantined(item.id):
+        raise NotFound(f"quarantined delivery {item.id} was removed meanwhile")
     event(
         log,
         "quarantine_discarded",
-        provider=item["provider"],
-        quarantine_id=item["id"],
-        reason=item["reason"],
-        bytes=len(item["body"]),
+        provider=item.provider,
+        quarantine_id=item.id,
+        reason=item.reason,
+        bytes=len(item.body),
     )
-    return JSONResponse({"ok": True, "discarded": item["id"]})
+    return JSONResponse({"ok": True, "discarded": item.id})
 
 
 ROUTES = [

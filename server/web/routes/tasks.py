@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import Route
 
 from server.core.ids import task_key
-from server.core.types import PROVIDERS, Status, iso_time
-from server.errors import BadRequest, NotFound, NotJSON, Unprocessable
+from server.core.render import task_json
+from server.core.types import Status, iso_time
+from server.errors import NotFound, NotJSON, Unprocessable
+from server.providers import PROVIDERS
 from server.providers.parse import decode
 from server.store import Registration
 from server.web import params
@@ -35,7 +35,7 @@ def _registration(item: Any, where: str) -> Registration:
             f"{where} must be an object with 'provider' and 'task_id'", code="invalid_task"
         )
     provider, task_id = item.get("provider"), item.get("task_id")
-    if provider not in PROVIDERS:
+    if not isinstance(provider, str) or provider not in PROVIDERS:
         raise Unprocessable(
             f"{where}.provider is {provider!r}; expected one of {', '.join(PROVIDERS)}",
             code="invalid_task",
@@ -83,7 +83,7 @@ async def register_tasks(request: Request) -> JSONResponse:
     else:
         regs = [_registration(payload, "body")]
     records = await runtime(request).store.register(regs)
-    tasks = [record.to_json() for record in records]
+    tasks = [task_json(record) for record in records]
     return JSONResponse({"tasks": tasks} if bulk else tasks[0], status_code=201)
 
 
@@ -98,25 +98,7 @@ async def get_task(request: Request) -> JSONResponse:
     record = await runtime(request).store.get_task(task_id)
     if record is None:
         raise NotFound(f"no task {task_id!r} is known (ids match without case or dashes)")
-    return JSONResponse(record.to_json())
-
-
-def encode_cursor(seq: int | None) -> str | None:
-    return None if seq is None else base64.urlsafe_b64encode(str(seq).encode()).decode()
-
-
-def decode_cursor(text: str | None) -> int | None:
-    if not text:
-        return None
-    try:
-        seq = params.row_id(base64.urlsafe_b64decode(text.encode("ascii")).decode("ascii"))
-    except (UnicodeError, binascii.Error, ValueError):
-        seq = None
-    if seq is None:
-        raise BadRequest(
-            f"cursor {text[:60]!r} is not one this API gave out", code="invalid_cursor"
-        )
-    return seq
+    return JSONResponse(task_json(record))
 
 
 @doc(
@@ -135,12 +117,10 @@ async def list_tasks(request: Request) -> JSONResponse:
     status = params.one_of(q.get("status"), "status", [s.value for s in Status])
     provider = params.one_of(q.get("provider"), "provider", PROVIDERS)
     limit = params.whole_number(q.get("limit"), "limit", default=50, low=1, high=MAX_LIMIT)
-    records, next_seq = await runtime(request).store.list_tasks(
-        status=status, provider=provider, limit=limit, cursor=decode_cursor(q.get("cursor"))
+    records, next_cursor = await runtime(request).store.list_tasks(
+        status=status, provider=provider, limit=limit, cursor=q.get("cursor") or None
     )
-    return JSONResponse(
-        {"tasks": [r.to_json() for r in records], "next_cursor": encode_cursor(next_seq)}
-    )
+    return JSONResponse({"tasks": [task_json(r) for r in records], "next_cursor": next_cursor})
 
 
 def body_view(body: bytes) -> Any:
@@ -172,13 +152,13 @@ async def task_deliveries(request: Request) -> JSONResponse:
         raise NotFound(f"no task {task_id!r} is known (ids match without case or dashes)")
     items = [
         {
-            "id": d["id"],
-            "source": d["source"],
-            "received_at": iso_time(d["received_at"]),
-            "sha256": d["sha256"],
-            "status": d["status"],
-            "changed": d["changed"],
-            "body": body_view(d["body"]),
+            "id": d.id,
+            "source": d.source,
+            "received_at": iso_time(d.received_at),
+            "sha256": d.sha256,
+            "status": d.status,
+            "changed": d.changed,
+            "body": body_view(d.body),
         }
         for d in await store.deliveries(task_id)
     ]
