@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlencode
@@ -59,15 +60,17 @@ MIN_PREFIX = 8
 MAX_SEARCH = 256
 #: The overview's concern counts scan the tasks table; a burst of page loads shares one scan.
 CONCERN_COUNTS_MAX_AGE = 15.0
-_concern_counts: dict[int, tuple[float, dict[str, int]]] = {}
+_concern_counts: weakref.WeakKeyDictionary[Store, tuple[float, dict[str, int]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def concern_counts(store: Store) -> dict[str, int]:
-    cached = _concern_counts.get(id(store))
+    cached = _concern_counts.get(store)
     if cached is not None and time.monotonic() - cached[0] < CONCERN_COUNTS_MAX_AGE:
         return cached[1]
     counts = await store.count_concerns()
-    _concern_counts[id(store)] = (time.monotonic(), counts)
+    _concern_counts[store] = (time.monotonic(), counts)
     return counts
 
 
