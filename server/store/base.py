@@ -11,8 +11,9 @@ Guarantees every backend gives (the contract suite in
 ``tests/store/test_contract.py`` checks each one):
 
 - **Durable, atomic writes.** A write method returns only after its
-  transaction committed; each item of a bulk write is applied whole or not at
-  all (a failing item does not spoil the others, nor leave half of itself).
+  transaction committed, and a call is all or nothing: when it raises, none
+  of its effects is visible (a bulk write is one transaction). Concurrent
+  calls never spoil each other, however the backend groups their commits.
 - **Per-task serial order, across processes.** Items about one task are
   applied one after another, each seeing the state the previous one left,
   whichever process or replica applies them.
@@ -28,6 +29,9 @@ Guarantees every backend gives (the contract suite in
   changes; only the holder of the current term can renew it.
 - **Cursors are opaque strings.** Callers pass back what they were given; a
   string the store did not hand out raises ``BadCursor``.
+- **Webhooks** (endpoints, their messages and attempts) are stated in
+  ``server.store.webhooks.WebhookStore``, which this contract inherits:
+  exact fan-out from the outbox, order per task, claims with a lease.
 - **Work is signalled through the store.** ``wait_for_work`` wakes when a
   commit (of this process, or of another one within about a second) may have
   made work of that kind.
@@ -52,6 +56,7 @@ from server.core.decide import Incoming
 from server.core.ids import task_key
 from server.core.types import TaskRecord
 from server.errors import ProviderMismatch
+from server.store.webhooks import WebhookStore
 
 __all__ = [
     "CONCERNS",
@@ -73,8 +78,9 @@ __all__ = [
 #: final state came from the reconciler: the callback never came).
 CONCERNS: tuple[str, ...] = ("conflicts", "archive_failed", "gap_filled")
 
-#: What ``wait_for_work`` can wait for: archive copies to claim, events to read.
-WorkKind = Literal["archive", "events"]
+#: What ``wait_for_work`` can wait for: archive copies to claim, events to read,
+#: webhook messages made due by hand (redelivery, recovery, a re-enabled endpoint).
+WorkKind = Literal["archive", "events", "webhooks"]
 
 
 # -- records ---------------------------------------------------------------------------
@@ -179,7 +185,7 @@ class Event:
 # -- the contract ----------------------------------------------------------------------
 
 
-class Store(abc.ABC):
+class Store(WebhookStore, abc.ABC):
     """Every operation taskhook does on its database, whatever the backend."""
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -211,15 +217,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def ingest_many(self, items: Sequence[Incoming]) -> list[IngestOutcome]:
-        """Apply each item in order, each atomically, and return one outcome per item.
+        """Apply the items in order, in one transaction; one outcome per item.
 
-        Each item: the task is read and locked in the transaction, the pure
-        ``core.decide`` decides, then the decision is written: the raw body
-        (unless the store keeps these bytes for this task already), the task
-        row, the archive rows to queue, the removal of a replayed quarantine
-        row and the decision's events, all in one transaction. An item naming
-        a task held under another provider changes nothing; its body is
-        quarantined (reason ``provider_mismatch``) and its outcome says
+        All or nothing: if an item fails (a bug, an unreadable row), the call
+        raises and none of the items is applied. Each item: the task is read
+        and locked in the transaction, the pure ``core.decide`` decides, then
+        the decision is written: the raw body (unless the store keeps these
+        bytes for this task already), the task row, the archive rows to queue,
+        the removal of a replayed quarantine row and the decision's events.
+        An item naming a task held under another provider changes nothing;
+        its body is quarantined (reason ``provider_mismatch``) and its outcome
+        says
         ``mismatch``.
         """
 

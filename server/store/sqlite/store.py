@@ -16,7 +16,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -38,6 +38,7 @@ from server.store.base import (
 from server.store.signals import WorkSignals
 from server.store.sqlite import events, values, writes
 from server.store.sqlite.archive_queue import ArchiveQueue
+from server.store.sqlite.checkpoint import Checkpointer
 from server.store.sqlite.rows import (
     DELIVERY_COLUMNS,
     DUE_COLUMNS,
@@ -49,8 +50,10 @@ from server.store.sqlite.rows import (
     task_record,
 )
 from server.store.sqlite.schema import migrate
+from server.store.sqlite.webhooks import WebhookQueue
 from server.store.sqlite.writer import Writer, connect
 
+T = TypeVar("T")
 READERS = 3
 #: ``CONCERNS`` as SQL conditions on ``tasks`` (see ``server.store.base.CONCERNS``).
 _CONCERNS: dict[str, str] = {
@@ -77,6 +80,10 @@ def _ingest_signals(outcomes: list[IngestOutcome]) -> Iterable[str]:
         yield "events"
 
 
+def _webhook_signals(_: object) -> Iterable[str]:
+    return ("webhooks",)
+
+
 def _seq_cursor(text: str | None) -> int | None:
     """A decimal row id cursor (the legacy API form, base64 of it, is accepted too)."""
     if text is None:
@@ -89,7 +96,7 @@ def _seq_cursor(text: str | None) -> int | None:
     raise BadCursor(f"cursor {text[:40]!r} is not one this API gave out")
 
 
-class SQLiteStore(ArchiveQueue):
+class SQLiteStore(ArchiveQueue, WebhookQueue):
     """The embedded backend: one SQLite file in WAL mode."""
 
     def __init__(
@@ -107,6 +114,7 @@ class SQLiteStore(ArchiveQueue):
             on_commit=on_commit,
             on_signal=self._signals.notify_threadsafe,
         )
+        self._checkpointer = Checkpointer(self.path, synchronous=settings.sqlite_synchronous)
         self._readers: asyncio.Queue[aiosqlite.Connection] | None = None
         self._all_readers: list[aiosqlite.Connection] = []
         self._closed = False
@@ -134,6 +142,7 @@ class SQLiteStore(ArchiveQueue):
         await asyncio.to_thread(prepare)
         self._signals.bind(asyncio.get_running_loop())
         self._writer.start()
+        self._checkpointer.start()
         self._readers = asyncio.Queue()
         for _ in range(READERS):
             reader = await aiosqlite.connect(self.path, isolation_level=None)
@@ -149,6 +158,7 @@ class SQLiteStore(ArchiveQueue):
             return
         self._closed = True
         await self._writer.close()
+        await asyncio.to_thread(self._checkpointer.stop)
         for reader in self._all_readers:
             await reader.close()
         self._all_readers.clear()
@@ -173,6 +183,12 @@ class SQLiteStore(ArchiveQueue):
     async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self._fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def _webhook_write(
+        self, fn: Callable[[sqlite3.Connection], T], *, wake: bool = False
+    ) -> T:
+        """Run a webhook write; ``wake``: tell delivery loops (here and elsewhere) to look."""
+        return await self._writer.run(fn, signal=_webhook_signals if wake else None)
 
     async def check_writable(self) -> None:
         now = time.time()
