@@ -21,6 +21,8 @@ from server.store.base import (
     QuarantineItem,
     Registration,
     Store,
+    SubmitRecord,
+    SubmitStart,
     WorkKind,
 )
 
@@ -35,6 +37,8 @@ __all__ = [
     "QuarantineItem",
     "Registration",
     "Store",
+    "SubmitRecord",
+    "SubmitStart",
     "WorkKind",
     "open_store",
 ]
