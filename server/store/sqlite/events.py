@@ -8,7 +8,6 @@ as a decimal string) never skips an event committed later.
 
 from __future__ import annotations
 
-import json
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from server.core.ids import event_id
+from server.core.jsontext import dumps
 from server.core.render import event_json
 from server.core.types import TaskRecord
 from server.errors import BadCursor
@@ -55,9 +55,7 @@ def add_events(
     ids = []
     for event_type in types:
         ident = event_id(now, secrets.randbits(80))
-        body = json.dumps(
-            event_json(event_type, now, record), separators=(",", ":"), ensure_ascii=False
-        )
+        body = dumps(event_json(event_type, now, record))
         conn.execute(
             "INSERT INTO events (id, type, task_key, provider, created_at, body)"
             " VALUES (?, ?, ?, ?, ?, ?)",
