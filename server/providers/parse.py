@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from typing import Any, NoReturn
 
-from server.core.jsontext import loads
 from server.core.types import Observation
 from server.errors import NotJSON
 from server.providers import get
@@ -32,7 +31,7 @@ def decode(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise NotJSON(f"body is not UTF-8 text (invalid byte at offset {exc.start})") from None
     try:
-        return loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise NotJSON("body nests JSON arrays/objects deeper than we read") from None
     except json.JSONDecodeError as exc:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from server.core.codec import state_from_dict
-from server.core.jsontext import loads
 from server.core.types import ArchiveOutcome, TaskRecord
 from server.store.base import Delivery, DueTask, QuarantineItem
 
@@ -20,8 +19,8 @@ TASK_COLUMNS = (
 def task_record(row: Sequence[Any]) -> TaskRecord:
     """A ``tasks`` row, selected as ``TASK_COLUMNS``, as a record."""
     return TaskRecord(
-        state=state_from_dict(loads(row[3])),
-        metadata=loads(row[4]),
+        state=state_from_dict(json.loads(row[3])),
+        metadata=json.loads(row[4]),
         created_at=row[5],
         updated_at=row[6],
         completed_at=row[7],
