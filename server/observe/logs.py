@@ -48,20 +48,28 @@ def _redact_value(value: Any) -> Any:
 
 
 class RedactTokens(logging.Filter):
-    """Redacts callback tokens from a record's message and arguments."""
+    """Redacts callback tokens from a record's message and arguments.
+
+    A record our factory made was redacted when it was created and is passed
+    as it is; any other record (``makeLogRecord``, another factory) is
+    redacted here.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        redact_record(record)
+        if not getattr(record, "_redacted", False):
+            redact_record(record)
         return True
 
 
 def redact_record(record: logging.LogRecord) -> None:
     if isinstance(record.msg, str):
         record.msg = redact(record.msg)
-    if isinstance(record.args, tuple):
-        record.args = tuple(_redact_value(a) for a in record.args)
-    elif isinstance(record.args, dict):
-        record.args = {k: _redact_value(v) for k, v in record.args.items()}
+    args = record.args
+    if isinstance(args, tuple):
+        if any(isinstance(a, str) and "/callbacks/" in a for a in args):
+            record.args = tuple(_redact_value(a) for a in args)
+    elif isinstance(args, dict):
+        record.args = {k: _redact_value(v) for k, v in args.items()}
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -187,6 +195,7 @@ _previous_factory = logging.getLogRecordFactory()
 def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record = _previous_factory(*args, **kwargs)
     redact_record(record)
+    record._redacted = True  # type: ignore[attr-defined]  # (not a field: starts with _)
     return record
 
 
