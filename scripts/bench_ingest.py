@@ -17,6 +17,11 @@ callback bodies, a distinct task id per request, at each connection count,
 alternating the baselines and taskhook. It prints requests/s and p50/p99
 latency for each and taskhook's ratios to each baseline, then stops taskhook
 and checks that every callback it acknowledged with 200 is in the database.
+It also reads each server's CPU time (user + system, every thread, from
+``/proc``) around each run and prints it per answered request: when other
+work shares the machine, CPU per request is much steadier than requests/s,
+and ``bare CPU ÷ CPU`` is the throughput ratio a CPU-bound server reaches
+when it has its core to itself.
 ``--before CHECKOUT`` adds a fourth server, taskhook from another checkout,
 so a change is measured against its parent in the same run.
 
@@ -210,6 +215,17 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    #: Server CPU time (user + system, all threads) per answered request, in µs.
+    cpu_us: float = 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 WRK_SCRIPT = """
@@ -435,10 +451,15 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal run_number
             run_number += 1
             prefix = f"r{run_number}"
+            used = cpu_seconds(target.proc.pid)
             if driver == "wrk":
                 assert script is not None
-                return run_wrk(target, connections, seconds, args.load_cpu, script, prefix)
-            return run_httpx(target, connections, seconds, args.load_cpu, prefix)
+                result = run_wrk(target, connections, seconds, args.load_cpu, script, prefix)
+            else:
+                result = run_httpx(target, connections, seconds, args.load_cpu, prefix)
+            used = cpu_seconds(target.proc.pid) - used
+            result.cpu_us = used / max(1, result.requests) * 1e6
+            return result
 
         try:
             for target in targets:  # warm up all (imports, caches, the db file)
@@ -455,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(
                             f"  {target.name:<8} c={connections:<3} {result.rps:8.0f} req/s"
                             f"  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
-                            f"  ok {result.ok} errors {result.errors}",
+                            f"  ok {result.ok} errors {result.errors}"
+                            f"  server CPU {result.cpu_us:5.0f} µs/request",
                             flush=True,
                         )
         finally:
@@ -470,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{'conns':>5} {'server':<8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
             f" {'÷bare':>6} {'p99÷bare':>8} {'÷logged':>7} {'p99÷logged':>10}"
+            f" {'CPU µs/req':>10} {'bare CPU÷CPU':>12}"
         )
         for connections in counts:
             b = results[("bare", connections)]
@@ -483,9 +506,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if target is not bare:
                     line += f" {rps / med(b, 'rps'):>6.2f} {p99 / med(b, 'p99_ms'):>8.2f}"
+                else:
+                    line += " " * 16
                 if target.db is not None:
                     line += f" {rps / med(lg, 'rps'):>7.2f} {p99 / med(lg, 'p99_ms'):>10.2f}"
-                    line += f"   rounds: {', '.join(f'{r.rps:.0f}' for r in mine)}"
+                else:
+                    line += " " * 19
+                cpu = med(mine, "cpu_us")
+                line += f" {cpu:>10.0f} {med(b, 'cpu_us') / cpu if cpu else 0:>12.2f}"
+                line += f"   req/s by round: {', '.join(f'{r.rps:.0f}' for r in mine)}"
                 print(line)
 
         verdict = "ok"
