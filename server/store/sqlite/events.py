@@ -52,10 +52,11 @@ def add_events(
     if not types:
         return ()
     record = with_archives(conn, key, record)
+    rendered = event_json(types[0], now, record)  # the task is rendered once for all types
     ids = []
     for event_type in types:
         ident = event_id(now, secrets.randbits(80))
-        body = dumps(event_json(event_type, now, record))
+        body = dumps({**rendered, "type": event_type})
         conn.execute(
             "INSERT INTO events (id, type, task_key, provider, created_at, body)"
             " VALUES (?, ?, ?, ?, ?, ?)",
