@@ -159,9 +159,20 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        """The default ``asctime`` (local time, milliseconds); the seconds made once a second."""
+        second = int(record.created)
+        cached = self._cached  # one tuple: threads never see a second with another's text
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
+            self._cached = cached
+        return f"{cached[1]},{int(record.msecs):03d}"
+
+    _cached: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        message = record.getMessage()
+        message = record.message  # set by super().format
         extras = {
             k: v
             for k, v in vars(record).items()
