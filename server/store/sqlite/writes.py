@@ -251,3 +251,8 @@ def quarantine(
     if dropped:
         bump_counter(conn, "quarantine_dropped", dropped)
     return new_id
+
+
+def discard_quarantined(conn: sqlite3.Connection, quarantine_id: int) -> bool:
+    """Drop one quarantined delivery for good; true when it was there."""
+    return conn.execute("DELETE FROM quarantine WHERE id = ?", (quarantine_id,)).rowcount == 1
