@@ -24,6 +24,7 @@ import httpx
 
 from server import __version__
 from server.core.ids import task_key
+from server.core.jsontext import dumps
 from server.errors import UpstreamError
 from server.providers.base import Answer
 
@@ -232,7 +233,8 @@ def per_asked(ids: Sequence[str], by_key: Mapping[str, Fetched]) -> dict[str, An
 
 
 def compact(item: Any) -> bytes:
-    return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
+    """One item of a batch answer as its own delivery body: compact JSON (NaN as null)."""
+    return dumps(item).encode()
 
 
 def default_http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
