@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.cli import reconcile as reconcile_cli
+from server.cli import secrets as secrets_cli
 from server.cli.database import database_problem
 from server.core.tokens import callback_url
 from server.errors import ConfigError
@@ -35,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     archive.add_argument(
         "--retry-failed", action="store_true", help="also try again copies that failed for good"
     )
+    secrets_cli.add_parser(commands)
     return p
 
 
@@ -85,4 +87,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         from server.cli import archive as archive_command
 
         return asyncio.run(archive_command.run(settings, retry_failed=args.retry_failed))
+    if command == "secrets":
+        return asyncio.run(secrets_cli.run(settings, args))
     return EXIT_USAGE

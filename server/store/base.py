@@ -341,6 +341,14 @@ class Store(abc.ABC):
     async def get_secret(self, name: str) -> str | None:
         """The secret stored under ``name``, or None."""
 
+    @abc.abstractmethod
+    async def replace_secret(self, name: str, expected: str, value: str) -> bool:
+        """Store ``value`` under ``name`` only if it still holds ``expected`` (compare-and-set).
+
+        True when replaced. Atomic across processes: of two replacements of the
+        same ``expected`` exactly one succeeds.
+        """
+
     # -- leases ------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -17,7 +17,7 @@ from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.http.limit import ConcurrencyLimit
 from server.observe import logs
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
-from server.secrets import load_secrets
+from server.secrets import load_secrets, mismatch_warning
 from server.service import Service
 from server.settings import Settings
 from server.startup import banner
@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             secrets = await load_secrets(store, settings)
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
+            if warning := await mismatch_warning(store, settings):
+                log.warning("%s", warning)
             app.state.taskhook = rt = Runtime(settings, store, secrets)
             try:
                 for service in background_services(settings, store):

@@ -342,6 +342,9 @@ class SQLiteStore(ArchiveQueue):
         row = await self._fetchone("SELECT value FROM settings WHERE key = ?", (f"secret.{name}",))
         return str(row[0]) if row else None
 
+    async def replace_secret(self, name: str, expected: str, value: str) -> bool:
+        return await self._writer.run(lambda c: values.replace_secret(c, name, expected, value))
+
     # -- leases -------------------------------------------------------------
 
     async def take_lease(self, name: str, holder: str, ttl: float) -> int | None:
