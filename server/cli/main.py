@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from server.cli import backup as backup_cli
 from server.cli import reconcile as reconcile_cli
 from server.cli import secrets as secrets_cli
 from server.cli.database import database_problem
@@ -37,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
         "--retry-failed", action="store_true", help="also try again copies that failed for good"
     )
     secrets_cli.add_parser(commands)
+    backup_cli.add_parser(commands)
     return p
 
 
@@ -87,6 +89,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         from server.cli import archive as archive_command
 
         return asyncio.run(archive_command.run(settings, retry_failed=args.retry_failed))
+    if command == "backup":
+        return backup_cli.run(settings, args.path)
     if command == "secrets":
         return asyncio.run(secrets_cli.run(settings, args))
     return EXIT_USAGE

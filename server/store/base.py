@@ -51,7 +51,7 @@ from typing import Any, Literal
 from server.core.decide import Incoming
 from server.core.ids import task_key
 from server.core.types import TaskRecord
-from server.errors import ProviderMismatch
+from server.errors import ConfigError, ProviderMismatch
 
 __all__ = [
     "ArchiveJob",
@@ -340,6 +340,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_secret(self, name: str) -> str | None:
         """The secret stored under ``name``, or None."""
+
+    # -- operations --------------------------------------------------------------------
+
+    async def backup(self, path: str) -> int:
+        """Write a consistent copy of the live database to the new file ``path``; its bytes.
+
+        Backends whose database has its own tools for this (PostgreSQL:
+        ``pg_dump``) raise ``ConfigError`` saying which.
+        """
+        raise ConfigError("this database is backed up with its own tools, not by taskhook")
 
     @abc.abstractmethod
     async def replace_secret(self, name: str, expected: str, value: str) -> bool:

@@ -16,6 +16,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -35,6 +36,7 @@ from server.store.base import (
     WorkKind,
 )
 from server.store.signals import WorkSignals
+from server.store.sqlite import backup as sqlite_backup
 from server.store.sqlite import events, values, writes
 from server.store.sqlite.archive_queue import ArchiveQueue
 from server.store.sqlite.rows import (
@@ -344,6 +346,9 @@ class SQLiteStore(ArchiveQueue):
 
     async def replace_secret(self, name: str, expected: str, value: str) -> bool:
         return await self._writer.run(lambda c: values.replace_secret(c, name, expected, value))
+
+    async def backup(self, path: str) -> int:
+        return await asyncio.to_thread(sqlite_backup.backup, self.path, Path(path))
 
     # -- leases -------------------------------------------------------------
 
