@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.cli import backup as backup_cli
+from server.cli import prune as prune_cli
 from server.cli import reconcile as reconcile_cli
 from server.cli import secrets as secrets_cli
 from server.cli.database import database_problem
@@ -39,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     )
     secrets_cli.add_parser(commands)
     backup_cli.add_parser(commands)
+    prune_cli.add_parser(commands)
     return p
 
 
@@ -89,6 +91,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         from server.cli import archive as archive_command
 
         return asyncio.run(archive_command.run(settings, retry_failed=args.retry_failed))
+    if command == "prune":
+        return asyncio.run(prune_cli.run(settings))
     if command == "backup":
         return backup_cli.run(settings, args.path)
     if command == "secrets":

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+
+def _register_storage() -> None:
+    from server.observe.storage import StorageCollector
+
+    REGISTRY.register(StorageCollector())
+
 CALLBACKS = Counter(
     "taskhook_callbacks_received",
     "Callbacks received, by provider and outcome (accepted, duplicate, unauthorized, "
@@ -146,6 +152,9 @@ async def task_snapshot(store: Store, max_age: float = SNAPSHOT_MAX_AGE) -> Task
 
 async def exposition(store: Store) -> bytes:
     """The Prometheus text for this process, database gauges refreshed first."""
+    from server.observe import storage
+
+    await storage.refresh(store)
     snapshot = await task_snapshot(store)
     for status, count in snapshot.counts.items():
         TASKS.labels(status).set(count)
@@ -153,3 +162,6 @@ async def exposition(store: Store) -> bytes:
     oldest = snapshot.oldest_created
     OLDEST_UNFINISHED.set(max(0.0, time.time() - oldest) if oldest is not None else 0)
     return generate_latest(REGISTRY)
+
+
+_register_storage()

@@ -17,6 +17,7 @@ from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.http.limit import ConcurrencyLimit
 from server.observe import logs
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
+from server.retention import RetentionService
 from server.secrets import load_secrets, mismatch_warning
 from server.service import Service
 from server.settings import Settings
@@ -60,6 +61,7 @@ def background_services(settings: Settings, store: Store) -> list[Service]:
     if settings.archive:
         services.append(Archiver(settings, store))
     services.append(EventRetention(store, settings.event_retention))
+    services.append(RetentionService(store, settings))
     return services
 
 
