@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from server.archive.storage import ArchiveStorage
 from server.secrets import Secrets, reload_secrets
 from server.service import Services
 from server.settings import Settings
@@ -24,6 +25,8 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     #: Background services (reconciler, archiver, ...), started by the lifespan.
     services: Services = field(default_factory=Services)
+    #: Where archived files live (``/files`` serves from it, whether ARCHIVE is on or off).
+    archive_storage: ArchiveStorage | None = None
     secrets_read_at: float = field(default_factory=time.monotonic)
 
     async def reload_secrets(self) -> bool:
