@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.cli import backup as backup_cli
+from server.cli import endpoint as endpoint_cli
 from server.cli import prune as prune_cli
 from server.cli import reconcile as reconcile_cli
 from server.cli import secrets as secrets_cli
@@ -41,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     secrets_cli.add_parser(commands)
     backup_cli.add_parser(commands)
     prune_cli.add_parser(commands)
+    endpoint_cli.add_parser(commands)
     return p
 
 
@@ -97,4 +99,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return backup_cli.run(settings, args.path)
     if command == "secrets":
         return asyncio.run(secrets_cli.run(settings, args))
+    if command == "endpoint":
+        return asyncio.run(endpoint_cli.run(settings, args))
     return EXIT_USAGE
