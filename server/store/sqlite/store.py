@@ -41,6 +41,7 @@ from server.store.signals import WorkSignals
 from server.store.sqlite import backup as sqlite_backup
 from server.store.sqlite import events, retention, values, writes
 from server.store.sqlite.archive_queue import ArchiveQueue
+from server.store.sqlite.checkpoint import Checkpointer
 from server.store.sqlite.rows import (
     DELIVERY_COLUMNS,
     DUE_COLUMNS,
@@ -108,6 +109,7 @@ class SQLiteStore(ArchiveQueue, WebhookQueue):
             on_commit=on_commit,
             on_signal=self._signals.notify_threadsafe,
         )
+        self._checkpointer = Checkpointer(self.path, synchronous=settings.sqlite_synchronous)
         self._readers: asyncio.Queue[aiosqlite.Connection] | None = None
         self._all_readers: list[aiosqlite.Connection] = []
         self._closed = False
@@ -136,6 +138,7 @@ class SQLiteStore(ArchiveQueue, WebhookQueue):
         await asyncio.to_thread(prepare)
         self._signals.bind(asyncio.get_running_loop())
         self._writer.start()
+        self._checkpointer.start()
         self._readers = asyncio.Queue()
         for _ in range(READERS):
             reader = await aiosqlite.connect(self.path, isolation_level=None)
@@ -151,6 +154,7 @@ class SQLiteStore(ArchiveQueue, WebhookQueue):
             return
         self._closed = True
         await self._writer.close()
+        await asyncio.to_thread(self._checkpointer.stop)
         for reader in self._all_readers:
             await reader.close()
         self._all_readers.clear()
