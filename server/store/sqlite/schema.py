@@ -191,7 +191,12 @@ MIGRATIONS: list[list[str]] = [
     [
         "DROP INDEX IF EXISTS events_task",
     ],
-    # 7: retention (``retention.py``). Tasks in the order they became final, to
+    # 7: webhook retention reads what finished, and which attempts were made, before a time.
+    [
+        "CREATE INDEX attempts_time ON attempts(attempted_at)",
+        "CREATE INDEX messages_finished ON messages(finished_at) WHERE status != 'pending'",
+    ],
+    # 8: retention (``retention.py``). Tasks in the order they became final, to
     # prune their old bodies; a running total of quarantined body bytes, kept by
     # triggers whoever inserts or deletes, to hold QUARANTINE_MAX_BYTES.
     [
