@@ -13,6 +13,7 @@ from typing import Any
 from server.core.ids import task_key
 from server.core.types import Source
 from server.errors import ParseError
+from server.observe.logs import event
 from server.providers.parse import parse_body, parse_payload
 from server.store import Incoming, IngestOutcome, Store
 
@@ -81,14 +82,23 @@ def answer(provider: str, asked_id: str, body: bytes | None, payload: Any) -> In
     try:
         observation = parse_payload(provider, payload)
     except ParseError as exc:
-        log.warning("unreadable answer provider=%s task_id=%s: %s", provider, asked_id, exc)
+        event(
+            log,
+            "unreadable_answer",
+            logging.WARNING,
+            provider=provider,
+            task_id=asked_id,
+            reason=exc.message,
+        )
         observation = None
     if observation is not None and task_key(observation.task_id or "") != task_key(asked_id):
-        log.warning(
-            "answer names another task provider=%s task_id=%s answered=%s",
-            provider,
-            asked_id,
-            observation.task_id,
+        event(
+            log,
+            "answer_names_another_task",
+            logging.WARNING,
+            provider=provider,
+            task_id=asked_id,
+            answered=observation.task_id,
         )
         observation = None
     return Incoming(provider, asked_id, "reconcile", body, observation, check=True)
