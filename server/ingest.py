@@ -1,7 +1,8 @@
 """The one path every payload takes: parse -> keep raw -> merge -> commit.
 
-A callback, a reconciler answer and a quarantine replay all come through
-here, so they are stored and merged by exactly the same code.
+A callback, a reconciler answer, a quarantine replay and a submit's creation
+answer all come through here, so they are stored and merged by exactly the
+same code.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from server.core.ids import task_key
-from server.core.types import Source
+from server.core.types import Observation, Source, Status
 from server.errors import ParseError
 from server.observe.logs import event
 from server.providers.parse import parse_body, parse_payload
@@ -102,3 +103,20 @@ def answer(provider: str, asked_id: str, body: bytes | None, payload: Any) -> In
         )
         observation = None
     return Incoming(provider, asked_id, "reconcile", body, observation, check=True)
+
+
+def submitted(
+    provider: str,
+    task_id: str,
+    trace_id: str | None,
+    body: bytes,
+    metadata: Mapping[str, Any],
+) -> Incoming:
+    """Upstream's answer to a creation call (``POST /submit``) as an Incoming.
+
+    It says the task exists: ``pending`` (merging it fills the trace id and
+    moves nothing back, so a task whose callback came first keeps its state),
+    with the submitter's metadata laid over the task's.
+    """
+    observation = Observation(provider, task_id, Status.PENDING, trace_id=trace_id)
+    return Incoming(provider, task_id, "submit", body, observation, metadata=dict(metadata))

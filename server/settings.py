@@ -258,6 +258,9 @@ class Settings:
     quarantine_max_rows: int = setting(100_000, "quarantined deliveries kept", minimum=1)
     quarantine_max_bytes: int = setting(1 << 30, "quarantined body bytes kept", minimum=1)
     retention_days: int = setting(30, "days final tasks keep raw bodies (0: ever)", minimum=0)
+    submit_timeout: float = setting(
+        60.0, "seconds POST /submit waits for the creation answer", minimum=0.001, maximum=600
+    )
     event_retention: float = setting(604800.0, "seconds events stay readable", minimum=1)
     forwarded_allow_ips: str = setting(
         "127.0.0.1,::1", "proxies whose X-Forwarded-* headers are trusted", example="127.0.0.1"

@@ -20,6 +20,8 @@ from server.store.base import (
     QuarantineItem,
     Registration,
     Store,
+    SubmitRecord,
+    SubmitStart,
     WorkKind,
 )
 
@@ -33,6 +35,8 @@ __all__ = [
     "QuarantineItem",
     "Registration",
     "Store",
+    "SubmitRecord",
+    "SubmitStart",
     "WorkKind",
     "open_store",
 ]

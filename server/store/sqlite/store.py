@@ -53,6 +53,7 @@ from server.store.sqlite.rows import (
     task_record,
 )
 from server.store.sqlite.schema import migrate
+from server.store.sqlite.submits import SubmitRecords
 from server.store.sqlite.webhooks import WebhookQueue
 from server.store.sqlite.writer import Writer, connect
 
@@ -91,7 +92,7 @@ def _seq_cursor(text: str | None) -> int | None:
     raise BadCursor(f"cursor {text[:40]!r} is not one this API gave out")
 
 
-class SQLiteStore(ArchiveQueue, WebhookQueue):
+class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue):
     """The embedded backend: one SQLite file in WAL mode."""
 
     def __init__(

@@ -109,15 +109,16 @@ def _apply(
     encoded = _dumps(state_to_dict(state))
     if decision.created:
         conn.execute(
-            "INSERT INTO tasks (key, task_id, provider, status, state, created_at, updated_at,"
-            " completed_at, next_check_at, deliveries, checks, last_source, final_source)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (key, task_id, provider, status, state, metadata, created_at,"
+            " updated_at, completed_at, next_check_at, deliveries, checks, last_source,"
+            " final_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 state.task_id,
                 state.provider,
                 state.status.value,
                 encoded,
+                _dumps(dict(record.metadata)),
                 record.created_at,
                 record.updated_at,
                 record.completed_at,
@@ -130,12 +131,13 @@ def _apply(
         )
         return
     conn.execute(
-        "UPDATE tasks SET status = ?, state = ?, next_check_at = ?, deliveries = ?, checks = ?,"
-        " updated_at = ?, completed_at = ?, last_source = ?,"
+        "UPDATE tasks SET status = ?, state = ?, metadata = ?, next_check_at = ?, deliveries = ?,"
+        " checks = ?, updated_at = ?, completed_at = ?, last_source = ?,"
         " final_source = COALESCE(?, final_source) WHERE key = ?",
         (
             state.status.value,
             encoded,
+            _dumps(dict(record.metadata)),
             record.next_check_at,
             record.deliveries,
             record.checks,
