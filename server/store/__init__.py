@@ -11,6 +11,7 @@ from __future__ import annotations
 from server.errors import ConfigError
 from server.settings import Settings
 from server.store.base import (
+    CONCERNS,
     ArchiveJob,
     Delivery,
     DueTask,
@@ -26,6 +27,7 @@ from server.store.base import (
 )
 
 __all__ = [
+    "CONCERNS",
     "ArchiveJob",
     "Delivery",
     "DueTask",

@@ -62,6 +62,7 @@ from server.errors import ConfigError, ProviderMismatch
 from server.store.webhooks import WebhookStore
 
 __all__ = [
+    "CONCERNS",
     "ArchiveJob",
     "Pruned",
     "Delivery",
@@ -76,6 +77,12 @@ __all__ = [
     "SubmitStart",
     "WorkKind",
 ]
+
+#: Tasks an operator should look at: ``conflicts`` (a later final report disagreed
+#: with the final state held; recorded, not applied), ``archive_failed`` (a result
+#: copy failed for good, or failed and waits for its next try), ``gap_filled`` (the
+#: final state came from the reconciler: the callback never came).
+CONCERNS: tuple[str, ...] = ("conflicts", "archive_failed", "gap_filled")
 
 #: What ``wait_for_work`` can wait for: archive copies to claim, events to read,
 #: webhook messages made due by hand (redelivery, recovery, a re-enabled endpoint).
@@ -382,6 +389,27 @@ class Store(WebhookStore, abc.ABC):
     @abc.abstractmethod
     async def get_quarantined(self, quarantine_id: int) -> QuarantineItem | None:
         """One quarantined delivery, or None (also for ids no row could have)."""
+
+    @abc.abstractmethod
+    async def discard_quarantined(self, quarantine_id: int) -> bool:
+        """Delete a quarantined delivery for good; true when it was there (False for ids
+        no row could have)."""
+
+    # -- what an operator should look at (the dashboard) -------------------------------
+
+    @abc.abstractmethod
+    async def find_tasks(self, prefix: str, limit: int = 50) -> list[TaskRecord]:
+        """Tasks whose ``task_key`` starts with ``task_key(prefix)``, by key, with archives."""
+
+    @abc.abstractmethod
+    async def count_concerns(self) -> dict[str, int]:
+        """How many tasks there are of each ``CONCERNS`` kind, by kind."""
+
+    @abc.abstractmethod
+    async def list_concern(
+        self, concern: str, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[TaskRecord], str | None]:
+        """The tasks of one ``CONCERNS`` kind, newest first, paged like ``list_tasks``."""
 
     # -- small values, counters, secrets -----------------------------------------------
 

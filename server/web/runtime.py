@@ -12,6 +12,7 @@ from server.secrets import Secrets, reload_secrets
 from server.service import Services
 from server.settings import Settings
 from server.store import Store
+from server.web.throttle import SignInThrottle
 
 #: Seconds between two reads of the stored secrets prompted by unknown callback tokens.
 SECRETS_RELOAD_INTERVAL = 1.0
@@ -27,6 +28,8 @@ class Runtime:
     services: Services = field(default_factory=Services)
     #: Where archived files live (``/files`` serves from it, whether ARCHIVE is on or off).
     archive_storage: ArchiveStorage | None = None
+    #: Wrong dashboard sign-ins per client address (this process only).
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
     secrets_read_at: float = field(default_factory=time.monotonic)
 
     async def reload_secrets(self) -> bool:
@@ -50,4 +53,5 @@ class Runtime:
 
 
 def runtime(request: Request) -> Runtime:
-    return request.app.state.taskhook
+    rt: Runtime = request.app.state.taskhook
+    return rt

@@ -257,3 +257,8 @@ def quarantine(
     if max_bytes is not None:
         enforce_quarantine_bytes(conn, max_bytes)
     return new_id
+
+
+def discard_quarantined(conn: sqlite3.Connection, quarantine_id: int) -> bool:
+    """Drop one quarantined delivery for good; true when it was there."""
+    return conn.execute("DELETE FROM quarantine WHERE id = ?", (quarantine_id,)).rowcount == 1
