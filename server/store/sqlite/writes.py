@@ -7,7 +7,6 @@ These are plain synchronous functions of a ``sqlite3.Connection``; the
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from server.core import schedule
 from server.core.codec import state_to_dict
 from server.core.decide import Decision, Incoming, decide, new_task
 from server.core.ids import task_key
+from server.core.jsontext import dumps
 from server.core.types import Status
 from server.store.base import IngestOutcome, Registration
 from server.store.sqlite.archive_writes import enqueue_archives
@@ -27,7 +27,7 @@ from server.store.sqlite.values import bump_counter
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return dumps(value)
 
 
 @dataclass(frozen=True)
