@@ -242,6 +242,14 @@ async def test_logout_needs_csrf_and_clears_the_cookie(browser):
 
 
 class FakeReconciler:
+    name = "reconciler"
+
+    async def start(self):
+        return None
+
+    async def stop(self):
+        return None
+
     async def status(self):
         return {
             "ok": False,
@@ -254,7 +262,7 @@ async def test_health_shows_each_provider(client, app):
     html = (await client.get("/dashboard/health")).text
     assert "not running" in html
     assert all(p in html for p in ("seedream", "seedance", "dreamina", "seedance2"))
-    app.state.taskhook.services["reconciler"] = FakeReconciler()
+    await app.state.taskhook.services.start(FakeReconciler())
     html = (await client.get("/dashboard/health")).text
     assert "not running" not in html and "401 from upstream" in html and "trouble" in html
 

@@ -90,3 +90,39 @@ async def test_provider_without_token_is_a_usage_error(tmp_path):
     result = await asyncio.to_thread(run_cli, env, "--provider", "seedance2")
     assert result.returncode == 2
     assert "set SEEDANCE2_API_KEY" in result.stderr
+
+
+async def test_an_unknown_task_id_is_named_and_exits_1(tmp_path):
+    db = str(tmp_path / "t.db")
+    await registered(db, [{"provider": "seedance", "task_id": "known-1"}])
+    env = {"DATABASE_URL": f"sqlite:///{db}", "ACEDATA_API_TOKEN": "x"}
+    result = await asyncio.to_thread(run_cli, env, "--task-id", "no-such-task", "--dry-run")
+    assert result.returncode == 1
+    assert "unknown task id 'no-such-task'" in result.stderr
+    assert "reconcile pass" not in result.stdout  # nothing was asked
+
+
+def test_loop_without_tokens_keeps_running_says_why_once_and_stops_on_sigterm(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "reconcile", "--loop"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": f"sqlite:///{tmp_path}/t.db",
+            "RECONCILE_INTERVAL": "0.05",
+        },
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # blocks until the process has said why it waits
+        assert "reconciler loop idle: no provider token is set" in first
+        assert "ACEDATA_API_TOKEN" in first
+        assert proc.poll() is None  # still running: a platform would not restart it
+    finally:
+        proc.terminate()
+        _, rest = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "no provider token" not in rest  # said once

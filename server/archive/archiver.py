@@ -21,7 +21,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,11 @@ import httpx
 from server.archive.download import (
     DownloadError,
     HTTPStatusError,
-    Resolver,
     cleanup_temp_files,
     download,
     redact_url,
 )
+from server.archive.egress import Resolver, archive_client
 from server.core.types import iso_time
 from server.observe.metrics import ARCHIVE_BYTES, ARCHIVE_FAILURES
 from server.settings import Settings
@@ -58,8 +58,8 @@ def retry_delay(
     attempts: int, first: float = RETRY_FIRST, cap: float = RETRY_MAX, rng: Any = random
 ) -> float:
     """Seconds before the next try after ``attempts`` failures: doubling, jittered upper half."""
-    base = min(cap, first * 2 ** max(0, attempts - 1))
-    return base / 2 + rng.random() * base / 2
+    base = min(cap, first * 2.0 ** max(0, attempts - 1))
+    return base / 2 + float(rng.random()) * base / 2
 
 
 def holder_id() -> str:
@@ -129,6 +129,8 @@ class RunSummary:
 class Archiver:
     """Copies queued result files into ``ARCHIVE_DIR``; a service of the web process."""
 
+    name = "archive"
+
     def __init__(
         self,
         settings: Settings,
@@ -167,12 +169,14 @@ class Archiver:
         if removed:
             log.info("archive removed %d partial download(s) left by a crash", removed)
         if self._http is None:
-            self._http = httpx.AsyncClient(
+            self._http = archive_client(
+                allow_private=self.settings.archive_allow_private,
                 timeout=httpx.Timeout(READ_TIMEOUT, connect=15.0),
                 limits=httpx.Limits(max_connections=max(10, self.slots * 2)),
+                resolve=self._resolve,
             )
 
-    async def start(self) -> None:
+    async def start(self) -> asyncio.Task[None]:
         """Open, hand back the claims of dead local processes, then run in the background."""
         await self.open(cleanup=True)
         dead = [h for h in await self.store.archive_holders() if holder_is_dead(h)]
@@ -181,6 +185,7 @@ class Archiver:
             log.info("archive resumes %d copy(ies) a stopped process had claimed", released)
         self.store.archive_wakeup.set()  # look for work at once
         self._loop = asyncio.create_task(self._run(), name="archiver")
+        return self._loop
 
     async def stop(self) -> None:
         """Cancel in-flight copies (their partial files go) and give their rows back."""
@@ -263,9 +268,7 @@ class Archiver:
                 self.archive_dir,
                 http=self._http,
                 max_bytes=self.settings.archive_max_bytes,
-                allow_private=self.settings.archive_allow_private,
                 timeout=self.file_timeout,
-                resolve=self._resolve,
             )
         except DownloadError as exc:
             return await self._record_failure(job, exc)
@@ -347,18 +350,3 @@ class Archiver:
         if free == 0:
             return f"ARCHIVE_DIR {self.archive_dir} is on a full disk"
         return None
-
-
-@contextlib.asynccontextmanager
-async def archive_service(runtime: Any) -> AsyncIterator[Archiver | None]:
-    """Run the archiver for the app's lifespan when ARCHIVE=on; registers it as a service."""
-    if not runtime.settings.archive:
-        yield None
-        return
-    archiver = Archiver(runtime.settings, runtime.store)
-    await archiver.start()
-    runtime.services["archive"] = archiver
-    try:
-        yield archiver
-    finally:
-        await archiver.stop()

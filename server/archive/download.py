@@ -7,6 +7,10 @@ the errors below to decide whether a retry can help.
 
 Signed result URLs carry credentials in their query string, so every URL that
 reaches an error message, an attribute or a log goes through ``redact_url``.
+
+Destinations are vetted where the connection is made, by the client from
+``egress.archive_client`` (resolve once, refuse private addresses, connect to
+the vetted address); this module turns its refusal into ``PrivateAddress``.
 """
 
 from __future__ import annotations
@@ -14,23 +18,19 @@ from __future__ import annotations
 import asyncio
 import calendar
 import hashlib
-import ipaddress
 import mimetypes
 import os
 import re
-import socket
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
+from server.archive.egress import AddressRefused
 from server.errors import ArchiveError
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 TEMP_PREFIX = ".tmp-"
 DEFAULT_URL_LIFETIME = 24 * 3600.0  # Seedance 2.0 documents 24 hours
@@ -187,15 +187,14 @@ async def download(
     *,
     http: httpx.AsyncClient,
     max_bytes: int,
-    allow_private: bool,
     timeout: float = 300.0,  # noqa: ASYNC109 - a deadline for the whole copy, set per call
     max_redirects: int = 5,
-    resolve: Resolver | None = None,
 ) -> Downloaded:
     """Copy ``url`` into ``archive_dir`` under its SHA-256; the same bytes are stored once.
 
     ``timeout`` bounds the network part as a whole (resolving, redirects,
-    body); a slow trickle cannot hold a download slot for ever.
+    body); a slow trickle cannot hold a download slot for ever. ``http``
+    must come from ``egress.archive_client`` for the SSRF guard to hold.
     """
     spool = _Spool(archive_dir, url)
     deadline = asyncio.timeout(timeout)
@@ -203,9 +202,7 @@ async def download(
     try:
         try:
             async with deadline:
-                content_type = await _fetch(
-                    url, spool, http, max_bytes, allow_private, max_redirects, resolve
-                )
+                content_type = await _fetch(url, spool, http, max_bytes, max_redirects)
         except TimeoutError:
             if deadline.expired():
                 raise DownloadTimeout(url, f"not finished within {timeout:g} s") from None
@@ -225,14 +222,12 @@ async def _fetch(
     spool: _Spool,
     http: httpx.AsyncClient,
     max_bytes: int,
-    allow_private: bool,
     max_redirects: int,
-    resolve: Resolver | None,
 ) -> str:
-    """Follow redirects ourselves, vetting every hop, and stream the body into ``spool``."""
+    """Follow redirects ourselves (the client vets every hop's address) and stream
+    the body into ``spool``."""
     current = _parse(url)
     for _hop in range(max_redirects + 1):
-        await _vet_destination(current, allow_private, resolve or _system_resolve)
         where = str(current)
         try:
             async with http.stream(
@@ -260,6 +255,8 @@ async def _fetch(
                 return (
                     guess_content_type(url, header) if guessed.endswith("octet-stream") else guessed
                 )
+        except AddressRefused as exc:
+            raise PrivateAddress(where, exc.message) from exc
         except httpx.TimeoutException as exc:
             raise DownloadTimeout(
                 where, f"the connection timed out ({type(exc).__name__})"
@@ -288,56 +285,6 @@ def _parse(location: str, base: httpx.URL | None = None) -> httpx.URL:
     if not target.host:
         raise RefusedURL(str(target), "the URL names no host")
     return target
-
-
-async def _system_resolve(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
-async def _vet_destination(url: httpx.URL, allow_private: bool, resolve: Resolver) -> None:
-    """Refuse hosts that resolve to anything but public addresses (SSRF guard).
-
-    httpx resolves again when it connects, so a DNS server that changes its
-    answer in between (DNS rebinding) can slip past this check. A deployment
-    that must be sure puts an egress proxy that enforces the same rule in front.
-    """
-    if allow_private:
-        return
-    host = url.raw_host.decode("ascii")
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        addresses = await _resolve_host(url, host, resolve)
-    for address in addresses:
-        if not _is_public(address):
-            raise PrivateAddress(
-                str(url),
-                f"{host!r} resolves to {address}, which is not a public address; "
-                "set ARCHIVE_ALLOW_PRIVATE=on to allow it",
-            )
-
-
-async def _resolve_host(url: httpx.URL, host: str, resolve: Resolver) -> list[str]:
-    try:
-        addresses = await resolve(host, url.port or (443 if url.scheme == "https" else 80))
-    except OSError as exc:
-        raise NetworkError(str(url), f"cannot resolve {host!r}: {exc}") from exc
-    if not addresses:
-        raise NetworkError(str(url), f"{host!r} resolves to no address")
-    return addresses
-
-
-def _is_public(address: str) -> bool:
-    """Globally routable unicast. ``is_global`` already excludes private, loopback,
-    link-local, unspecified and shared (100.64/10) ranges; it does not exclude
-    multicast, nor IPv6 site-local, nor a private IPv4 address wrapped in IPv6."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if ip.is_site_local or (embedded is not None and not _is_public(str(embedded))):
-            return False
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved)
 
 
 def _declared_length(response: httpx.Response) -> int | None:

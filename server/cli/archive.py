@@ -12,10 +12,9 @@ from typing import TextIO
 
 from server.archive.archiver import Archiver, CopyOutcome
 from server.archive.download import redact_url
+from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.settings import Settings
 from server.store import Store
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 async def run(settings: Settings, *, retry_failed: bool = False, out: TextIO = sys.stdout) -> int:

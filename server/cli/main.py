@@ -11,6 +11,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.cli import reconcile as reconcile_cli
 from server.core.tokens import callback_url
 from server.core.types import PROVIDERS
@@ -18,8 +19,6 @@ from server.errors import ConfigError
 from server.observe import logs
 from server.settings import Settings
 from server.store import Store
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +48,7 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=20,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return EXIT_OK
 
@@ -79,9 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        return run(settings, args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
     command = args.command or "serve"
     if command == "serve":
         return serve(settings)

@@ -12,25 +12,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
+from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.core.types import PROVIDERS
 from server.providers.upstream import build_clients, default_http_client
 from server.reconcile.health import HealthBoard
 from server.reconcile.loop import ReconcilerLoop
-from server.reconcile.reconciler import TOKEN_VARIABLES, run_pass
+from server.reconcile.reconciler import TOKEN_VARIABLES, Client, run_pass
 from server.reconcile.report import PassReport
 from server.settings import Settings
 from server.store import Store
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("taskhook.reconciler")
+
 #: A manual pass has no per-pass bound worth having: it is asked for every task.
 MANUAL_LIMIT = 10_000_000
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "reconcile", help="ask upstream about unfinished tasks now (one pass, or --loop)"
     )
@@ -104,18 +108,26 @@ def _progress(provider: str, checked: int, total: int) -> None:
 async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
     async with default_http_client() as http:
         clients = build_clients(settings, http)
+        if args.loop and not clients and not args.provider:
+            # A platform restarts a worker that exits; one that waits says why, once.
+            return await _idle(settings)
         if error := _usage_error(settings, args.provider, set(clients)):
             print(f"reconcile: {error}", file=sys.stderr)
             return EXIT_USAGE
         async with Store(settings) as store:
             if args.loop:
                 return await _loop(store, settings, clients)
+            task_ids, unknown = await _known(store, args.task_ids)
+            for task_id in unknown:
+                print(f"reconcile: unknown task id {task_id!r}: no task has it", file=sys.stderr)
+            if args.task_ids and not task_ids:
+                return EXIT_FAILED
             report = await run_pass(
                 store,
                 clients,
                 settings,
                 providers=args.provider,
-                task_ids=args.task_ids,
+                task_ids=task_ids,
                 ignore_schedule=True,
                 dry_run=args.dry_run,
                 health=HealthBoard(),
@@ -123,15 +135,42 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
                 progress=_progress,
             )
     print_summary(report, sys.stdout)
-    return EXIT_FAILED if report.upstream_failed else EXIT_OK
+    return EXIT_FAILED if report.upstream_failed or unknown else EXIT_OK
 
 
-async def _loop(store: Store, settings: Settings, clients: dict) -> int:
-    loop = ReconcilerLoop(store, settings, clients)
+async def _known(store: Store, task_ids: list[str] | None) -> tuple[list[str] | None, list[str]]:
+    """The ids a store holds (None: every task) and those it does not."""
+    if not task_ids:
+        return None, []
+    known: list[str] = []
+    unknown: list[str] = []
+    for task_id in task_ids:
+        (known if await store.get_task(task_id) is not None else unknown).append(task_id)
+    return known, unknown
+
+
+def _on_stop_signal(callback: Callable[[], object]) -> None:
     running = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # not on every platform
-            running.add_signal_handler(sig, lambda: asyncio.ensure_future(loop.stop()))
+            running.add_signal_handler(sig, callback)
+
+
+async def _idle(settings: Settings) -> int:
+    """``--loop`` without any provider token: keep running, say why once, exit 0 on a signal."""
+    stop = asyncio.Event()
+    _on_stop_signal(stop.set)
+    log.warning(
+        "reconciler loop idle: no provider token is set; set ACEDATA_API_TOKEN and/or "
+        "SEEDANCE2_API_KEY and restart this process"
+    )
+    await stop.wait()
+    return EXIT_OK
+
+
+async def _loop(store: Store, settings: Settings, clients: dict[str, Client]) -> int:
+    loop = ReconcilerLoop(store, settings, clients)
+    _on_stop_signal(lambda: asyncio.ensure_future(loop.stop()))
     print(
         f"reconciler loop every {settings.reconcile_interval:g}s as {loop.holder}",
         file=sys.stderr,

@@ -77,9 +77,11 @@ class ReconcilerLoop:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Run passes in the background; the task returned ends only when the loop does."""
         self.started_at = time.time()
         self._task = asyncio.create_task(self._main(), name="reconciler")
+        return self._task
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Ask the loop to stop, let a running pass finish within ``grace``, then cancel."""
@@ -187,21 +189,66 @@ async def reconciler_status(
 class ReconcilerOff:
     """The ``/readyz`` entry when ``RECONCILER=off``."""
 
+    name = "reconciler"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
     async def status(self) -> dict[str, Any]:
         return {"ok": True, "reconciler": "off"}
 
 
-@contextlib.asynccontextmanager
-async def embedded_reconciler(store: Store, settings: Settings):
-    """Start the loop for the web process's lifespan; yields the service for ``/readyz``."""
-    if settings.reconciler == "off":
-        yield ReconcilerOff()
-        return
-    http: httpx.AsyncClient = default_http_client()
-    loop = ReconcilerLoop(store, settings, build_clients(settings, http))
-    loop.start()
-    try:
-        yield loop
-    finally:
-        await loop.stop()
-        await http.aclose()
+NO_TOKEN = (
+    "this process has no provider token (set ACEDATA_API_TOKEN and/or SEEDANCE2_API_KEY), "
+    "so it runs no passes and leaves the lease to a process that has one"
+)
+
+
+class EmbeddedReconciler:
+    """The reconciler loop as a service of the web process (``RECONCILER=embedded``).
+
+    A process without any provider token runs no passes and never takes the
+    lease (it would keep a worker that has the tokens from running); it says so
+    once in the log and in its status, which turns red only when tasks wait
+    and no process has completed a pass for 3 intervals.
+    """
+
+    name = "reconciler"
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+        self.loop: ReconcilerLoop | None = None
+        self._http: httpx.AsyncClient | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> asyncio.Task[None] | None:
+        self.started_at = time.time()
+        self._http = default_http_client()
+        clients = build_clients(self.settings, self._http)
+        if not clients:
+            log.warning("reconciler: %s", NO_TOKEN)
+            return None
+        self.loop = ReconcilerLoop(self.store, self.settings, clients)
+        return self.loop.start()
+
+    async def stop(self) -> None:
+        if self.loop is not None:
+            await self.loop.stop()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def status(self) -> dict[str, Any]:
+        if self.loop is not None:
+            return await self.loop.status()
+        body = await reconciler_status(self.store, self.settings, self.started_at, {})
+        body["tokens"] = NO_TOKEN
+        if not body["ok"] and not body["unfinished"]:
+            body["ok"] = True  # nothing waits, so nothing is missed
+            body.pop("reason", None)
+        elif not body["ok"]:
+            body["reason"] = f"{body['reason']}; {NO_TOKEN}"
+        return body

@@ -11,12 +11,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from server.archive.archiver import archive_service
+from server.archive.archiver import Archiver
 from server.core.tokens import callback_url
 from server.core.types import PROVIDERS
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.observe import logs, metrics
-from server.reconcile.loop import embedded_reconciler
+from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
+from server.service import Service
 from server.settings import Settings
 from server.store import Secrets, Store
 from server.web.routes import ROUTES
@@ -63,6 +64,15 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def background_services(settings: Settings, store: Store) -> list[Service]:
+    """Every background service of the web process, in start order (stopped in reverse)."""
+    embedded = settings.reconciler == "embedded"
+    services: list[Service] = [EmbeddedReconciler(store, settings) if embedded else ReconcilerOff()]
+    if settings.archive:
+        services.append(Archiver(settings, store))
+    return services
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app; nothing is opened until the lifespan starts."""
     settings = settings or Settings.from_env()
@@ -79,13 +89,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)
-            async with (
-                embedded_reconciler(store, settings) as reconciler,
-                archive_service(rt),
-            ):
-                rt.services["reconciler"] = reconciler
-                log.info("taskhook ready database=%s", settings.database_path)
+            try:
+                for service in background_services(settings, store):
+                    await rt.services.start(service)
+                log.info("taskhook ready database=%s", settings.database_label)
                 yield
+            finally:
+                await rt.services.stop()
         finally:
             await store.close()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.requests import Request
 
+from server.service import Services
 from server.settings import Settings
 from server.store import Secrets, Store
 
@@ -18,8 +18,8 @@ class Runtime:
     store: Store
     secrets: Secrets
     started_at: float = field(default_factory=time.time)
-    #: Background parts (reconciler, archiver, ...) by name; each has ``status()``.
-    services: dict[str, Any] = field(default_factory=dict)
+    #: Background services (reconciler, archiver, ...), started by the lifespan.
+    services: Services = field(default_factory=Services)
 
 
 def runtime(request: Request) -> Runtime:

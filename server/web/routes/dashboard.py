@@ -225,12 +225,7 @@ async def replay(request: Request) -> Response:
 @signed_in
 async def health(request: Request, who: Viewer) -> Response:
     rt = runtime(request)
-    services = {}
-    for name, service in rt.services.items():
-        try:
-            services[name] = await service.status()
-        except Exception as exc:  # a broken status() is itself the health to show
-            services[name] = {"ok": False, "reason": f"status() failed: {type(exc).__name__}"}
+    services = await rt.services.statuses()
     return page(
         request,
         "health.html",

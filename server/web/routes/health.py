@@ -41,8 +41,7 @@ async def database_check(rt: Any) -> dict[str, Any]:
 async def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
     checks = {"database": await database_check(rt)}
-    for name, service in rt.services.items():
-        checks[name] = await service.status()
+    checks.update(await rt.services.statuses())
     ok = all(check.get("ok", True) for check in checks.values())
     reasons = [f"{name}: {c['reason']}" for name, c in checks.items() if not c.get("ok", True)]
     return JSONResponse(
