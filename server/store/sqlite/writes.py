@@ -102,9 +102,7 @@ def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -
         ).fetchone()
         is not None
     )
-    decision = decide(
-        current, item, now, repeat=repeat, grace=rules.grace, archive=rules.archive
-    )
+    decision = decide(current, item, now, repeat=repeat, grace=rules.grace, archive=rules.archive)
     if decision.mismatch is not None:
         return _mismatch(conn, item, decision, now, rules.quarantine_max_rows)
     _apply(conn, key, item, decision, digest, now)
@@ -197,8 +195,7 @@ def _mismatch(
     quarantine_id = item.quarantine_id
     if quarantine_id is None and item.body is not None:
         message = (
-            f"task {held.task_id!r} is held under provider {held.provider!r}, "
-            f"not {item.provider!r}"
+            f"task {held.task_id!r} is held under provider {held.provider!r}, not {item.provider!r}"
         )
         quarantine_id = quarantine(
             conn,
