@@ -24,9 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.core.types import PROVIDERS  # noqa: E402
+from server.providers import NAMES as PROVIDERS  # noqa: E402
 from server.settings import Settings  # noqa: E402
-from server.store import Registration, Store  # noqa: E402
+from server.store import Registration  # noqa: E402
+from server.store.sqlite.store import SQLiteStore as Store  # noqa: E402
 
 CHUNK = 1000
 
@@ -49,7 +50,7 @@ async def fill(store: Store, tasks: int, finished: int) -> None:
             (finished,),
         )
 
-    await store.writer.run(finish_some)
+    await store._writer.run(finish_some)
 
 
 async def measure(store: Store, label: str, call, repeat: int) -> tuple[str, float, int, str]:

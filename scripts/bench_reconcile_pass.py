@@ -4,7 +4,7 @@ Not a test. Starts ``scripts/fake_upstream.py`` as a child process on
 127.0.0.1 with a fixed ``--latency`` per upstream call, creates ``--due``
 finished tasks there, registers the same ids in a fresh temporary database
 and times ONE ``run_pass(ignore_schedule=True)`` with the real httpx clients
-of ``server.providers.upstream.build_clients``. It prints the upstream calls per
+of ``server.providers.build_clients``. It prints the upstream calls per
 provider (from the fake's ``/_fake/stats``) next to ``ceil(due / batch)``
 and the pass time next to the model ``calls x latency / concurrency``.
 
@@ -45,11 +45,12 @@ from server.core.codec import state_to_dict  # noqa: E402
 from server.core.ids import task_key  # noqa: E402
 from server.core.tokens import callback_token  # noqa: E402
 from server.core.types import Status, TaskState  # noqa: E402
-from server.providers import upstream  # noqa: E402
+from server.providers import build_clients, upstream  # noqa: E402
 from server.reconcile.reconciler import run_pass  # noqa: E402
 from server.reconcile.report import PassReport  # noqa: E402
 from server.settings import Settings  # noqa: E402
-from server.store import Registration, Store  # noqa: E402
+from server.store import Registration  # noqa: E402
+from server.store.sqlite.store import SQLiteStore as Store  # noqa: E402
 from server.store.sqlite.writes import _dumps  # noqa: E402
 from tests.harness import API_TOKEN, CALLBACK_SECRET, ServerProcess  # noqa: E402
 from tests.payloads import dumps, seedance  # noqa: E402
@@ -194,7 +195,7 @@ async def one_pass(settings: Settings, fake: FakeProcess, due: int) -> tuple[Pas
         last_answer[provider] = time.perf_counter() - started
 
     async with Store(settings) as store, upstream.default_http_client() as http:
-        clients = upstream.build_clients(settings, http)
+        clients = build_clients(settings, http)
         report = await run_pass(
             store, clients, settings, ignore_schedule=True, limit=due, progress=progress
         )

@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.settings import Settings  # noqa: E402
-from server.store import Store  # noqa: E402
 from server.store.sqlite.schema import migrate  # noqa: E402
+from server.store.sqlite.store import SQLiteStore as Store  # noqa: E402
 
 STATUSES = ["succeeded"] * 80 + ["failed"] * 8 + ["expired"] * 2 + ["running"] * 5 + ["pending"] * 5
 

@@ -211,7 +211,7 @@ class BadCursor(StoreError):
     """A pagination cursor that this store did not hand out."""
 
     http_status = 400
-    code = "bad_cursor"
+    code = "invalid_cursor"
 
 
 # -- HTTP ------------------------------------------------------------------------------

@@ -131,3 +131,19 @@ async def eventually(
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up waiting for {what} after {within}s")
         await asyncio.sleep(0.01)
+
+
+def edit_sqlite(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Change a SQLite database behind the server's back (tests standing in for time or a fix).
+
+    A connection of its own, as another process would: the server's store
+    reads the change on its next query.
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(db_path, timeout=10)
+    try:
+        with conn:
+            conn.execute(sql, params)
+    finally:
+        conn.close()

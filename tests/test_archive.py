@@ -15,8 +15,9 @@ import pytest
 from scripts.fake_upstream import serving
 from server.archive.archiver import Archiver
 from server.archive.download import TEMP_PREFIX, archive_path
+from server.core.render import task_json
 from server.ingest import receive
-from server.store import Store
+from server.store import Store, open_store
 
 from .archive_files import FileServer, content, digest
 from .conftest import callback_path, serve_app
@@ -61,7 +62,7 @@ def archive_settings(settings):
 
 @contextlib.asynccontextmanager
 async def running_archiver(settings, **options: Any) -> AsyncIterator[tuple[Store, Archiver]]:
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         archiver = Archiver(settings, store, poll_interval=0.05, retry_first=0.01, **options)
         await archiver.start()
         try:
@@ -71,7 +72,7 @@ async def running_archiver(settings, **options: Any) -> AsyncIterator[tuple[Stor
 
 
 async def result_of(store: Store, task_id: str) -> dict:
-    return (await store.get_task(task_id)).to_json()["results"][0]
+    return task_json(await store.get_task(task_id))["results"][0]
 
 
 # -- through the app ----------------------------------------------------------
@@ -273,7 +274,7 @@ async def test_stop_cancels_a_download_and_gives_its_row_back(archive_settings, 
 async def test_status_says_when_the_folder_is_unusable(archive_settings, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the archive folder should be")
-    async with Store(archive_settings) as store:
+    async with open_store(archive_settings) as store:
         archiver = Archiver(replace(archive_settings, archive_dir=str(blocker)), store)
         status = await archiver.status()
     assert status["ok"] is False and "not writable" in status["reason"]

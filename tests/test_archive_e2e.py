@@ -18,7 +18,7 @@ import pytest
 from server.archive.download import TEMP_PREFIX, archive_path
 from server.ingest import receive
 from server.settings import Settings
-from server.store import Store
+from server.store import open_store
 
 from .archive_files import CHUNK, content, digest
 from .conftest import callback_path
@@ -118,7 +118,8 @@ def test_a_download_killed_midway_completes_after_a_restart(tmp_path):
                 task = httpx.get(f"{second.url}/tasks/{task_id}", headers=headers).json()
                 return task["results"][0].get("archived")
 
-            got = wait_until(archived, what="the resumed copy")
+            # The killed process's claim lapses (CLAIM_LEASE), then the new one copies.
+            got = wait_until(archived, timeout=60, what="the resumed copy")
             assert got["sha256"] == digest("killed.mp4")
             served = httpx.get(second.url + got["url"], headers=headers)
             assert served.content == content("killed.mp4")
@@ -133,7 +134,7 @@ def prepare_database(tmp_path: Path, urls: list[str]) -> list[str]:
     settings = Settings(database_url=f"sqlite:///{tmp_path}/taskhook.db", archive=False)
 
     async def fill() -> list[str]:
-        async with Store(settings) as store:
+        async with open_store(settings) as store:
             ids = []
             for url in urls:
                 task_id, body = video_callback(url)

@@ -15,7 +15,7 @@ from server.web.routes.dashboard import _result_view
 from server.web.routes.dashboard_auth import ago, http_url
 
 from .conftest import callback_path
-from .harness import API_TOKEN
+from .harness import API_TOKEN, edit_sqlite
 from .payloads import dumps, seedance, seedream
 
 
@@ -168,18 +168,17 @@ async def test_script_in_task_id_and_quarantine_body_is_escaped(client):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-async def test_stuck_lists_old_unfinished_tasks_with_next_check(client, app):
+async def test_stuck_lists_old_unfinished_tasks_with_next_check(client, settings):
     old, fresh = str(uuid.uuid4()), str(uuid.uuid4())
     await client.post("/tasks", json={"provider": "seedance", "task_id": old})
     await client.post("/tasks", json={"provider": "seedance", "task_id": fresh})
     done = str(uuid.uuid4())
     await client.post(callback_path("seedance"), content=dumps(seedance(done)))
-    store = app.state.taskhook.store
-    # Age one task by rewriting its registration time through the writer.
-    await store.writer.run(
-        lambda c: c.execute(
-            "UPDATE tasks SET created_at = created_at - 7200 WHERE task_id = ?", (old,)
-        )
+    # Age one task by rewriting its registration time in the database.
+    edit_sqlite(
+        settings.database_path,
+        "UPDATE tasks SET created_at = created_at - 7200 WHERE task_id = ?",
+        (old,),
     )
     html = (await client.get("/dashboard/stuck")).text
     assert old in html and fresh not in html and done not in html

@@ -18,7 +18,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.core.types import PROVIDERS
+from server.providers import NAMES as PROVIDERS
 from server.web.app import create_app
 
 from .conftest import callback_path, serve_app

@@ -11,15 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.core.ids import same_task
-from server.core.types import PROVIDERS, ErrorInfo, Observation, Status
+from server.core.types import ErrorInfo, Observation, Status
 from server.errors import NoTaskId, NotJSON, ParseError
-from server.providers.parse import (
-    MAX_TASK_ID_LENGTH,
-    PARSERS,
-    decode,
-    parse_body,
-    parse_payload,
-)
+from server.providers import NAMES as PROVIDERS
+from server.providers import get
+from server.providers.fields import MAX_TASK_ID_LENGTH
+from server.providers.parse import decode, parse_body, parse_payload
 
 from .fixtures import load, raw
 
@@ -376,8 +373,9 @@ def test_unknown_provider_is_a_value_error_not_a_parse_error() -> None:
     assert not isinstance(caught.value, ParseError)
 
 
-def test_one_parser_per_provider() -> None:
-    assert set(PARSERS) == set(PROVIDERS)
+def test_every_provider_is_registered_under_its_own_name() -> None:
+    assert PROVIDERS == ("seedream", "seedance", "dreamina", "seedance2")
+    assert all(get(name).name == name for name in PROVIDERS)
 
 
 # -- decoding -----------------------------------------------------------------------------

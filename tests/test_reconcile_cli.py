@@ -11,7 +11,7 @@ import pytest
 
 from scripts.fake_upstream import FakeConfig, running_fake
 from server.settings import Settings
-from server.store import Registration, Store
+from server.store import Registration, open_store
 
 from .harness import ROOT
 
@@ -31,12 +31,12 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 async def registered(db: str, tasks: list[dict]) -> None:
     settings = Settings(database_url=f"sqlite:///{db}", reconciler="off")
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         await store.register([Registration(t["provider"], t["task_id"]) for t in tasks])
 
 
 async def statuses(db: str) -> dict[str, str]:
-    async with Store(Settings(database_url=f"sqlite:///{db}")) as store:
+    async with open_store(Settings(database_url=f"sqlite:///{db}")) as store:
         records, _ = await store.list_tasks(limit=100)
     return {r.state.task_id: r.state.status.value for r in records}
 

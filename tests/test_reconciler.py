@@ -15,11 +15,12 @@ import pytest
 
 from server.core import schedule
 from server.ingest import receive
-from server.providers.upstream import AceDataClient, Seedance2Client
+from server.providers.acedata import AceDataClient
+from server.providers.seedance2 import Seedance2Client
 from server.reconcile.health import HealthBoard, PauseRules
 from server.reconcile.reconciler import run_pass
 from server.settings import Settings
-from server.store import Registration, Store
+from server.store import Registration, Store, open_store
 
 from . import payloads
 
@@ -93,7 +94,7 @@ def make_settings(tmp_path, **kw: Any) -> Settings:
 
 @pytest.fixture
 async def store(tmp_path):
-    async with Store(make_settings(tmp_path)) as s:
+    async with open_store(make_settings(tmp_path)) as s:
         yield s
 
 
@@ -167,7 +168,7 @@ async def test_one_batch_call_per_batch_size_and_answers_merged(store, fake_ace,
     assert done.state.status == "succeeded"
     assert done.state.results[0].url == f"https://cdn.test/{ids[0]}.mp4"
     assert done.last_source == "reconcile"
-    assert (await store.deliveries(ids[0]))[0]["source"] == "reconcile"
+    assert (await store.deliveries(ids[0]))[0].source == "reconcile"
 
 
 async def test_not_yet_advances_checks_and_pushes_next_check(store, run):
@@ -257,9 +258,9 @@ async def test_bad_answer_is_quarantined_not_raised(store, fake_ace, run):
     fake_ace.faults = [httpx.Response(200, text="<html>502 Bad Gateway</html>")]
     report = await run(providers=["seedance"])
     assert report.providers["seedance"].errors == {"bad_answer": 1}
-    kept = await store.list_quarantine()
-    assert kept[0]["reason"] == "bad_upstream_answer"
-    assert b"502 Bad Gateway" in bytes(kept[0]["body"])
+    kept, _ = await store.list_quarantine()
+    assert kept[0].reason == "bad_upstream_answer"
+    assert b"502 Bad Gateway" in kept[0].body
 
 
 async def test_expiry_after_max_age_and_a_later_callback_still_wins(store, run):

@@ -17,7 +17,7 @@ import pytest
 from scripts.fake_upstream import CallbackPolicy, FakeConfig, create_app, serving
 from scripts.fake_upstream_payloads import acedata_response, acedata_wrapper, seedance2_body
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
+from server.providers import NAMES as PROVIDERS
 from server.providers.parse import parse_payload
 
 from .harness import API_TOKEN, CALLBACK_SECRET, ROOT, ServerProcess, eventually

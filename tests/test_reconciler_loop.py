@@ -15,7 +15,7 @@ from server.reconcile.loop import (
     reconciler_status,
 )
 from server.reconcile.report import PassReport
-from server.store import Store
+from server.store import open_store
 
 from .conftest import serve_app
 from .harness import eventually
@@ -51,7 +51,7 @@ def settings(tmp_path):
 
 async def test_two_loops_on_one_database_never_pass_at_once(settings):
     counter = Instrumented()
-    async with Store(settings) as a, Store(settings) as b:
+    async with open_store(settings) as a, open_store(settings) as b:
         loops = [
             ReconcilerLoop(a, settings, {}, holder="a", lease_ttl=5, run=counter.for_loop("a")),
             ReconcilerLoop(b, settings, {}, holder="b", lease_ttl=5, run=counter.for_loop("b")),
@@ -68,7 +68,7 @@ async def test_two_loops_on_one_database_never_pass_at_once(settings):
 
 async def test_lease_lapses_when_the_holder_stops_renewing(settings):
     counter = Instrumented()
-    async with Store(settings) as a, Store(settings) as b:
+    async with open_store(settings) as a, open_store(settings) as b:
         crashed = ReconcilerLoop(
             a, settings, {}, holder="a", lease_ttl=0.3, run=counter.for_loop("a")
         )
@@ -84,7 +84,7 @@ async def test_lease_lapses_when_the_holder_stops_renewing(settings):
 
 
 async def test_status_ok_after_a_pass_and_stale_after_three_intervals(settings):
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         loop = ReconcilerLoop(store, settings, {}, holder="a", run=Instrumented().for_loop("a"))
         await loop.tick()
         status = await loop.status()
@@ -102,7 +102,7 @@ async def test_status_ok_after_a_pass_and_stale_after_three_intervals(settings):
 
 
 async def test_status_not_ok_while_a_token_is_rejected(settings):
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         await store.set_value(LAST_PASS_KEY, {"at": time.time()})
         await store.set_value(PROVIDERS_KEY, {"seedance2": {"state": "unauthorized"}})
         status = await reconciler_status(store, settings, time.time(), {"seedance2": object()})

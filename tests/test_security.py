@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from server.core.tokens import callback_token
-from server.core.types import PROVIDERS
+from server.providers import NAMES as PROVIDERS
 from server.web.openapi import build_schema
 
 from .conftest import callback_path

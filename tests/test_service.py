@@ -183,7 +183,7 @@ async def test_a_process_without_tokens_takes_no_lease_and_is_red_only_while_tas
         assert "no reconcile pass completed" in check["reason"]
         assert "ACEDATA_API_TOKEN" in check["reason"] and "has no provider token" in check["tokens"]
         assert check["last_pass_at"] is None
-        assert await store.take_lease("reconciler", "a-worker", 30) is True  # nobody held it
+        assert await store.take_lease("reconciler", "a-worker", 30) is not None  # nobody held it
 
         done = await client.post(callback_path("seedance"), content=dumps(seedance("t-1")))
         assert done.status_code == 200

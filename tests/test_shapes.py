@@ -34,7 +34,8 @@ import pytest
 from server import errors  # NoTaskId, UpstreamError
 from server import ingest as reading_path  # answer(): poll answer -> observation
 from server.providers import parse as parser  # parse_body(): the callback path
-from server.providers import upstream as clients  # AceDataClient, Seedance2Client
+from server.providers.acedata import AceDataClient  # the AceData tasks endpoint
+from server.providers.seedance2 import Seedance2Client  # the Seedance 2.0 task query
 
 SHAPES = Path(__file__).parent / "fixtures" / "shapes"
 EXPECTED: dict[str, Any] = json.loads((SHAPES / "expected.json").read_text())["fixtures"]
@@ -92,10 +93,10 @@ async def read_poll(
         got: dict[str, Any]
         try:
             if provider == "seedance2":
-                gateway = clients.Seedance2Client(S2_BASE, TOKEN, http)
+                gateway = Seedance2Client(S2_BASE, TOKEN, http)
                 got = dict(await gateway.retrieve_many(asked))
             else:
-                acedata = clients.AceDataClient(provider, BASE, TOKEN, http)
+                acedata = AceDataClient(provider, BASE, TOKEN, http)
                 if source == "retrieve_batch":
                     got = dict(await acedata.retrieve_batch(asked))
                 else:

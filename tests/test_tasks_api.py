@@ -7,6 +7,7 @@ import uuid
 from server.web.routes import ROUTES
 
 from .conftest import callback_path
+from .harness import edit_sqlite
 from .payloads import dumps, seedance, seedream
 
 
@@ -105,7 +106,7 @@ async def test_deliveries_oldest_first_with_bodies(client):
     assert (await client.get("/tasks/unknown/deliveries")).status_code == 404
 
 
-async def test_replay_merges_and_removes_from_quarantine(client, app):
+async def test_replay_merges_and_removes_from_quarantine(client, settings):
     # A body whose task id cannot be found is quarantined...
     body = dumps({"success": True, "data": [{"image_url": "https://cdn.example/a.jpg"}]})
     assert (await client.post(callback_path("seedream"), content=body)).status_code == 422
@@ -116,9 +117,8 @@ async def test_replay_merges_and_removes_from_quarantine(client, app):
 
     # ...and once the row is fixed (here: by hand, standing in for a parser fix), replay merges it.
     fixed = dumps(seedream("11111111-2222-3333-4444-555555555555"))
-    store = app.state.taskhook.store
-    await store.writer.run(
-        lambda c: c.execute("UPDATE quarantine SET body = ? WHERE id = ?", (fixed, item["id"]))
+    edit_sqlite(
+        settings.database_path, "UPDATE quarantine SET body = ? WHERE id = ?", (fixed, item["id"])
     )
     replayed = await client.post(f"/quarantine/{item['id']}/replay")
     assert replayed.status_code == 200 and replayed.json()["status"] == "succeeded"

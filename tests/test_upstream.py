@@ -14,19 +14,19 @@ import pytest
 
 from server import __version__
 from server.errors import UpstreamError
+from server.providers import build_clients
+from server.providers.acedata import AceDataClient
+from server.providers.base import Answer
+from server.providers.seedance2 import Seedance2Client
 from server.providers.upstream import (
-    AceDataClient,
-    Answer,
     BadAnswer,
     ConnectionFailed,
     NotImplementedAction,
     RateLimited,
     Rejected,
-    Seedance2Client,
     ServerError,
     UpstreamTimeout,
     UpstreamUnauthorized,
-    build_clients,
     default_http_client,
     parse_retry_after,
 )
@@ -391,14 +391,14 @@ async def test_batch_answer_of_the_wrong_shape_is_a_bad_answer(payload: Any) -> 
     raw = json.dumps(payload).encode()
     with pytest.raises(BadAnswer) as caught:
         await acedata(answering(200, content=raw)).retrieve_batch(["a"])
-    assert caught.value.body == json.dumps(payload).encode()
+    assert caught.value.content == json.dumps(payload).encode()
 
 
 async def test_bad_answer_keeps_a_bounded_copy_of_the_body() -> None:
     huge = b"x" * (200 * 1024)
     with pytest.raises(BadAnswer) as caught:
         await acedata(answering(200, content=huge)).retrieve("a")
-    assert caught.value.body == huge[: 64 * 1024]
+    assert caught.value.content == huge[: 64 * 1024]
 
 
 async def test_single_retrieve_of_a_non_object_is_a_bad_answer() -> None:

@@ -46,8 +46,9 @@ log = logging.getLogger("taskhook.archive")
 #: Bound on one whole copy (2 GiB at ~1.2 MB/s); a stalled read fails sooner (READ_TIMEOUT).
 FILE_TIMEOUT = 1800.0
 READ_TIMEOUT = 60.0
-#: A claim outlives the longest copy, so a live holder never loses its row.
-LEASE_MARGIN = 60.0
+#: Seconds a claim lasts unless renewed; the archiver renews its claims every third of
+#: it while it copies, so the rows of a process that died are taken over this soon.
+CLAIM_LEASE = 10.0
 #: How often the archiver looks for due retries and rows queued by other processes.
 POLL_INTERVAL = 5.0
 RETRY_FIRST = 30.0
@@ -63,25 +64,8 @@ def retry_delay(
 
 
 def holder_id() -> str:
-    """``host:pid:nonce``: unique per process, and says where to check it is alive."""
+    """``host:pid:nonce``: unique per process (and readable in the database)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def holder_is_dead(holder: str) -> bool:
-    """True only for a holder on this host whose process is gone (its claims can go)."""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host's process: its lease will lapse by itself
-    if int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def error_code(exc: DownloadError) -> str:
@@ -150,7 +134,8 @@ class Archiver:
         self.slots = settings.archive_concurrency
         self.poll_interval, self.file_timeout = poll_interval, file_timeout
         self.retry_first, self.retry_max = retry_first, retry_max
-        self.lease = file_timeout + LEASE_MARGIN
+        self.lease = CLAIM_LEASE
+        self._keeper: asyncio.Task[None] | None = None
         self._resolve, self._clock = resolve, clock
         self._http, self._own_http = http, http is None
         self._inflight: set[asyncio.Task[CopyOutcome]] = set()
@@ -177,30 +162,26 @@ class Archiver:
             )
 
     async def start(self) -> asyncio.Task[None]:
-        """Open, hand back the claims of dead local processes, then run in the background."""
+        """Open, then run in the background (claims of a dead process lapse into ours)."""
         await self.open(cleanup=True)
-        dead = [h for h in await self.store.archive_holders() if holder_is_dead(h)]
-        if dead:
-            released = await self.store.release_archives(dead)
-            log.info("archive resumes %d copy(ies) a stopped process had claimed", released)
-        self.store.archive_wakeup.set()  # look for work at once
+        self._keeper = asyncio.create_task(self._keep_claims(), name="archive claims")
         self._loop = asyncio.create_task(self._run(), name="archiver")
         return self._loop
 
     async def stop(self) -> None:
         """Cancel in-flight copies (their partial files go) and give their rows back."""
         self._stopping = True
-        self.store.archive_wakeup.set()
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        for task in (self._loop, self._keeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         inflight = list(self._inflight)
         for task in inflight:
             task.cancel()
         await asyncio.gather(*inflight, return_exceptions=True)
         try:
-            await self.store.release_archives([self.holder])
+            await self.store.release_archives(self.holder)
         except Exception:  # the store may be gone already; the lease lapses by itself
             log.warning("archive could not give back its claims; they lapse later", exc_info=True)
         await self.close()
@@ -231,16 +212,24 @@ class Archiver:
     # -- the background loop ------------------------------------------------
 
     async def _run(self) -> None:
-        wakeup = self.store.archive_wakeup
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_interval):
-                    await wakeup.wait()
-            wakeup.clear()
+            mark = self.store.work_mark("archive")  # before claiming: no signal is missed
             try:
                 await self._fill_slots()
             except Exception:  # a store hiccup must not end the loop; the next poll retries
                 log.exception("archive could not claim work")
+            await self.store.wait_for_work("archive", self.poll_interval, after=mark)
+
+    async def _keep_claims(self) -> None:
+        """Renew this process's claims while it lives, so only a dead holder's claims lapse."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            if self._loop is not None and not self._inflight:
+                continue  # the service copies nothing now: no claim to keep
+            try:
+                await self.store.renew_archive_claims(self.holder, self.lease)
+            except Exception:  # the next renewal retries; the claims last a while yet
+                log.warning("archive could not renew its claims", exc_info=True)
 
     async def _fill_slots(self) -> None:
         free = self.slots - len(self._inflight)
@@ -255,7 +244,7 @@ class Archiver:
         self._inflight.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("archive copy crashed", exc_info=task.exception())
-        self.store.archive_wakeup.set()  # a free slot: claim more
+        self.store.notify_work("archive")  # a free slot: claim more
 
     # -- one copy -----------------------------------------------------------
 
@@ -327,7 +316,13 @@ class Archiver:
                 if report is not None and (pending := report(outcome)) is not None:
                     await pending
 
-        await asyncio.gather(*(worker() for _ in range(self.slots)))
+        keeper = asyncio.create_task(self._keep_claims(), name="archive claims")
+        try:
+            await asyncio.gather(*(worker() for _ in range(self.slots)))
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         return summary
 
     # -- the folder ---------------------------------------------------------

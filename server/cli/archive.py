@@ -14,7 +14,7 @@ from server.archive.archiver import Archiver, CopyOutcome
 from server.archive.download import redact_url
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.settings import Settings
-from server.store import Store
+from server.store import open_store
 
 
 async def run(settings: Settings, *, retry_failed: bool = False, out: TextIO = sys.stdout) -> int:
@@ -34,7 +34,7 @@ async def run(settings: Settings, *, retry_failed: bool = False, out: TextIO = s
             then = "gave up" if outcome.final else "will retry"
             print(f"failed   {url} {outcome.error} ({then}): {outcome.message}", file=out)
 
-    async with Store(settings) as store:
+    async with open_store(settings) as store:
         archiver = Archiver(settings, store)
         try:
             await archiver.open(cleanup=False)

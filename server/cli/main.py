@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.cli import reconcile as reconcile_cli
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
 from server.errors import ConfigError
 from server.observe import logs
+from server.providers import NAMES
+from server.secrets import load_secrets
 from server.settings import Settings
-from server.store import Store
+from server.store import open_store
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="exit 0 when the database is reachable and writable")
     reconcile_cli.add_parser(commands)
     url = commands.add_parser("callback-url", help="print the callback_url to give a provider")
-    url.add_argument("provider", choices=PROVIDERS)
+    url.add_argument("provider", choices=NAMES)
     archive = commands.add_parser("archive", help="copy every result file still missing, now")
     archive.add_argument(
         "--retry-failed", action="store_true", help="also try again copies that failed for good"
@@ -55,7 +56,7 @@ def serve(settings: Settings) -> int:
 
 async def check(settings: Settings) -> int:
     try:
-        async with Store(settings) as store:
+        async with open_store(settings) as store:
             await store.check_writable()
     except Exception as exc:  # every failure is reported, not raised
         print(f"not ok: database {settings.database_path} is not writable: {exc}", file=sys.stderr)
@@ -65,8 +66,8 @@ async def check(settings: Settings) -> int:
 
 
 async def print_callback_url(settings: Settings, provider: str) -> int:
-    async with Store(settings) as store:
-        secrets = await store.secrets()
+    async with open_store(settings) as store:
+        secrets = await load_secrets(store, settings)
     if secrets.generated:
         from server.web.app import banner
 

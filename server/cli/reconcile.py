@@ -19,14 +19,14 @@ from collections.abc import Callable
 from typing import TextIO
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from server.core.types import PROVIDERS
-from server.providers.upstream import build_clients, default_http_client
+from server.providers import NAMES, Client, build_clients, token_settings
+from server.providers.upstream import default_http_client
 from server.reconcile.health import HealthBoard
 from server.reconcile.loop import ReconcilerLoop
-from server.reconcile.reconciler import TOKEN_VARIABLES, Client, run_pass
+from server.reconcile.reconciler import run_pass
 from server.reconcile.report import PassReport
 from server.settings import Settings
-from server.store import Store
+from server.store import Store, open_store
 
 log = logging.getLogger("taskhook.reconciler")
 
@@ -41,7 +41,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--provider",
         action="append",
-        choices=PROVIDERS,
+        choices=NAMES,
         help="only this provider (repeatable)",
     )
     p.add_argument(
@@ -59,13 +59,13 @@ def _usage_error(settings: Settings, wanted: list[str] | None, configured: set[s
     if wanted:
         missing = [p for p in wanted if p not in configured]
         if missing:
-            names = sorted({TOKEN_VARIABLES[p] for p in missing})
+            names = sorted(token_settings(missing))
             return (
                 f"no token for {', '.join(missing)}: set {' and '.join(names)} "
                 "(the reconciler cannot ask upstream without it)"
             )
     elif not configured:
-        return "no provider token is set: set ACEDATA_API_TOKEN and/or SEEDANCE2_API_KEY"
+        return f"no provider token is set: set {' and/or '.join(token_settings())}"
     return None
 
 
@@ -114,7 +114,7 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
         if error := _usage_error(settings, args.provider, set(clients)):
             print(f"reconcile: {error}", file=sys.stderr)
             return EXIT_USAGE
-        async with Store(settings) as store:
+        async with open_store(settings) as store:
             if args.loop:
                 return await _loop(store, settings, clients)
             task_ids, unknown = await _known(store, args.task_ids)
@@ -161,8 +161,8 @@ async def _idle(settings: Settings) -> int:
     stop = asyncio.Event()
     _on_stop_signal(stop.set)
     log.warning(
-        "reconciler loop idle: no provider token is set; set ACEDATA_API_TOKEN and/or "
-        "SEEDANCE2_API_KEY and restart this process"
+        "reconciler loop idle: no provider token is set; set %s and restart this process",
+        " and/or ".join(token_settings()),
     )
     await stop.wait()
     return EXIT_OK

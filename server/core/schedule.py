@@ -16,8 +16,8 @@ def backoff(checks: int, rng: random.Random | None = None) -> float:
     Doubles from FIRST_BACKOFF up to MAX_BACKOFF; "full jitter" on the upper
     half spreads tasks registered together so they do not poll in lockstep.
     """
-    base = min(MAX_BACKOFF, FIRST_BACKOFF * (2 ** max(0, checks - 1)))
-    r: float = (rng or random).random()
+    base = min(MAX_BACKOFF, FIRST_BACKOFF * 2.0 ** max(0, checks - 1))
+    r = (rng or random).random()
     return base / 2 + r * base / 2
 
 

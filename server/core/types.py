@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-PROVIDERS: tuple[str, ...] = ("seedream", "seedance", "dreamina", "seedance2")
-ACEDATA_PROVIDERS: tuple[str, ...] = ("seedream", "seedance", "dreamina")
-
 #: Where a raw delivery came from.
 Source = Literal["callback", "reconcile", "replay"]
 
@@ -157,8 +154,35 @@ def iso_time(ts: float | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class ArchiveOutcome:
+    """Where the archive copy of one result file stands, as the store records it.
+
+    ``status``: ``pending`` (queued or retrying), ``running`` (being copied),
+    ``done`` (copied: ``sha256``, ``bytes``, ``content_type``) or ``failed``
+    (for good). ``error``/``message``/``attempts`` keep the last failure, also
+    while a retry is pending.
+    """
+
+    status: str
+    sha256: str | None = None
+    bytes: int | None = None
+    content_type: str | None = None
+    error: str | None = None
+    message: str | None = None
+    attempts: int = 0
+
+    @property
+    def settled(self) -> bool:
+        """Copied, or failed for good: nothing more will happen to it by itself."""
+        return self.status in ("done", "failed")
+
+
+@dataclass(frozen=True)
 class TaskRecord:
-    """A task as stored: its merged state plus the store's bookkeeping."""
+    """A task as stored: its merged state plus the store's bookkeeping.
+
+    ``server.core.render.task_json`` turns it into the API's JSON.
+    """
 
     state: TaskState
     metadata: Mapping[str, Any]
@@ -169,36 +193,6 @@ class TaskRecord:
     checks: int = 0
     next_check_at: float | None = None
     last_source: str | None = None
-    seq: int = 0
-    #: Archive outcome per result URL: {"archived": {...}} or {"archive_error": "..."}.
-    archives: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        s = self.state
-        results = []
-        for result in s.results:
-            item = result.to_json()
-            item.update(self.archives.get(result.url, {}))
-            results.append(item)
-        body: dict[str, Any] = {
-            "task_id": s.task_id,
-            "provider": s.provider,
-            "status": s.status.value,
-            "upstream_status": s.upstream_status,
-            "trace_id": s.trace_id,
-            "results": results,
-            "error": s.error.to_json() if s.error else None,
-            "metadata": dict(self.metadata),
-            "created_at": iso_time(self.created_at),
-            "updated_at": iso_time(self.updated_at),
-            "completed_at": iso_time(self.completed_at),
-            "deliveries": self.deliveries,
-            "checks": self.checks,
-            "next_check_at": iso_time(self.next_check_at),
-            "last_source": self.last_source,
-        }
-        if s.conflicts:
-            body["conflicts"] = [c.to_json() for c in s.conflicts]
-        if s.upstream:
-            body["upstream"] = dict(s.upstream)
-        return body
+    #: The archive copy per result URL, for the results that have an outcome to show
+    #: (copied, or a failed attempt); a result still waiting for its first try is absent.
+    archives: Mapping[str, ArchiveOutcome] = field(default_factory=dict)

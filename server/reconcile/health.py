@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.core.types import PROVIDERS, iso_time
+from server.core.types import iso_time
+from server.providers import NAMES
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class HealthBoard:
 
     def __init__(self, rules: PauseRules | None = None) -> None:
         self.rules = rules or PauseRules()
-        self.providers = {p: ProviderHealth(p, self.rules) for p in PROVIDERS}
+        self.providers = {p: ProviderHealth(p, self.rules) for p in NAMES}
 
     def __getitem__(self, provider: str) -> ProviderHealth:
         return self.providers[provider]

@@ -21,10 +21,11 @@ from typing import Any
 
 import httpx
 
-from server.core.types import PROVIDERS, iso_time
-from server.providers.upstream import build_clients, default_http_client
+from server.core.types import iso_time
+from server.providers import NAMES, Client, build_clients, token_settings
+from server.providers.upstream import default_http_client
 from server.reconcile.health import HealthBoard, PauseRules
-from server.reconcile.reconciler import Client, run_pass
+from server.reconcile.reconciler import run_pass
 from server.reconcile.report import PassReport
 from server.settings import Settings
 from server.store import Store
@@ -71,6 +72,7 @@ class ReconcilerLoop:
         self.started_at = time.time()
         self.passes = 0
         self.holding = False
+        self.term: int | None = None
 
     async def _default_pass(self) -> PassReport:
         return await run_pass(self.store, self.clients, self.settings, health=self.health)
@@ -118,7 +120,8 @@ class ReconcilerLoop:
 
     async def tick(self) -> PassReport | None:
         """Take or renew the lease; run one pass if we hold it."""
-        self.holding = await self.store.take_lease(LEASE_NAME, self.holder, self.lease_ttl)
+        self.term = await self.store.take_lease(LEASE_NAME, self.holder, self.lease_ttl)
+        self.holding = self.term is not None
         if not self.holding:
             return None
         renewer = asyncio.create_task(self._renew())
@@ -136,7 +139,8 @@ class ReconcilerLoop:
         """Keep the lease while a long pass runs (slow upstream, many tasks)."""
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
-            if not await self.store.take_lease(LEASE_NAME, self.holder, self.lease_ttl):
+            assert self.term is not None
+            if not await self.store.renew_lease(LEASE_NAME, self.holder, self.term, self.lease_ttl):
                 log.error("reconciler lease lost to another holder during a pass")
                 return
 
@@ -161,7 +165,7 @@ async def reconciler_status(
     last = await store.get_value(LAST_PASS_KEY)
     providers: dict[str, Any] = await store.get_value(PROVIDERS_KEY) or {}
     unfinished, oldest = await store.unfinished_summary()
-    for provider in PROVIDERS:
+    for provider in NAMES:
         if provider not in clients:
             providers[provider] = {"state": "skipped", "reason": "no token configured"}
     body: dict[str, Any] = {
@@ -202,7 +206,7 @@ class ReconcilerOff:
 
 
 NO_TOKEN = (
-    "this process has no provider token (set ACEDATA_API_TOKEN and/or SEEDANCE2_API_KEY), "
+    f"this process has no provider token (set {' and/or '.join(token_settings())}), "
     "so it runs no passes and leaves the lease to a process that has one"
 )
 

@@ -17,24 +17,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from server.core import schedule
 from server.core.decide import decide
 from server.core.ids import task_key
 from server.core.merge import expired
-from server.core.types import PROVIDERS, TaskRecord
-from server.errors import UpstreamError, worst
+from server.core.types import TaskRecord
+from server.errors import UpstreamError
 from server.ingest import answer
 from server.observe import metrics
+from server.providers import NAMES, get
+from server.providers.base import Answer, Client, Fetch
 from server.providers.upstream import (
-    AceDataClient,
-    Answer,
     BadAnswer,
     ConnectionFailed,
     RateLimited,
-    Seedance2Client,
     UpstreamUnauthorized,
 )
 from server.reconcile.health import HealthBoard, ProviderHealth
@@ -48,15 +47,8 @@ log = logging.getLogger("taskhook.reconciler")
 TASKS_PER_PROVIDER_PASS = 1000
 #: How far ahead of its schedule a task may be asked to fill an AceData batch.
 BATCH_LOOKAHEAD = schedule.FIRST_BACKOFF
-TOKEN_VARIABLES = {
-    "seedream": "ACEDATA_API_TOKEN",
-    "seedance": "ACEDATA_API_TOKEN",
-    "dreamina": "ACEDATA_API_TOKEN",
-    "seedance2": "SEEDANCE2_API_KEY",
-}
 
 FINAL = ("succeeded", "failed", "expired")
-Client = AceDataClient | Seedance2Client
 #: ``progress(provider, checked, total)`` after each upstream call.
 Progress = Callable[[str, int, int], None]
 
@@ -91,7 +83,7 @@ async def run_pass(
     ctx = _Context(store, settings, now, dry_run, progress)
     started = time.perf_counter()
     jobs = []
-    for provider in providers or PROVIDERS:
+    for provider in providers or NAMES:
         prep = ProviderReport(provider)
         report.providers[provider] = prep
         jobs.append(
@@ -127,7 +119,8 @@ async def _provider_pass(
         ignore_schedule=ignore_schedule,
     )
     size = ctx.settings.reconcile_batch_size
-    if due and isinstance(client, AceDataClient) and not ignore_schedule and len(due) % size:
+    provider = get(rep.provider)
+    if due and provider.poll == "batch" and not ignore_schedule and len(due) % size:
         # A batch costs one call whatever its size: fill it with tasks due soon anyway.
         full = -(-len(due) // size) * size
         soon = await ctx.store.due_tasks(
@@ -136,7 +129,7 @@ async def _provider_pass(
         due = _fill(due, soon)
     rep.due = len(due)
     if client is None:
-        rep.skipped = f"no token; set {TOKEN_VARIABLES[rep.provider]}"
+        rep.skipped = f"no token; set {' and '.join(provider.token_settings)}"
     elif not health.may_call(ctx.now):
         rep.skipped = f"paused ({health.trouble}): {health.reason}"
     # Tasks past the age limit expire on time even if their next check is later.
@@ -154,10 +147,7 @@ async def _provider_pass(
     for start in range(0, len(due), size):
         chunk = due[start : start + size]
         ids = [t.task_id for t in chunk]
-        if isinstance(client, AceDataClient):
-            answers, error = await _ask_acedata(client, rep, ids)
-        else:
-            answers, error = await _ask_seedance2(client, rep, ids)
+        answers, error = await _ask(client, rep, ids)
         if error is None:
             health.succeeded(ctx.now)
         else:
@@ -190,44 +180,22 @@ def _too_old(ctx: _Context, task: DueTask) -> bool:
     return ctx.now - task.created_at >= ctx.settings.reconcile_max_age
 
 
-Asked = tuple[dict[str, Answer | None], UpstreamError | None]
+Asked = tuple[Mapping[str, Answer | None], UpstreamError | None]
 
 
-async def _ask_acedata(client: AceDataClient, rep: ProviderReport, ids: list[str]) -> Asked:
-    """One ``retrieve_batch`` call (the client falls back to single calls by itself)."""
-    rep.calls += 1
-    try:
-        answers = await client.retrieve_batch(ids)
-    except UpstreamError as exc:
-        metrics.UPSTREAM_CALLS.labels(rep.provider, error_kind(exc)).inc()
-        return {}, exc
-    outcome = "ok" if any(a is not None for a in answers.values()) else "not_yet"
-    metrics.UPSTREAM_CALLS.labels(rep.provider, outcome).inc()
-    return answers, None
-
-
-async def _ask_seedance2(client: Seedance2Client, rep: ProviderReport, ids: list[str]) -> Asked:
-    """Single calls with bounded concurrency; answers that came are kept even if some failed."""
-    fetched = await client.retrieve_many(ids)
-    errors: list[UpstreamError] = []
-    for got in fetched.values():
-        if isinstance(got, UpstreamError):
-            if any(got is e for e in errors):
-                continue  # ids not sent after a 401/429 carry the error of the call that stopped
-            errors.append(got)
-            label = error_kind(got)
-        else:
-            label = "ok" if got is not None else "not_yet"
-        rep.calls += 1
-        metrics.UPSTREAM_CALLS.labels(rep.provider, label).inc()
-    answered = {k: v for k, v in fetched.items() if not isinstance(v, UpstreamError)}
-    return answered, (worst(errors) if errors else None)
+async def _ask(client: Client, rep: ProviderReport, ids: list[str]) -> Asked:
+    """One ``fetch``: its calls counted (report and metrics), its answers and worst error."""
+    fetched: Fetch = await client.fetch(ids)
+    rep.calls += len(fetched.calls)
+    for outcome in fetched.calls:
+        metrics.UPSTREAM_CALLS.labels(rep.provider, outcome).inc()
+    return fetched.answers, fetched.error
 
 
 async def _keep_bad_answer(store: Store, provider: str, exc: BadAnswer) -> None:
     """An answer we cannot read is kept in quarantine, so nothing upstream said is lost."""
     try:
-        await store.quarantine(provider, exc.body, {}, "bad_upstream_answer", exc.detail)
+        await store.quarantine(provider, exc.content, {}, "bad_upstream_answer", exc.detail)
     except Exception:  # keeping it is best effort; the pass goes on
         log.exception("could not quarantine a bad answer provider=%s", provider)
 

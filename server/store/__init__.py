@@ -1,27 +1,63 @@
 """The store: every byte taskhook keeps goes through here.
 
+``server.store.base`` states the contract (``Store``) and its records;
+``open_store(settings)`` picks the backend from ``DATABASE_URL``'s scheme.
 ``server.store.sqlite`` is the embedded backend (one writer thread, group
-commit, WAL readers).
+commit, WAL readers); ``server.store.postgres`` is the one several replicas
+share (a pool per process, group commit, row locks, LISTEN/NOTIFY); nothing
+outside this package imports them.
 """
 
-from server.store.sqlite.store import (
+from __future__ import annotations
+
+from server.errors import ConfigError
+from server.settings import Settings
+from server.store.base import (
     ArchiveJob,
+    Delivery,
     DueTask,
+    Event,
     Incoming,
     IngestOutcome,
+    QuarantineItem,
     Registration,
-    Secrets,
     Store,
-    StoreClosed,
+    WorkKind,
 )
 
 __all__ = [
     "ArchiveJob",
+    "Delivery",
     "DueTask",
+    "Event",
     "Incoming",
     "IngestOutcome",
+    "QuarantineItem",
     "Registration",
-    "Secrets",
     "Store",
-    "StoreClosed",
+    "WorkKind",
+    "open_store",
 ]
+
+
+def open_store(settings: Settings) -> Store:
+    """The store for ``settings.database_url``, not opened yet.
+
+    Open it with ``async with open_store(settings) as store:`` (or ``await
+    store.open()`` / ``await store.close()``). ``sqlite:///…`` is the embedded
+    backend; ``postgresql://…`` (or ``postgres://…``) the PostgreSQL one.
+    """
+    url = settings.database_url
+    scheme = url.partition(":")[0].lower()
+    if scheme == "sqlite":
+        from server.store.sqlite.store import SQLiteStore
+
+        return SQLiteStore(settings)
+    if scheme in ("postgresql", "postgres"):
+        from server.store.postgres.store import PostgresStore
+
+        return PostgresStore(settings)
+    raise ConfigError(
+        f"DATABASE_URL has the scheme {scheme!r}, which taskhook does not know; "
+        "use sqlite:///relative/path.db or sqlite:////absolute/path.db."
+    )

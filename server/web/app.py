@@ -13,13 +13,14 @@ from starlette.responses import JSONResponse
 
 from server.archive.archiver import Archiver
 from server.core.tokens import callback_url
-from server.core.types import PROVIDERS
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
-from server.observe import logs, metrics
+from server.observe import logs
+from server.providers import PROVIDERS
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
+from server.secrets import Secrets, load_secrets
 from server.service import Service
 from server.settings import Settings
-from server.store import Secrets, Store
+from server.store import Store, open_store
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
@@ -82,10 +83,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         logs.configure(settings.log_format)
-        store = Store(settings, on_commit=metrics.observe_commit)
+        store = open_store(settings)
         await store.open()
         try:
-            secrets = await store.secrets()
+            secrets = await load_secrets(store, settings)
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from server.secrets import Secrets
 from server.service import Services
 from server.settings import Settings
-from server.store import Secrets, Store
+from server.store import Store
 
 
 @dataclass

@@ -69,7 +69,6 @@ def records(draw: st.DrawFn) -> TaskRecord | None:
         checks=draw(st.integers(0, 5)),
         next_check_at=None if state.is_final else created + draw(st.floats(0, 600)),
         last_source=draw(st.sampled_from([None, "callback", "reconcile"])),
-        seq=7,
     )
 
 
@@ -88,7 +87,7 @@ def decided(current: TaskRecord | None, item: Incoming, repeat: bool, archive: b
     )
 
 
-@settings(max_examples=400)
+@settings(max_examples=150)
 @given(records(), items(), st.booleans(), st.booleans())
 def test_status_never_moves_back_and_events_follow_the_status(
     current: TaskRecord | None, item: Incoming, repeat: bool, archive: bool
@@ -109,7 +108,7 @@ def test_status_never_moves_back_and_events_follow_the_status(
         assert d.events == () and d.record.state == (current.state if current else d.record.state)
 
 
-@settings(max_examples=400)
+@settings(max_examples=150)
 @given(records(), items(), st.booleans(), st.booleans())
 def test_bookkeeping_follows_the_item(
     current: TaskRecord | None, item: Incoming, repeat: bool, archive: bool
@@ -138,7 +137,6 @@ def test_bookkeeping_follows_the_item(
     else:
         assert r.created_at == current.created_at and r.metadata == current.metadata
         assert r.updated_at == (NOW if d.changed else current.updated_at)
-        assert r.seq == current.seq
     if d.became_final:
         assert r.completed_at == NOW
     else:
@@ -151,7 +149,7 @@ def test_bookkeeping_follows_the_item(
         assert not d.changed
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(records(), items(), st.booleans(), st.booleans())
 def test_archive_urls_only_for_a_success_that_changed(
     current: TaskRecord | None, item: Incoming, repeat: bool, archive: bool
@@ -164,7 +162,7 @@ def test_archive_urls_only_for_a_success_that_changed(
         assert d.archive_urls == ()
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(records(), items(provider="seedream"), st.booleans(), st.booleans())
 def test_a_task_held_under_another_provider_is_not_touched(
     current: TaskRecord | None, item: Incoming, repeat: bool, archive: bool
@@ -178,7 +176,7 @@ def test_a_task_held_under_another_provider_is_not_touched(
     assert d.events == () and d.archive_urls == ()
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(records(), items(), st.booleans(), st.booleans())
 def test_the_same_inputs_give_the_same_decision(
     current: TaskRecord | None, item: Incoming, repeat: bool, archive: bool

@@ -112,12 +112,36 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX tasks_due_provider ON tasks(provider, next_check_at)"
         " WHERE next_check_at IS NOT NULL",
     ],
+    # 4: the outbox and lease terms. An event's seq is taken from event_counter,
+    # whose row stays locked until the writing transaction commits, so seqs are
+    # handed out in commit order (a plain sequence is not: a transaction holding a
+    # lower value can commit after a reader moved past a higher one).
+    [
+        """CREATE TABLE events (
+            seq bigint PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            type text NOT NULL,
+            task_key text NOT NULL,
+            provider text NOT NULL,
+            created_at double precision NOT NULL,
+            body text NOT NULL
+        )""",
+        "CREATE INDEX events_created ON events(created_at)",
+        "CREATE INDEX events_task ON events(task_key, seq)",
+        """CREATE TABLE event_counter (
+            only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+            seq bigint NOT NULL
+        )""",
+        "INSERT INTO event_counter (only_row, seq) VALUES (true, 0)",
+        "ALTER TABLE leases ADD COLUMN term bigint NOT NULL DEFAULT 0",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-#: Tables only the PostgreSQL backend has (its bookkeeping; nothing to copy between backends).
-POSTGRES_ONLY_TABLES = ("taskhook_schema",)
+#: Tables only the PostgreSQL backend has: its schema version and the event counter (whose
+#: value ``copy-db`` carries over as the events' high-water mark).
+POSTGRES_ONLY_TABLES = ("taskhook_schema", "event_counter")
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS taskhook_schema (version integer NOT NULL)"
 

@@ -8,21 +8,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from server.archive.download import url_expiry
 from server.core.codec import state_from_dict
+from server.core.decide import ARCHIVED
 from server.core.types import Status
-
-
-@dataclass(frozen=True)
-class ArchiveJob:
-    """One result file to copy, as claimed by an archiver."""
-
-    task_key: str
-    url: str
-    attempts: int  # failed attempts so far
-    expires_at: float
+from server.store.base import ArchiveJob
+from server.store.sqlite.events import add_events
+from server.store.sqlite.rows import TASK_COLUMNS, task_record
 
 
 def enqueue_archives(conn: sqlite3.Connection, key: str, urls: Sequence[str], now: float) -> int:
@@ -96,13 +89,15 @@ def finish_archive(
     size: int,
     content_type: str,
     now: float,
-) -> None:
-    conn.execute(
+) -> tuple[str, ...]:
+    """Record a copy while ``holder`` holds the claim; the ``task.archived`` event ids."""
+    updated = conn.execute(
         "UPDATE archives SET status = 'done', sha256 = ?, bytes = ?, content_type = ?,"
         " error = NULL, message = NULL, claimed_by = NULL, claimed_until = NULL,"
         " updated_at = ? WHERE task_key = ? AND url = ? AND claimed_by = ?",
         (sha256, size, content_type, now, job.task_key, job.url, holder),
-    )
+    ).rowcount
+    return _archived_event(conn, job.task_key, now) if updated else ()
 
 
 def fail_archive(
@@ -113,9 +108,12 @@ def fail_archive(
     message: str,
     now: float,
     retry_at: float | None,
-) -> None:
-    """Record a failed attempt: pending again at ``retry_at``, or failed for good (None)."""
-    conn.execute(
+) -> tuple[str, ...]:
+    """Record a failed attempt: pending again at ``retry_at``, or failed for good (None).
+
+    Returns the ids of the ``task.archived`` event a final failure may settle.
+    """
+    updated = conn.execute(
         "UPDATE archives SET status = ?, error = ?, message = ?, attempts = attempts + 1,"
         " next_attempt_at = COALESCE(?, next_attempt_at), claimed_by = NULL,"
         " claimed_until = NULL, updated_at = ? WHERE task_key = ? AND url = ? AND claimed_by = ?",
@@ -129,7 +127,24 @@ def fail_archive(
             job.url,
             holder,
         ),
-    )
+    ).rowcount
+    if not updated or retry_at is not None:
+        return ()
+    return _archived_event(conn, job.task_key, now)
+
+
+def _archived_event(conn: sqlite3.Connection, key: str, now: float) -> tuple[str, ...]:
+    """``task.archived`` once every copy of the task is done or failed for good."""
+    unsettled = conn.execute(
+        "SELECT count(*) FROM archives WHERE task_key = ? AND status NOT IN ('done', 'failed')",
+        (key,),
+    ).fetchone()[0]
+    if unsettled:
+        return ()
+    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        return ()
+    return add_events(conn, key, task_record(row), [ARCHIVED], now)
 
 
 def reschedule_archives(conn: sqlite3.Connection, now: float, include_failed: bool) -> int:
@@ -142,13 +157,18 @@ def reschedule_archives(conn: sqlite3.Connection, now: float, include_failed: bo
     ).rowcount
 
 
-def release_archives(conn: sqlite3.Connection, holders: Sequence[str], now: float) -> int:
-    """Give back the rows ``holders`` are running (shutdown, or a holder known dead)."""
-    released = 0
-    for holder in holders:
-        released += conn.execute(
-            "UPDATE archives SET status = 'pending', claimed_by = NULL, claimed_until = NULL,"
-            " next_attempt_at = ?, updated_at = ? WHERE status = 'running' AND claimed_by = ?",
-            (now, now, holder),
-        ).rowcount
-    return released
+def release_archives(conn: sqlite3.Connection, holder: str, now: float) -> int:
+    """Give back the rows ``holder`` is running (on shutdown): due again at once."""
+    return conn.execute(
+        "UPDATE archives SET status = 'pending', claimed_by = NULL, claimed_until = NULL,"
+        " next_attempt_at = ?, updated_at = ? WHERE status = 'running' AND claimed_by = ?",
+        (now, now, holder),
+    ).rowcount
+
+
+def renew_claims(conn: sqlite3.Connection, holder: str, lease: float, now: float) -> int:
+    """Extend every claim ``holder`` has to ``now + lease``; how many."""
+    return conn.execute(
+        "UPDATE archives SET claimed_until = ? WHERE status = 'running' AND claimed_by = ?",
+        (now + lease, holder),
+    ).rowcount

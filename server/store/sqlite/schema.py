@@ -103,6 +103,23 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX tasks_due_provider ON tasks(provider, next_check_at)"
         " WHERE next_check_at IS NOT NULL",
     ],
+    # 4: the outbox (events written in the transaction of their change, read in
+    # commit order: one writer, so seq order is commit order; AUTOINCREMENT so a
+    # seq is never reused after pruning and a cursor never skips), and lease terms.
+    [
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            task_key TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            body TEXT NOT NULL
+        )""",
+        "CREATE INDEX events_created ON events(created_at)",
+        "CREATE INDEX events_task ON events(task_key, seq)",
+        "ALTER TABLE leases ADD COLUMN term INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

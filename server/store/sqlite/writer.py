@@ -5,45 +5,71 @@ the writer thread. Callers await the commit, so an HTTP 200 goes out only
 after its data is on disk.
 
 Why a thread of our own rather than aiosqlite's per-statement calls: a
-callback needs four statements (read the task, insert the delivery, merge,
-update the task). Sent one by one through aiosqlite, each costs a round trip
-between the event loop and the connection thread. Here the writer drains
-every job waiting in its queue, runs them all in one ``BEGIN IMMEDIATE``
-transaction (each inside a savepoint, so one failing job does not spoil its
-neighbours) and pays for one commit and one fsync per group. Under load the
-group grows by itself: while one commit is on disk, the next requests queue.
+callback needs several statements (read the task, insert the delivery, update
+the task, write its events). Sent one by one through aiosqlite, each costs a
+round trip between the event loop and the connection thread. Here the writer
+drains every job waiting in its queue, runs them all in one ``BEGIN
+IMMEDIATE`` transaction (each inside a savepoint, so one failing job does not
+spoil its neighbours) and pays for one commit and one fsync per group. Under
+load the group grows by itself: while one commit is on disk, the next
+requests queue.
+
+Bounds and failure (what callers can rely on):
+
+- The queue holds at most ``MAX_QUEUED_JOBS`` jobs and ``MAX_QUEUED_BYTES``
+  bytes of bodies; past either, ``run`` raises ``Overloaded`` at once (one
+  job is always admitted into an empty queue, however large).
+- A thread that dies of anything (any ``BaseException``) fails the jobs it
+  held and every later ``run`` at once with ``StoreUnavailable``; ``dead``
+  says why, and one log line says it too.
+- A full disk (``SQLITE_FULL``, ``ENOSPC``) fails the group's jobs with
+  ``StorageFull``, logged once a minute at most, without a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from server.errors import StoreClosed
+from server.errors import Overloaded, StorageFull, StoreClosed, StoreUnavailable
 
 log = logging.getLogger("taskhook.writer")
 
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], T]
+#: What kinds of work a job's committed value made (for ``wait_for_work``).
+SignalFn = Callable[[T], Iterable[str]]
 
 #: The most jobs one transaction takes; bounds the latency a large group adds.
 MAX_GROUP = 512
+#: The most jobs waiting for the writer; past it writes are refused (503 overloaded).
+MAX_QUEUED_JOBS = 10_000
+#: The most body bytes waiting for the writer; past it writes are refused.
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+#: Seconds a refused writer asks callers to wait (``Retry-After``).
+OVERLOADED_RETRY_AFTER = 1
+STORAGE_FULL_RETRY_AFTER = 60
+#: At most one "disk full" log line per this many seconds.
+FULL_LOG_INTERVAL = 60.0
 
 
 @dataclass
-class _Job:
-    fn: WriteFn
-    future: asyncio.Future
+class _Job(Generic[T]):
+    fn: WriteFn[T]
+    future: asyncio.Future[T]
     loop: asyncio.AbstractEventLoop
+    size: int
+    signal: SignalFn[T] | None
 
 
 _STOP = object()
@@ -64,6 +90,14 @@ def connect(path: Path, *, synchronous: str = "full", readonly: bool = False) ->
     return conn
 
 
+def storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the database's size limit) is full."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
 class Writer:
     """Serialises every write of one database through one thread."""
 
@@ -73,30 +107,64 @@ class Writer:
         *,
         synchronous: str = "full",
         on_commit: Callable[[int, float], None] | None = None,
+        on_signal: Callable[[set[str]], None] | None = None,
+        max_jobs: int = MAX_QUEUED_JOBS,
+        max_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.on_commit = on_commit  # (group size, seconds in the transaction) for metrics
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.on_signal = on_signal  # kinds of work a commit made, called on the writer thread
+        self.max_jobs, self.max_bytes = max_jobs, max_bytes
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._queued_jobs = 0
+        self._queued_bytes = 0
+        #: Why the writer thread died (None while it lives).
+        self.dead: str | None = None
+        self._full_logged_at = -FULL_LOG_INTERVAL
 
     def start(self) -> None:
         """Open the connection (in the caller's thread, so errors surface here)."""
         if self._thread is not None:
             return
         self._conn = connect(self.path, synchronous=self.synchronous)
-        self._thread = threading.Thread(target=self._run, name="taskhook-writer", daemon=True)
+        self._thread = threading.Thread(target=self._main, name="taskhook-writer", daemon=True)
         self._thread.start()
 
-    async def run(self, fn: WriteFn[T]) -> T:
-        """Run ``fn(conn)`` in a write transaction; return its value once committed."""
+    @property
+    def queued(self) -> tuple[int, int]:
+        """(jobs, body bytes) waiting for the writer now."""
+        return self._queued_jobs, self._queued_bytes
+
+    async def run(self, fn: WriteFn[T], *, size: int = 0, signal: SignalFn[T] | None = None) -> T:
+        """Run ``fn(conn)`` in a write transaction; return its value once committed.
+
+        ``size``: the body bytes the job carries (for the queue's byte bound).
+        ``signal(value)``: the kinds of work the committed value made.
+        """
         if self._closed or self._thread is None:
             raise StoreClosed("the store is closed (or was never opened); no write was made")
+        if self.dead is not None:
+            raise StoreUnavailable(f"the database writer stopped ({self.dead}); no write was made")
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put(_Job(fn, future, loop))
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            jobs, held = self._queued_jobs, self._queued_bytes
+            if jobs and (jobs >= self.max_jobs or held + size > self.max_bytes):
+                raise Overloaded(
+                    f"{jobs} writes ({held} bytes) are waiting for the database; "
+                    f"retry in {OVERLOADED_RETRY_AFTER}s",
+                    headers={"Retry-After": str(OVERLOADED_RETRY_AFTER)},
+                )
+            self._queued_jobs += 1
+            self._queued_bytes += size
+        self._queue.put(_Job(fn, future, loop, size, signal))
+        if self.dead is not None:  # died meanwhile: its drain may have missed this job
+            self._fail_queued()
         return await future
 
     async def close(self) -> None:
@@ -110,16 +178,18 @@ class Writer:
 
     # -- the writer thread --------------------------------------------------
 
-    def _run(self) -> None:
+    def _main(self) -> None:
         assert self._conn is not None
         conn = self._conn
-        stopping = False
+        group: list[_Job[Any]] = []
         try:
+            stopping = False
             while not stopping:
+                group = []
                 first = self._queue.get()
                 if first is _STOP:
                     break
-                group = [first]
+                group.append(first)
                 while len(group) < MAX_GROUP:
                     try:
                         job = self._queue.get_nowait()
@@ -130,12 +200,36 @@ class Writer:
                         break
                     group.append(job)
                 self._commit_group(conn, group)
+                group = []
+        except BaseException as exc:  # the thread is dying: say why, fail everything fast
+            self.dead = f"{type(exc).__name__}: {exc}"
+            log.critical("database writer stopped: %s; every write now fails", self.dead)
+            with contextlib.suppress(BaseException):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            failure = StoreUnavailable(f"the database writer stopped ({self.dead})")
+            self._settle([(job, None, failure) for job in group])
+            self._fail_queued()
         finally:
-            conn.close()
+            with contextlib.suppress(BaseException):
+                conn.close()
 
-    def _commit_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
+    def _fail_queued(self) -> None:
+        failure = StoreUnavailable(f"the database writer stopped ({self.dead})")
+        failed: list[tuple[_Job[Any], Any, BaseException | None]] = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                failed.append((job, None, failure))
+        self._settle(failed)
+
+    def _commit_group(self, conn: sqlite3.Connection, group: list[_Job[Any]]) -> None:
         started = time.perf_counter()
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        outcomes: list[tuple[_Job[Any], Any, BaseException | None]] = []
+        kinds: set[str] = set()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in group:
@@ -143,21 +237,50 @@ class Writer:
                 try:
                     value = job.fn(conn)
                 except Exception as exc:  # a failing job must not spoil its neighbours
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled the whole group back (full disk, I/O error)
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    outcomes.append((job, None, exc))
+                    outcomes.append((job, None, self._translate(exc)))
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((job, value, None))
             conn.execute("COMMIT")
         except Exception as exc:
-            log.error("write transaction failed: %s", exc)
+            failure = self._translate(exc)
+            if not isinstance(failure, StorageFull):
+                log.error("write transaction failed: %s", exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            outcomes = [(job, None, exc) for job in group]
+            outcomes = [(job, None, failure) for job in group]
+        else:
+            for job, value, error in outcomes:
+                if error is None and job.signal is not None:
+                    kinds.update(job.signal(value))
         if self.on_commit is not None:
             self.on_commit(len(group), time.perf_counter() - started)
-        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        if kinds and self.on_signal is not None:
+            self.on_signal(kinds)
+        self._settle(outcomes)
+
+    def _translate(self, exc: Exception) -> BaseException:
+        """A full disk becomes ``StorageFull`` (one log line a minute); the rest as raised."""
+        if not storage_full(exc):
+            return exc
+        now = time.monotonic()
+        if now - self._full_logged_at >= FULL_LOG_INTERVAL:
+            self._full_logged_at = now
+            log.error("database disk is full (%s); writes answer 503 until space is freed", exc)
+        return StorageFull(
+            "the disk under the database is full; nothing was written, retry later",
+            headers={"Retry-After": str(STORAGE_FULL_RETRY_AFTER)},
+        )
+
+    def _settle(self, outcomes: list[tuple[_Job[Any], Any, BaseException | None]]) -> None:
+        with self._lock:
+            self._queued_jobs -= len(outcomes)
+            self._queued_bytes -= sum(job.size for job, _, _ in outcomes)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
         for job, value, exc in outcomes:
             by_loop.setdefault(job.loop, []).append((job.future, value, exc))
         for loop, settled in by_loop.items():
@@ -167,7 +290,7 @@ class Writer:
                 loop.call_soon_threadsafe(_settle, settled)
 
 
-def _settle(settled: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, value, exc in settled:
         if future.cancelled():
             continue

@@ -8,70 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from server.core import schedule
-from server.core.codec import state_from_dict, state_to_dict
+from server.core.codec import state_to_dict
 from server.core.decide import Decision, Incoming, decide, new_task
 from server.core.ids import task_key
-from server.core.types import TaskRecord
+from server.store.base import IngestOutcome, Registration
 from server.store.sqlite.archive_writes import enqueue_archives
-
-
-@dataclass(frozen=True)
-class IngestOutcome:
-    task_id: str
-    provider: str
-    status: str
-    duplicate: bool  # byte-identical to a delivery already kept: nothing changed
-    changed: bool  # the merged state changed
-    became_final: bool
-    archive_queued: int = 0  # archive rows this ingest added (wake the archiver)
-    #: The status before this ingest (``pending`` for a task it created), read in the
-    #: same transaction, so callers need not read the task again to report a change.
-    previous: str = "pending"
-    #: The task is held under another provider than the item named: nothing was
-    #: merged, and the body went to quarantine (``quarantine_id``).
-    mismatch: bool = False
-    quarantine_id: int | None = None
-
-
-@dataclass(frozen=True)
-class Registration:
-    provider: str
-    task_id: str
-    trace_id: str | None = None
-    metadata: dict[str, Any] | None = None
+from server.store.sqlite.events import add_events
+from server.store.sqlite.rows import TASK_COLUMNS, task_record
+from server.store.sqlite.values import bump_counter
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-TASK_COLUMNS = (
-    "seq, task_id, provider, state, metadata, created_at, updated_at, completed_at,"
-    " deliveries, checks, next_check_at, last_source"
-)
-
-
-def task_record(row: Sequence[Any]) -> TaskRecord:
-    """A ``tasks`` row, selected as ``TASK_COLUMNS``, as a record."""
-    return TaskRecord(
-        seq=row[0],
-        state=state_from_dict(json.loads(row[3])),
-        metadata=json.loads(row[4]),
-        created_at=row[5],
-        updated_at=row[6],
-        completed_at=row[7],
-        deliveries=row[8],
-        checks=row[9],
-        next_check_at=row[10],
-        last_source=row[11],
-    )
 
 
 @dataclass(frozen=True)
@@ -109,6 +63,7 @@ def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -
     if decision.write or decision.duplicate:
         _remove_quarantined(conn, item)
     queued = enqueue_archives(conn, key, decision.archive_urls, now) if decision.archive_urls else 0
+    events = add_events(conn, key, decision.record, decision.events, now)
     state = decision.record.state
     return IngestOutcome(
         state.task_id,
@@ -119,6 +74,7 @@ def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -
         decision.became_final,
         queued,
         decision.previous.value,
+        events=events,
     )
 
 
@@ -171,7 +127,7 @@ def _apply(
     conn.execute(
         "UPDATE tasks SET status = ?, state = ?, next_check_at = ?, deliveries = ?, checks = ?,"
         " updated_at = ?, completed_at = ?, last_source = ?,"
-        " final_source = COALESCE(?, final_source) WHERE seq = ?",
+        " final_source = COALESCE(?, final_source) WHERE key = ?",
         (
             state.status.value,
             encoded,
@@ -182,7 +138,7 @@ def _apply(
             record.completed_at,
             record.last_source,
             decision.final_source,
-            record.seq,
+            key,
         ),
     )
 
@@ -264,7 +220,7 @@ def quarantine(
     conn: sqlite3.Connection,
     provider: str,
     body: bytes,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     reason: str,
     message: str,
     now: float,
@@ -274,58 +230,19 @@ def quarantine(
     cursor = conn.execute(
         "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (provider, now, reason, message, _dumps(headers), hashlib.sha256(body).hexdigest(), body),
+        (
+            provider,
+            now,
+            reason,
+            message,
+            _dumps(dict(headers)),
+            hashlib.sha256(body).hexdigest(),
+            body,
+        ),
     )
     new_id = cursor.lastrowid
+    assert new_id is not None
     dropped = conn.execute("DELETE FROM quarantine WHERE id <= ?", (new_id - max_rows,)).rowcount
     if dropped:
         bump_counter(conn, "quarantine_dropped", dropped)
     return new_id
-
-
-def bump_counter(conn: sqlite3.Connection, name: str, by: int = 1) -> None:
-    conn.execute(
-        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-        " SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT)",
-        (f"counter.{name}", str(by), by),
-    )
-
-
-def set_value(conn: sqlite3.Connection, key: str, value: str) -> None:
-    conn.execute(
-        "INSERT INTO settings (key, value) VALUES (?, ?)"
-        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )
-
-
-def ensure_secret(conn: sqlite3.Connection, name: str) -> tuple[str, bool]:
-    """The stored secret ``name``, generated now if there is none; (value, generated)."""
-    row = conn.execute("SELECT value FROM settings WHERE key = ?", (f"secret.{name}",)).fetchone()
-    if row is not None:
-        return row[0], False
-    value = secrets.token_urlsafe(32)
-    conn.execute("INSERT INTO settings (key, value) VALUES (?, ?)", (f"secret.{name}", value))
-    return value, True
-
-
-def take_lease(conn: sqlite3.Connection, name: str, holder: str, ttl: float, now: float) -> bool:
-    """Take or renew the lease ``name``; true when ``holder`` holds it afterwards."""
-    conn.execute(
-        "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)"
-        " ON CONFLICT(name) DO UPDATE SET holder = excluded.holder,"
-        " expires_at = excluded.expires_at"
-        " WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
-        (name, holder, now + ttl, now),
-    )
-    row = conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
-    return row is not None and row[0] == holder
-
-
-def release_lease(conn: sqlite3.Connection, name: str, holder: str) -> None:
-    conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
-
-
-def heartbeat(conn: sqlite3.Connection, now: float) -> None:
-    """A real write, for health checks: proves the database takes writes."""
-    set_value(conn, "heartbeat", repr(now))

@@ -9,10 +9,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from server.core.tokens import token_accepted
-from server.core.types import PROVIDERS
 from server.errors import BodyTooLarge, NotFound, ProviderMismatch, Unauthorized
 from server.ingest import Quarantined, receive
 from server.observe.metrics import CALLBACKS, QUARANTINED
+from server.providers import PROVIDERS
 from server.web.openapi import doc
 from server.web.routes.body import read_limited
 from server.web.runtime import runtime

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,10 +17,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from server.core.types import PROVIDERS, Status
+from server.core.render import task_json
+from server.core.types import Status
 from server.ingest import Quarantined, receive
 from server.observe.logs import event
 from server.observe.metrics import task_snapshot
+from server.providers import PROVIDERS
 from server.web.routes.dashboard_auth import (
     PAGE_SIZE,
     STYLESHEET,
@@ -52,7 +55,7 @@ async def overview(request: Request, who: Viewer) -> Response:
     provider = q.get("provider") if q.get("provider") in PROVIDERS else None
     search = (q.get("q") or "").strip()
     raw_cursor = q.get("cursor", "")
-    cursor = int(raw_cursor) if raw_cursor.isdigit() else None
+    cursor = raw_cursor if raw_cursor.isdigit() else None
     next_cursor = None
     if search:
         found = await store.get_task(search)
@@ -97,7 +100,7 @@ async def task_page(request: Request, who: Viewer) -> Response:
             404,
         )
     deliveries = [
-        {**d, "pretty": pretty_body(d["body"]), "bytes": len(d["body"])}
+        {**asdict(d), "pretty": pretty_body(d.body), "bytes": len(d.body)}
         for d in await store.deliveries(record.state.task_id)
     ]
     return page(
@@ -106,8 +109,8 @@ async def task_page(request: Request, who: Viewer) -> Response:
         {
             "viewer": who,
             "task": record,
-            "view": record.to_json(),
-            "results": [_result_view(r) for r in record.to_json()["results"]],
+            "view": task_json(record),
+            "results": [_result_view(r) for r in task_json(record)["results"]],
             "deliveries": deliveries,
         },
     )
@@ -148,14 +151,14 @@ async def quarantine(request: Request, who: Viewer) -> Response:
     store = runtime(request).store
     q = request.query_params
     raw_cursor = q.get("cursor", "")
-    items = await store.list_quarantine(
-        PAGE_SIZE + 1, int(raw_cursor) if raw_cursor.isdigit() else None
+    items, next_cursor = await store.list_quarantine(
+        PAGE_SIZE, raw_cursor if raw_cursor.isdigit() else None
     )
     shown = [
-        {**item, "pretty": pretty_body(item["body"]), "bytes": len(item["body"])}
-        for item in items[:PAGE_SIZE]
+        {**asdict(item), "pretty": pretty_body(item.body), "bytes": len(item.body)}
+        for item in items
     ]
-    older = f"?cursor={shown[-1]['id']}" if len(items) > PAGE_SIZE else None
+    older = f"?cursor={next_cursor}" if next_cursor else None
     failed = None
     if q.get("failed", "").isdigit():
         failed = await store.get_quarantined(int(q["failed"]))
@@ -199,26 +202,26 @@ async def replay(request: Request) -> Response:
             404,
         )
     try:
-        outcome = await receive(store, item["provider"], item["body"], quarantine_id=item["id"])
+        outcome = await receive(store, item.provider, item.body, quarantine_id=item.id)
     except Quarantined as q:
         event(
             log,
             "dashboard_replay_failed",
             logging.WARNING,
-            provider=item["provider"],
-            quarantine_id=item["id"],
+            provider=item.provider,
+            quarantine_id=item.id,
             reason=q.error.code,
         )
-        return RedirectResponse(f"/dashboard/quarantine?failed={item['id']}", status_code=303)
+        return RedirectResponse(f"/dashboard/quarantine?failed={item.id}", status_code=303)
     event(
         log,
         "dashboard_replay",
-        provider=item["provider"],
+        provider=item.provider,
         task_id=outcome.task_id,
-        quarantine_id=item["id"],
+        quarantine_id=item.id,
         status=outcome.status,
     )
-    query = urlencode({"replayed": item["id"], "task": outcome.task_id})
+    query = urlencode({"replayed": item.id, "task": outcome.task_id})
     return RedirectResponse(f"/dashboard/quarantine?{query}", status_code=303)
 
 
@@ -245,7 +248,7 @@ def provider_rows(rt: Runtime, status: dict[str, Any] | None) -> list[dict[str, 
     s = rt.settings
     rows = []
     for provider in PROVIDERS:
-        configured = bool(s.seedance2_api_key if provider == "seedance2" else s.acedata_api_token)
+        configured = PROVIDERS[provider].configured(s)
         detail = reported.get(provider)
         rows.append(
             {

@@ -22,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from server.core.types import PROVIDERS, Status, iso_time
+from server.core.types import Status, iso_time
 from server.errors import BodyTooLarge
 from server.observe.logs import event
+from server.providers import NAMES
 from server.web import session
 from server.web.auth import bearer_token
 from server.web.routes.body import read_limited
@@ -148,7 +149,7 @@ def page(request: Request, name: str, context: dict[str, Any], status_code: int 
     rt = runtime(request)
     who: Viewer | None = context.get("viewer")
     context = {
-        "providers": PROVIDERS,
+        "providers": NAMES,
         "statuses": [s.value for s in Status],
         "csrf": who.csrf(rt.secrets.api_token) if who else "",
         "now": time.time(),

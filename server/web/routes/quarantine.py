@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -12,6 +13,7 @@ from starlette.routing import Route
 from server.core.types import iso_time
 from server.errors import BadRequest, NotFound, Unprocessable
 from server.ingest import Quarantined, receive
+from server.store import QuarantineItem
 from server.web.auth import require_api_token
 from server.web.openapi import doc
 from server.web.runtime import runtime
@@ -19,20 +21,20 @@ from server.web.runtime import runtime
 log = logging.getLogger("taskhook.quarantine")
 
 
-def quarantine_view(item: dict) -> dict:
-    body: bytes = item["body"]
+def quarantine_view(item: QuarantineItem) -> dict[str, Any]:
+    body = item.body
     try:
         text, encoding = body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(body).decode(), "base64"
     return {
-        "id": item["id"],
-        "provider": item["provider"],
-        "received_at": iso_time(item["received_at"]),
-        "reason": item["reason"],
-        "message": item["message"],
-        "headers": item["headers"],
-        "sha256": item["sha256"],
+        "id": item.id,
+        "provider": item.provider,
+        "received_at": iso_time(item.received_at),
+        "reason": item.reason,
+        "message": item.message,
+        "headers": dict(item.headers),
+        "sha256": item.sha256,
         "bytes": len(body),
         "body": text,
         "body_encoding": encoding,
@@ -57,16 +59,9 @@ async def list_quarantine(request: Request) -> JSONResponse:
         raise BadRequest(
             f"limit {raw_limit!r} must be a whole number from 1 to 500", code="invalid_filter"
         )
-    if raw_cursor is not None and not raw_cursor.isdigit():
-        raise BadRequest(
-            f"cursor {raw_cursor!r} is not one this API gave out", code="invalid_cursor"
-        )
-    limit = int(raw_limit)
-    items = await runtime(request).store.list_quarantine(
-        limit + 1, int(raw_cursor) if raw_cursor else None
+    page, next_cursor = await runtime(request).store.list_quarantine(
+        int(raw_limit), raw_cursor or None
     )
-    page = items[:limit]
-    next_cursor = str(page[-1]["id"]) if len(items) > limit else None
     return JSONResponse({"items": [quarantine_view(i) for i in page], "next_cursor": next_cursor})
 
 
@@ -89,22 +84,22 @@ async def replay(request: Request) -> JSONResponse:
     if item is None:
         raise NotFound(f"no quarantined delivery has id {raw_id!r}")
     try:
-        outcome = await receive(store, item["provider"], item["body"], quarantine_id=item["id"])
+        outcome = await receive(store, item.provider, item.body, quarantine_id=item.id)
     except Quarantined as q:
         raise Unprocessable(
-            f"delivery {item['id']} still cannot be merged: {q.error.message}; "
+            f"delivery {item.id} still cannot be merged: {q.error.message}; "
             "it stays in quarantine",
             code=q.error.code,
         ) from None
     log.info(
         "replayed quarantine_id=%s provider=%s task_id=%s status=%s",
-        item["id"],
-        item["provider"],
+        item.id,
+        item.provider,
         outcome.task_id,
         outcome.status,
     )
     return JSONResponse(
-        {"ok": True, "replayed": item["id"], "task_id": outcome.task_id, "status": outcome.status}
+        {"ok": True, "replayed": item.id, "task_id": outcome.task_id, "status": outcome.status}
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -10,8 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from server.core.types import PROVIDERS, Status, iso_time
+from server.core.render import task_json
+from server.core.types import Status, iso_time
 from server.errors import BadRequest, NotFound, Unprocessable
+from server.providers import PROVIDERS
 from server.store import Registration
 from server.web.auth import require_api_token
 from server.web.openapi import doc
@@ -76,7 +77,7 @@ async def register_tasks(request: Request) -> JSONResponse:
     else:
         regs = [_registration(payload, "body")]
     records = await runtime(request).store.register(regs)
-    tasks = [record.to_json() for record in records]
+    tasks = [task_json(record) for record in records]
     return JSONResponse({"tasks": tasks} if bulk else tasks[0], status_code=201)
 
 
@@ -91,22 +92,7 @@ async def get_task(request: Request) -> JSONResponse:
     record = await runtime(request).store.get_task(task_id)
     if record is None:
         raise NotFound(f"no task {task_id!r} is known (ids match without case or dashes)")
-    return JSONResponse(record.to_json())
-
-
-def encode_cursor(seq: int | None) -> str | None:
-    return None if seq is None else base64.urlsafe_b64encode(str(seq).encode()).decode()
-
-
-def decode_cursor(text: str | None) -> int | None:
-    if not text:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(text.encode()).decode())
-    except ValueError:
-        raise BadRequest(
-            f"cursor {text!r} is not one this API gave out", code="invalid_cursor"
-        ) from None
+    return JSONResponse(task_json(record))
 
 
 @doc(
@@ -138,15 +124,13 @@ async def list_tasks(request: Request) -> JSONResponse:
             f"limit {raw_limit!r} must be a whole number from 1 to {MAX_LIMIT}",
             code="invalid_filter",
         )
-    records, next_seq = await runtime(request).store.list_tasks(
+    records, next_cursor = await runtime(request).store.list_tasks(
         status=status,
         provider=provider,
         limit=int(raw_limit),
-        cursor=decode_cursor(q.get("cursor")),
+        cursor=q.get("cursor") or None,
     )
-    return JSONResponse(
-        {"tasks": [r.to_json() for r in records], "next_cursor": encode_cursor(next_seq)}
-    )
+    return JSONResponse({"tasks": [task_json(r) for r in records], "next_cursor": next_cursor})
 
 
 def body_view(body: bytes) -> Any:
@@ -171,13 +155,13 @@ async def task_deliveries(request: Request) -> JSONResponse:
         raise NotFound(f"no task {task_id!r} is known (ids match without case or dashes)")
     items = [
         {
-            "id": d["id"],
-            "source": d["source"],
-            "received_at": iso_time(d["received_at"]),
-            "sha256": d["sha256"],
-            "status": d["status"],
-            "changed": d["changed"],
-            "body": body_view(d["body"]),
+            "id": d.id,
+            "source": d.source,
+            "received_at": iso_time(d.received_at),
+            "sha256": d.sha256,
+            "status": d.status,
+            "changed": d.changed,
+            "body": body_view(d.body),
         }
         for d in await store.deliveries(task_id)
     ]

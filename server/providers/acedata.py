@@ -1,0 +1,264 @@
+"""The AceData family: SeeDream images, SeeDance videos, Dreamina digital-human videos.
+
+All three share a token (``ACEDATA_API_TOKEN``), a tasks endpoint
+(``POST {ACEDATA_BASE_URL}/{provider}/tasks``, answering ``retrieve_batch``
+with ``{"items": [...]}``) and the callback body ``{success, task_id,
+trace_id, data}``, or ``{success: false, error: {code, message}}`` on failure.
+They differ in what ``data`` holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from server.core.ids import task_key
+from server.core.types import ErrorInfo, Observation, Result, Status
+from server.errors import UpstreamError, worst
+from server.providers import fields
+from server.providers.base import Answer, Client, Fetch, Poll, Provider
+from server.providers.upstream import (
+    HTTPClient,
+    NotImplementedAction,
+    compact,
+    distinct_by_key,
+    gather_bounded,
+    per_asked,
+)
+
+if TYPE_CHECKING:
+    from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Single ``retrieve`` calls in flight when AceData has no ``retrieve_batch``.
+FALLBACK_CONCURRENCY = 4
+
+
+# -- the tasks endpoint ------------------------------------------------------------------
+
+
+class AceDataClient(HTTPClient):
+    """``POST {base}/{provider}/tasks`` for SeeDream, SeeDance and Dreamina."""
+
+    def __init__(self, provider: str, base_url: str, token: str, http: httpx.AsyncClient) -> None:
+        super().__init__(provider, token, http)
+        self.url = f"{base_url.rstrip('/')}/{provider}/tasks"
+        self._path = httpx.URL(self.url).path
+        #: False once upstream said ``api_not_implemented`` to retrieve_batch.
+        self.batch_supported = True
+
+    async def fetch(self, ids: Sequence[str]) -> Fetch:
+        """One ``retrieve_batch`` call (single calls if upstream has no batch), as one call."""
+        try:
+            answers = await self.retrieve_batch(ids)
+        except UpstreamError as exc:
+            return Fetch({}, (exc.kind,), exc)
+        outcome = "ok" if any(a is not None for a in answers.values()) else "not_yet"
+        return Fetch(answers, (outcome,))
+
+    async def retrieve_batch(self, ids: Sequence[str]) -> dict[str, Answer | None]:
+        """One entry per distinct id asked: its Answer, or None when upstream has none yet."""
+        firsts = distinct_by_key(ids)
+        if not firsts:
+            return {}
+        by_key: dict[str, Answer] | None = None
+        if self.batch_supported:
+            try:
+                by_key = await self._batch(firsts)
+            except NotImplementedAction:
+                # Remembered: asking again each pass would only cost a call and a log line.
+                logger.info(
+                    "retrieve_batch is not implemented; using retrieve provider=%s", self.provider
+                )
+                self.batch_supported = False
+        if by_key is None:
+            by_key = await self._singles(firsts)
+        return per_asked(ids, by_key)
+
+    async def retrieve(self, task_id: str) -> Answer | None:
+        """``retrieve`` one task; ``{}`` (no such task or no result yet) is None."""
+        what = f"POST {self._path} (retrieve)"
+        response = await self._send("POST", self.url, what, {"action": "retrieve", "id": task_id})
+        self._raise_for_status(response, what)
+        payload = self._payload(response, what)
+        if not isinstance(payload, dict):
+            raise self._bad_shape(response, what, "a JSON object")
+        if not payload:
+            return None
+        return Answer(task_id=task_id, body=response.content, payload=payload)
+
+    async def _batch(self, firsts: dict[str, str]) -> dict[str, Answer]:
+        what = f"POST {self._path} (retrieve_batch)"
+        body = {"action": "retrieve_batch", "ids": list(firsts.values())}
+        response = await self._send("POST", self.url, what, body)
+        self._raise_for_status(response, what)
+        payload = self._payload(response, what)
+        items = payload.get("items") if isinstance(payload, dict) else None
+        if not isinstance(items, list):
+            raise self._bad_shape(response, what, 'an object with an "items" list')
+        found: dict[str, Answer] = {}
+        for item in items:
+            if not isinstance(item, dict) or not item:
+                continue  # "not yet" placeholders and junk say nothing about any task
+            key = next((k for k in _item_keys(item) if k in firsts), None)
+            if key is None or key in found:
+                logger.debug(
+                    "ignoring an unmatched or repeated batch item provider=%s", self.provider
+                )
+                continue
+            found[key] = Answer(task_id=firsts[key], body=compact(item), payload=item)
+        return found
+
+    async def _singles(self, firsts: dict[str, str]) -> dict[str, Answer]:
+        """The batch done with single calls; the worst error met is the batch's error."""
+        results = await gather_bounded(firsts, self.retrieve, FALLBACK_CONCURRENCY)
+        errors = [r for r in results.values() if isinstance(r, UpstreamError)]
+        if errors:
+            raise worst(errors)
+        return {key: a for key, a in results.items() if isinstance(a, Answer)}
+
+
+def _item_keys(item: dict[str, Any]) -> list[str]:
+    """Keys an item may be matched by: the wrapper's id, then the ids inside its response."""
+    response = item.get("response")
+    inner = response if isinstance(response, dict) else item
+    data = inner.get("data")
+    candidates = [
+        item.get("id"),
+        item.get("task_id"),
+        inner.get("task_id"),
+        data.get("task_id") if isinstance(data, dict) else None,  # Dreamina: may lack dashes
+    ]
+    return [task_key(c) for c in candidates if isinstance(c, str) and c.strip()]
+
+
+# -- the providers -----------------------------------------------------------------------
+
+
+class AceDataProvider(Provider):
+    """What the three AceData providers share: token, endpoint, failure shape."""
+
+    family = "acedata"
+    token_settings = ("ACEDATA_API_TOKEN",)
+    poll: Poll = "batch"
+
+    def client(self, settings: Settings, http: httpx.AsyncClient) -> Client | None:
+        if not settings.acedata_api_token:
+            return None
+        return AceDataClient(self.name, settings.acedata_base_url, settings.acedata_api_token, http)
+
+    def unsuccessful(self, body: Mapping[str, Any], task_id: str | None) -> Observation | None:
+        """``success: false``: a final failure with an error code, else a hiccup."""
+        if body.get("success") is not False:
+            return None
+        trace_id = fields.text(body.get("trace_id"))
+        code, message = fields.error_info(body.get("error"))
+        if code is None:
+            # AceData's own SDK retries these too: the task itself has not failed.
+            return Observation(self.name, task_id, trace_id=trace_id, transient=True)
+        return Observation(
+            self.name,
+            task_id,
+            Status.FAILED,
+            trace_id=trace_id,
+            error=ErrorInfo(code, message or code),
+        )
+
+
+class SeeDream(AceDataProvider):
+    """Images: ``data`` is a list of ``{prompt, size, image_url}``; no status word."""
+
+    name = "seedream"
+    result_kind = "image"
+
+    def parse_body(self, body: Mapping[str, Any]) -> Observation:
+        task_id = fields.task_id(body.get("task_id"))
+        if (failure := self.unsuccessful(body, task_id)) is not None:
+            return failure
+        data = body.get("data")
+        items = [data] if isinstance(data, Mapping) else data if isinstance(data, list) else []
+        results = tuple(
+            Result(url, "image", fields.scalars(item, skip=frozenset({"image_url"})))
+            for item in items
+            if isinstance(item, Mapping) and (url := fields.text(item.get("image_url"))) is not None
+        )
+        # SeeDream carries no status string, so upstream_status stays None rather
+        # than one we made up; success is told by the images themselves.
+        return Observation(
+            self.name,
+            task_id,
+            Status.SUCCEEDED if results else None,
+            trace_id=fields.text(body.get("trace_id")),
+            results=results,
+        )
+
+
+class AceDataVideo(AceDataProvider):
+    """Videos: ``data`` is ``{task_id, status, video_url, ...}``."""
+
+    result_kind = "video"
+    #: Dreamina puts our task id (maybe without dashes) in ``data.task_id``;
+    #: SeeDance puts the upstream model's id there (``cgt-...``), never ours.
+    id_in_data = False
+    #: Fields of ``data`` that are the caller's inputs, not results.
+    input_keys: frozenset[str] = frozenset()
+
+    def parse_body(self, body: Mapping[str, Any]) -> Observation:
+        data = fields.mapping(body.get("data"))
+        task_id = fields.task_id(body.get("task_id"))
+        if task_id is None and self.id_in_data:
+            task_id = fields.task_id(data.get("task_id"))
+        if (failure := self.unsuccessful(body, task_id)) is not None:
+            return failure
+        raw = fields.text(data.get("status"))
+        status = self.status(raw)
+        video_url = fields.text(data.get("video_url"))
+        if raw is None and video_url is not None:
+            status = Status.SUCCEEDED  # no status word at all, but the video is proof enough
+        upstream = fields.scalars(data, only=("model",))
+        if not self.id_in_data and (upstream_id := fields.text(data.get("task_id"))) is not None:
+            upstream["upstream_task_id"] = upstream_id
+        results: tuple[Result, ...] = ()
+        error = None
+        if status is Status.SUCCEEDED:
+            if video_url is None:
+                status = None  # success without a result says nothing yet
+            else:
+                skip = frozenset({"task_id", "status", "video_url"}) | self.input_keys
+                results = (Result(video_url, "video", fields.scalars(data, skip=skip)),)
+        elif status is Status.FAILED:
+            code, message = fields.error_info(data.get("error") or body.get("error"))
+            message = (
+                message or fields.text(data.get("fail_reason")) or fields.text(data.get("message"))
+            )
+            error = ErrorInfo(code, message or f"upstream reported status {raw!r} without a reason")
+        return Observation(
+            self.name,
+            task_id,
+            status,
+            upstream_status=raw,
+            trace_id=fields.text(body.get("trace_id")),
+            results=results,
+            error=error,
+            upstream=upstream,
+        )
+
+
+class SeeDance(AceDataVideo):
+    name = "seedance"
+
+
+class Dreamina(AceDataVideo):
+    name = "dreamina"
+    id_in_data = True
+    # The portrait and voice the caller sent: inputs, already in the raw delivery.
+    input_keys = frozenset({"image_url", "audio_url"})
+
+
+SEEDREAM = SeeDream()
+SEEDANCE = SeeDance()
+DREAMINA = Dreamina()

@@ -1,0 +1,469 @@
+"""The store contract: what every backend guarantees, and the records it speaks in.
+
+Everything taskhook keeps goes through a ``Store``. The rest of the code sees
+only this class and these records, so a backend (SQLite today, PostgreSQL
+next) is one subclass that translates them into its own SQL. What a backend
+must implement is every ``@abc.abstractmethod`` below; the domain decisions
+it applies are written once, above it (``server.core.decide``, the renderer
+in ``server.core.render``), never in a backend.
+
+Guarantees every backend gives (the contract suite in
+``tests/store/test_contract.py`` checks each one):
+
+- **Durable, atomic writes.** A write method returns only after its
+  transaction committed; each item of a bulk write is applied whole or not at
+  all (a failing item does not spoil the others, nor leave half of itself).
+- **Per-task serial order, across processes.** Items about one task are
+  applied one after another, each seeing the state the previous one left,
+  whichever process or replica applies them.
+- **Byte-identical repeats are recognised**: a body kept once for a task is
+  never kept again, and a repeated callback changes nothing.
+- **Events are written in the same transaction as the change that causes
+  them** and read back in commit order (``events_after``).
+- **Claims are exclusive and lapse.** A claimed archive row is held by one
+  holder until its lease runs out; the holder renews it while it works. A dead
+  holder's rows are taken over once their lease lapsed: liveness is never
+  guessed from process ids, so it works across hosts.
+- **Leases carry a term.** ``take_lease`` returns a new term when the holder
+  changes; only the holder of the current term can renew it.
+- **Cursors are opaque strings.** Callers pass back what they were given; a
+  string the store did not hand out raises ``BadCursor``.
+- **Work is signalled through the store.** ``wait_for_work`` wakes when a
+  commit (of this process, or of another one within about a second) may have
+  made work of that kind.
+- **Closing** finishes queued writes and is idempotent; using a closed store
+  raises ``StoreClosed``.
+
+Errors a backend raises (all in ``server.errors``): ``StoreClosed``,
+``StoreUnavailable`` (the database cannot be used now: 503), ``Overloaded``
+(too much waiting to be written: 503 with Retry-After), ``StorageFull`` (the
+disk is full: 503 with Retry-After), ``ProviderMismatch`` (409),
+``BadCursor`` (400), ``SchemaTooNew``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from server.core.decide import Incoming
+from server.core.ids import task_key
+from server.core.types import TaskRecord
+from server.errors import ProviderMismatch
+
+__all__ = [
+    "ArchiveJob",
+    "Delivery",
+    "DueTask",
+    "Event",
+    "Incoming",
+    "IngestOutcome",
+    "QuarantineItem",
+    "Registration",
+    "Store",
+    "WorkKind",
+]
+
+#: What ``wait_for_work`` can wait for: archive copies to claim, events to read.
+WorkKind = Literal["archive", "events"]
+
+
+# -- records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What one ``Incoming`` did, read in the same transaction that applied it."""
+
+    task_id: str
+    provider: str
+    status: str
+    duplicate: bool  # byte-identical to a delivery already kept: nothing changed
+    changed: bool  # the merged state changed
+    became_final: bool
+    archive_queued: int = 0  # archive rows this ingest added
+    #: The status before this ingest (``pending`` for a task it created).
+    previous: str = "pending"
+    #: The task is held under another provider than the item named: nothing was
+    #: merged, and the body went to quarantine (``quarantine_id``).
+    mismatch: bool = False
+    quarantine_id: int | None = None
+    #: Ids of the events this ingest committed, in order.
+    events: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A task to expect (``POST /tasks``)."""
+
+    provider: str
+    task_id: str
+    trace_id: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DueTask:
+    """An unfinished task the reconciler should ask about."""
+
+    task_id: str
+    provider: str
+    created_at: float
+    checks: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One distinct raw body kept for a task."""
+
+    id: int
+    source: str
+    received_at: float
+    sha256: str
+    body: bytes
+    #: The status the body reported (None: it said nothing about progress).
+    status: str | None
+    #: Whether merging it changed the task.
+    changed: bool
+
+
+@dataclass(frozen=True)
+class QuarantineItem:
+    """A delivery kept but not merged, with why."""
+
+    id: int
+    provider: str
+    received_at: float
+    reason: str
+    message: str
+    headers: Mapping[str, str]
+    sha256: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class ArchiveJob:
+    """One result file to copy, as claimed by an archiver."""
+
+    task_key: str
+    url: str
+    attempts: int  # failed attempts so far
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of the outbox, as committed.
+
+    ``body`` is the exact JSON text ``{"type", "timestamp", "data"}`` written
+    in the transaction of the change; it never changes afterwards.
+    """
+
+    id: str
+    type: str
+    task_key: str
+    provider: str
+    created_at: float
+    body: str
+
+
+# -- the contract ----------------------------------------------------------------------
+
+
+class Store(abc.ABC):
+    """Every operation taskhook does on its database, whatever the backend."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, migrate the schema once (whoever starts first), be ready to serve.
+
+        Raises ``SchemaTooNew`` for a database of a newer taskhook and
+        ``StoreUnavailable`` when the database cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish every queued write, then release everything. Idempotent."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def check_writable(self) -> None:
+        """Commit a tiny real write now, or raise (``/readyz``, ``check``)."""
+
+    # -- tasks -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def ingest_many(self, items: Sequence[Incoming]) -> list[IngestOutcome]:
+        """Apply each item in order, each atomically, and return one outcome per item.
+
+        Each item: the task is read and locked in the transaction, the pure
+        ``core.decide`` decides, then the decision is written: the raw body
+        (unless the store keeps these bytes for this task already), the task
+        row, the archive rows to queue, the removal of a replayed quarantine
+        row and the decision's events, all in one transaction. An item naming
+        a task held under another provider changes nothing; its body is
+        quarantined (reason ``provider_mismatch``) and its outcome says
+        ``mismatch``.
+        """
+
+    async def ingest(self, item: Incoming) -> IngestOutcome:
+        """``ingest_many`` of one item; raises ``ProviderMismatch`` for a mismatch."""
+        outcome = (await self.ingest_many([item]))[0]
+        if outcome.mismatch:
+            raise ProviderMismatch(
+                f"task {outcome.task_id!r} is held under provider {outcome.provider!r}, not"
+                f" {item.provider!r}; the body was kept (quarantine id {outcome.quarantine_id})"
+            )
+        return outcome
+
+    @abc.abstractmethod
+    async def register(self, regs: Sequence[Registration]) -> list[TaskRecord]:
+        """Create the tasks not known yet (a known task is left exactly as it is).
+
+        Returns every named task as stored afterwards, in order. Registering
+        causes no event.
+        """
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        """The task, matched by ``task_key`` (no case, no dashes), or None."""
+        records = await self.get_tasks_by_key([task_key(task_id)])
+        return records[0] if records else None
+
+    @abc.abstractmethod
+    async def get_tasks_by_key(self, keys: Sequence[str]) -> list[TaskRecord]:
+        """The known tasks among ``keys``, in the order asked, each once, with archives."""
+
+    @abc.abstractmethod
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        provider: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[TaskRecord], str | None]:
+        """Newest first (by registration); ``(page, next_cursor)``, None after the last.
+
+        Keyset pagination: a page is stable under concurrent inserts (new
+        tasks come before the first page, never inside a later one).
+        """
+
+    @abc.abstractmethod
+    async def deliveries(self, task_id: str) -> list[Delivery]:
+        """Every distinct body kept for the task, oldest first."""
+
+    @abc.abstractmethod
+    async def due_tasks(
+        self,
+        now: float,
+        limit: int,
+        *,
+        providers: Sequence[str] | None = None,
+        task_ids: Sequence[str] | None = None,
+        ignore_schedule: bool = False,
+    ) -> list[DueTask]:
+        """Unfinished tasks whose next check is at or before ``now``, the longest waiting first."""
+
+    @abc.abstractmethod
+    async def overdue_tasks(
+        self, created_before: float, limit: int, *, providers: Sequence[str] | None = None
+    ) -> list[DueTask]:
+        """Unfinished tasks registered before ``created_before``, the oldest first."""
+
+    @abc.abstractmethod
+    async def stuck_tasks(self, created_before: float, limit: int = 100) -> list[TaskRecord]:
+        """``overdue_tasks`` as records (the dashboard), the oldest first."""
+
+    @abc.abstractmethod
+    async def count_by_status(self) -> dict[str, int]:
+        """How many tasks have each status (statuses with none are absent)."""
+
+    @abc.abstractmethod
+    async def unfinished_summary(self) -> tuple[int, float | None]:
+        """How many tasks are unfinished, and when the oldest of them was registered."""
+
+    # -- quarantine --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def quarantine(
+        self, provider: str, body: bytes, headers: Mapping[str, str], reason: str, message: str
+    ) -> int:
+        """Keep a delivery that could not be merged; returns its id.
+
+        Beyond ``QUARANTINE_MAX_ROWS`` the oldest are dropped in the same
+        transaction and counted (``counter("quarantine_dropped")``).
+        """
+
+    @abc.abstractmethod
+    async def list_quarantine(
+        self, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[QuarantineItem], str | None]:
+        """Newest first; ``(page, next_cursor)``, None after the last page."""
+
+    @abc.abstractmethod
+    async def get_quarantined(self, quarantine_id: int) -> QuarantineItem | None:
+        """One quarantined delivery, or None (also for ids no row could have)."""
+
+    # -- small values, counters, secrets -----------------------------------------------
+
+    @abc.abstractmethod
+    async def get_value(self, key: str, default: Any = None) -> Any:
+        """A JSON value kept under ``key`` (shared by every process), or ``default``."""
+
+    @abc.abstractmethod
+    async def set_value(self, key: str, value: Any) -> None:
+        """Keep a JSON value under ``key``, replacing the one held."""
+
+    @abc.abstractmethod
+    async def counter(self, name: str) -> int:
+        """A counter kept in the database, so every process reports the same (0 if never)."""
+
+    @abc.abstractmethod
+    async def ensure_secret(self, name: str, candidate: str) -> tuple[str, bool]:
+        """The secret stored under ``name``; stores ``candidate`` first if there is none.
+
+        Returns ``(value, stored_now)``. Atomic across processes: when several
+        start at once exactly one candidate is stored and all get it. The
+        caller generates candidates (``server.secrets``), the store never does.
+        """
+
+    @abc.abstractmethod
+    async def get_secret(self, name: str) -> str | None:
+        """The secret stored under ``name``, or None."""
+
+    # -- leases ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def take_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take the lease ``name`` for ``ttl`` seconds; its term, or None if another holds it.
+
+        Free or lapsed: ``holder`` gets it with a new, higher term. Held by
+        ``holder`` and not lapsed: extended, same term. Held by someone else
+        and not lapsed: None.
+        """
+
+    @abc.abstractmethod
+    async def renew_lease(self, name: str, holder: str, term: int, ttl: float) -> bool:
+        """Extend the lease by ``ttl`` if ``holder`` still holds ``term`` and it has not lapsed.
+
+        False means the lease is lost (lapsed, or another holder took a newer
+        term): stop the work it guarded at once. A stale holder can never renew.
+        """
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` holds it (on shutdown), so another takes it at once."""
+
+    # -- the archive queue -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def enqueue_missing_archives(self) -> int:
+        """Queue every result of every succeeded task that has no archive row; how many."""
+
+    @abc.abstractmethod
+    async def claim_archives(
+        self, holder: str, limit: int, lease: float, due_by: float | None = None
+    ) -> list[ArchiveJob]:
+        """Claim up to ``limit`` rows due by ``due_by`` (default now) for ``lease`` seconds.
+
+        Exclusive: a row is claimed by one holder at a time, across processes
+        and hosts. A row whose claim lapsed (its holder died or stopped
+        renewing) is claimable again.
+        """
+
+    @abc.abstractmethod
+    async def renew_archive_claims(self, holder: str, lease: float) -> int:
+        """Extend every claim ``holder`` has by ``lease`` seconds from now; how many."""
+
+    @abc.abstractmethod
+    async def reschedule_archives(self, include_failed: bool = False) -> float:
+        """Make every pending row (and failed ones, if asked) due now; returns that moment."""
+
+    @abc.abstractmethod
+    async def finish_archive(
+        self, job: ArchiveJob, holder: str, sha256: str, size: int, content_type: str
+    ) -> None:
+        """Record a copy (only while ``holder`` still holds the claim).
+
+        When this settles the task's last copy (every result copied or failed
+        for good), the ``task.archived`` event is committed with it.
+        """
+
+    @abc.abstractmethod
+    async def fail_archive(
+        self, job: ArchiveJob, holder: str, error: str, message: str, retry_at: float | None
+    ) -> None:
+        """Record a failed attempt: pending again at ``retry_at``, or failed for good (None).
+
+        Only while ``holder`` still holds the claim; a final failure that
+        settles the task's last copy commits ``task.archived`` with it.
+        """
+
+    @abc.abstractmethod
+    async def release_archives(self, holder: str) -> int:
+        """Give back every row ``holder`` is running (on shutdown); how many."""
+
+    @abc.abstractmethod
+    async def archive_counts(self) -> dict[str, int]:
+        """Archive rows by status."""
+
+    @abc.abstractmethod
+    async def archived_file(self, sha256: str) -> tuple[str, int] | None:
+        """``(content_type, bytes)`` of a copy with that digest, or None."""
+
+    # -- the outbox --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def events_after(
+        self, cursor: str | None, types: set[str] | None = None, limit: int = 100
+    ) -> tuple[list[Event], str]:
+        """Events committed after ``cursor``, in commit order, oldest first.
+
+        ``cursor`` None means the start. Returns ``(events, next_cursor)``;
+        ``next_cursor`` is always set: after the last event returned, or the
+        given cursor (the start's, for None) when there is none. Reading again
+        from one cursor gives the same events: no gap, no duplicate, across
+        restarts and processes (until retention prunes them). ``types``
+        keeps only those types. Raises ``BadCursor`` for a string the store
+        did not hand out.
+        """
+
+    @abc.abstractmethod
+    async def prune_events(self, before: float) -> int:
+        """Drop the events committed before ``before`` (EVENT_RETENTION); how many."""
+
+    # -- work signals ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def work_mark(self, kind: WorkKind) -> int:
+        """A counter of the work signals of ``kind`` seen so far (pass it to ``wait_for_work``)."""
+
+    @abc.abstractmethod
+    async def wait_for_work(
+        self,
+        kind: WorkKind,
+        timeout: float,  # noqa: ASYNC109 - the answer says whether work came in time
+        *,
+        after: int | None = None,
+    ) -> bool:
+        """Wait until work of ``kind`` may be there, or ``timeout``; True when signalled.
+
+        A commit that makes such work signals it: at once in this process,
+        within about a second from another process. With ``after`` (a
+        ``work_mark`` taken before reading), a signal that came since returns
+        at once, so nothing committed between a read and the wait is missed.
+        """
+
+    @abc.abstractmethod
+    def notify_work(self, kind: WorkKind) -> None:
+        """Wake this process's waiters for ``kind`` (e.g. a worker freed a slot)."""

@@ -1,0 +1,76 @@
+"""The outbox on SQLite: events written in the transaction of their change, read in order.
+
+One writer thread commits everything, so the ``seq`` an event gets
+(``AUTOINCREMENT``, never reused) is its commit order: a reader's snapshot
+always holds a prefix of the sequence, and a cursor (the last ``seq`` read,
+as a decimal string) never skips an event committed later.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from server.core.ids import event_id
+from server.core.render import event_json
+from server.core.types import TaskRecord
+from server.errors import BadCursor
+from server.store.base import Event
+from server.store.sqlite.rows import ARCHIVE_COLUMNS, SHOWN_ARCHIVES, archive_outcome
+
+EVENT_COLUMNS = "seq, id, type, task_key, provider, created_at, body"
+
+
+def event_row(row: Sequence[Any]) -> tuple[int, Event]:
+    """(seq, event) of a row selected as ``EVENT_COLUMNS``."""
+    seq, ident, event_type, key, provider, created_at, body = row
+    return seq, Event(ident, event_type, key, provider, created_at, body)
+
+
+#: The cursor meaning "before the first event".
+START = "0"
+
+
+def with_archives(conn: sqlite3.Connection, key: str, record: TaskRecord) -> TaskRecord:
+    """``record`` with the archive outcomes it shows, read inside the transaction."""
+    rows = conn.execute(
+        f"SELECT {ARCHIVE_COLUMNS} FROM archives WHERE task_key = ? AND {SHOWN_ARCHIVES}",
+        (key,),
+    ).fetchall()
+    shown = {url: outcome for _, url, outcome in map(archive_outcome, rows)}
+    return replace(record, archives=shown)
+
+
+def add_events(
+    conn: sqlite3.Connection, key: str, record: TaskRecord, types: Sequence[str], now: float
+) -> tuple[str, ...]:
+    """Write one event per type, each carrying ``record`` rendered; their ids, in order."""
+    if not types:
+        return ()
+    record = with_archives(conn, key, record)
+    ids = []
+    for event_type in types:
+        ident = event_id(now, secrets.randbits(80))
+        body = json.dumps(
+            event_json(event_type, now, record), separators=(",", ":"), ensure_ascii=False
+        )
+        conn.execute(
+            "INSERT INTO events (id, type, task_key, provider, created_at, body)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (ident, event_type, key, record.state.provider, now, body),
+        )
+        ids.append(ident)
+    return tuple(ids)
+
+
+def parse_cursor(cursor: str | None) -> int:
+    """The ``seq`` a cursor stands after; ``BadCursor`` for a string we did not hand out."""
+    if cursor is None:
+        return 0
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 or int(cursor) >= 2**63:
+        raise BadCursor(f"cursor {cursor[:40]!r} is not one this API gave out")
+    return int(cursor)
