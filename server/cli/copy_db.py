@@ -22,10 +22,10 @@ import sys
 import time
 from typing import Any, Protocol, TextIO
 
+from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.errors import ConfigError
 from server.settings import Settings, database_path, hide_password
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: Rows per read from the source (and per progress step).
 BATCH = 2000
 #: At most one progress line per table this often (seconds), plus one at its end.

@@ -1,4 +1,4 @@
-"""``python -m server``: serve, reconcile, check, callback-url, archive.
+"""``python -m server``: serve, reconcile, check, callback-url, archive, copy-db.
 
 Exit codes: 0 done, 1 the work ran but something failed, 2 usage or
 configuration error (the message says the remedy).
@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, copy_db
 from server.cli import reconcile as reconcile_cli
 from server.core.tokens import callback_url
 from server.errors import ConfigError
@@ -19,7 +19,7 @@ from server.observe import logs
 from server.providers import NAMES
 from server.secrets import load_secrets
 from server.settings import Settings
-from server.store import open_store
+from server.store import open_store, reach
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
     archive.add_argument(
         "--retry-failed", action="store_true", help="also try again copies that failed for good"
     )
+    copy_db.add_parser(commands)
     return p
 
 
@@ -42,6 +43,7 @@ def serve(settings: Settings) -> int:
 
     from server.web.app import create_app
 
+    asyncio.run(reach(settings))  # an unreachable database: one line and exit 2, not a traceback
     logs.configure(settings.log_format)
     uvicorn.run(
         create_app(settings),
@@ -59,9 +61,9 @@ async def check(settings: Settings) -> int:
         async with open_store(settings) as store:
             await store.check_writable()
     except Exception as exc:  # every failure is reported, not raised
-        print(f"not ok: database {settings.database_path} is not writable: {exc}", file=sys.stderr)
+        print(f"not ok: database {settings.database_label} is not writable: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"ok: database {settings.database_path} is reachable and writable")
+    print(f"ok: database {settings.database_label} is reachable and writable")
     return EXIT_OK
 
 
@@ -101,4 +103,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         from server.cli import archive as archive_command
 
         return asyncio.run(archive_command.run(settings, retry_failed=args.retry_failed))
+    if command == "copy-db":
+        return copy_db.run(settings, args.to)
     return EXIT_USAGE

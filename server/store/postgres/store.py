@@ -544,7 +544,8 @@ class PostgresStore(Store):
         self, cursor: str | None, types: set[str] | None = None, limit: int = 100
     ) -> tuple[list[Event], str]:
         after = outbox.parse_cursor(cursor)
-        where, params = ["seq > %s"], [after]
+        where: list[str] = ["seq > %s"]
+        params: list[Any] = [after]
         if types:
             where.append("type = ANY(%s)")
             params.append(sorted(types))

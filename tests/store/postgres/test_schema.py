@@ -36,8 +36,9 @@ async def test_replicas_starting_together_migrate_exactly_once(blank_url):
             await conn.close()
 
 
-async def test_a_database_of_a_newer_taskhook_is_refused(postgres_url):
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+async def test_a_database_of_a_newer_taskhook_is_refused(pg_databases):
+    url = pg_databases.fresh()  # its own: the shared one must stay at this version
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute(
             "UPDATE taskhook_schema SET version = %s", (pg_schema.SCHEMA_VERSION + 1,)
         )
