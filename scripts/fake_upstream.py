@@ -5,7 +5,10 @@ actions ``retrieve`` and ``retrieve_batch``) and Seedance 2.0's task query
 (``GET /v1/video/generations/{task_id}``) with the payload shapes of the upstream
 documents, serves the result files itself (``GET /files/{name}``), sends
 callbacks, and injects faults on request. Tasks are created through the
-control API under ``/_fake/`` and finish after ``finish_after`` seconds or when
+control API under ``/_fake/`` or through the creation endpoints
+(``POST /seedream/images``, ``/seedance/videos``, ``/dreamina/videos``,
+``/v1/video/generations``; outcomes, settings and call log in
+``fake_upstream_creations``), and finish after ``finish_after`` seconds or when
 told to. Choices the documents leave open:
 
 - an unfinished SeeDream task, or any unfinished task with ``acedata_pending="empty"``,
@@ -19,7 +22,8 @@ told to. Choices the documents leave open:
   ``/files`` answers 403 once such a URL has expired or was altered.
 
 Modules: ``fake_upstream_payloads`` (shapes), ``fake_upstream_state`` (config, tasks,
-faults, counters), ``fake_upstream_callbacks`` (delivery), this one (HTTP, CLI).
+faults, counters), ``fake_upstream_callbacks`` (delivery), ``fake_upstream_creations``
+(creation outcomes and log), this one (HTTP, CLI).
 Run ``python scripts/fake_upstream.py --help``; from tests use ``create_app`` or ``running_fake``.
 """
 
@@ -35,7 +39,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts.fake_upstream_callbacks import CallbackPolicy  # noqa: E402
+from scripts.fake_upstream_creations import (  # noqa: E402
+    CREATE_PATHS,
+    ERROR_STATUSES,
+    async_answer,
+    error_body,
+    is_async,
+    missing_fields,
+)
 from scripts.fake_upstream_payloads import (  # noqa: E402
     FakeTask,
     acedata_response,
@@ -76,6 +88,7 @@ from scripts.fake_upstream_state import (  # noqa: E402
 __all__ = [
     "PROVIDERS",
     "CallbackPolicy",
+    "ConnectionDropped",
     "FakeConfig",
     "FakeState",
     "create_app",
@@ -86,6 +99,16 @@ __all__ = [
 ]
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+class ConnectionDropped(RuntimeError):
+    """A ``close`` outcome outside uvicorn, where there is no connection to close."""
+
+
+def _json(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    # Echoes what clients sent (lone surrogates, NaN), which JSONResponse refuses to render.
+    text = json.dumps(content, ensure_ascii=True, separators=(",", ":"))
+    return Response(text, status, headers=headers, media_type="application/json")
 
 
 def _ace_error(
@@ -139,7 +162,7 @@ async def _injected_fault(request: Request, provider: str, kind: str) -> Respons
     if fault == "401":
         return error(401, "invalid_token", "fake upstream: injected auth failure")
     if fault == "timeout":
-        await _hold(request, state)
+        await _hold(request, state, state.timeout_hold)
         return error(504, "timeout", "fake upstream: injected timeout")
     if fault == "malformed":
         return Response("<html><body>502 Bad Gateway</body></html>", media_type="text/html")
@@ -149,8 +172,10 @@ async def _injected_fault(request: Request, provider: str, kind: str) -> Respons
     return JSONResponse({})
 
 
-async def _hold(request: Request, state: FakeState) -> None:
-    """Wait ``timeout_hold`` seconds, or less if the client hangs up or the fake stops."""
+async def _hold(request: Request, state: FakeState, seconds: float) -> bool:
+    """Wait ``seconds``, or less if the client hangs up or the fake stops; True if it all passed."""
+    if seconds <= 0:
+        return True
 
     async def client_gone() -> None:
         while (await request.receive())["type"] != "http.disconnect":
@@ -158,10 +183,23 @@ async def _hold(request: Request, state: FakeState) -> None:
 
     waiters = {asyncio.ensure_future(client_gone()), asyncio.ensure_future(state.stopping.wait())}
     try:
-        await asyncio.wait(waiters, timeout=state.timeout_hold, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()
+    return not done
+
+
+async def _drop_connection(request: Request) -> Response:
+    """Close the client's connection without an answer (uvicorn); elsewhere ConnectionDropped."""
+    # uvicorn's receive is a method of the request cycle, which holds the connection's transport.
+    transport = getattr(getattr(request.receive, "__self__", None), "transport", None)
+    if not isinstance(transport, asyncio.Transport):
+        raise ConnectionDropped("no connection to close outside uvicorn")
+    transport.close()
+    while (await request.receive())["type"] != "http.disconnect":
+        pass  # once uvicorn has seen the close, it sends nothing more
+    return Response(status_code=204)
 
 
 async def _latency(state: FakeState) -> None:
@@ -249,6 +287,77 @@ async def files(request: Request) -> Response:
     )
 
 
+async def create_task(request: Request, provider: str) -> Response:
+    """A creation call: log it, then answer as the next forced outcome says (default ``ok``)."""
+    state = _state(request)
+    desk, raw = state.creations, await request.body()
+    acedata = provider != "seedance2"
+    expected = state.config.acedata_token if acedata else state.config.seedance2_key
+    authorized = _bearer_ok(request, expected)
+    entry = desk.record(provider, request.url.path, request.headers, authorized, raw)
+    state.calls[provider]["create"] += 1
+    settings = desk.settings_for(provider)
+    await _hold(request, state, settings.latency or 0.0)
+    if not authorized:
+        state.unauthorized[provider] += 1
+        entry.update(outcome="unauthorized", status=401)
+        if acedata:
+            message = "Unauthorized, invalid or missing authorization token."
+            return _ace_error(401, "invalid_token", message)
+        return _s2_error(401, "invalid_api_key", "invalid or missing API key")
+    forced, trace_id = desk.draw(provider), str(uuid.uuid4())
+    if forced.outcome in ERROR_STATUSES:
+        status, headers = int(forced.outcome), {}
+        if status == 429 and forced.retry_after is not None:
+            seconds = state.retry_after if forced.retry_after < 0 else forced.retry_after
+            headers["Retry-After"] = f"{seconds:g}"
+        entry.update(outcome=forced.outcome, status=status, trace_id=trace_id if acedata else None)
+        body = error_body(provider, status, forced.code, forced.message, trace_id)
+        return _json(body, status, headers)
+    body = entry["body"]
+    if reason := missing_fields(provider, body):
+        entry.update(outcome="invalid", status=400, trace_id=trace_id if acedata else None)
+        code = "bad_request" if acedata else "invalid_request"
+        return _json(error_body(provider, 400, code, reason, trace_id), 400)
+    task: FakeTask | None = None
+    if forced.outcome != "close" or forced.create:
+        spec = {
+            "provider": provider,
+            "callback_url": body.get("callback_url"),
+            "finish_after": settings.finish_after,
+            "outcome": settings.task_outcome,
+        }
+        task = state.create([spec], str(request.base_url))[0]
+        entry.update(task_id=task.task_id, trace_id=task.trace_id if acedata else None)
+    entry["outcome"] = forced.outcome
+    if forced.outcome == "close" or task is None:
+        return await _drop_connection(request)
+    if forced.outcome == "hang":
+        entry["client_gone"] = not await _hold(request, state, forced.seconds)
+    if acedata and not is_async(body):
+        # Without callback_url or async, AceData holds the call until the result exists.
+        give_up = time.monotonic() + MAX_HOLD_SECONDS
+        while not task.finished(time.time()) and time.monotonic() < give_up:
+            if not await _hold(request, state, state.config.tick):
+                break
+        if not task.finished(time.time()):
+            entry["status"] = 504
+            return _ace_error(504, "timeout", "fake upstream: no result within the hold limit")
+        entry["status"] = 200
+        return _json(acedata_response(task, time.time()) or {})
+    entry["status"] = 200
+    shape = settings.answer_shape or "full"
+    return _json(async_answer(task, shape, body.get("model"), time.time()))
+
+
+def _creation_endpoint(provider: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await create_task(request, provider)
+
+    endpoint.__name__ = f"create_{provider}"
+    return endpoint
+
+
 def _task_json(t: FakeTask) -> dict[str, Any]:
     keys = ("provider", "task_id", "trace_id", "outcome", "finish_at", "callback_url")
     return {key: getattr(t, key) for key in keys}
@@ -300,6 +409,23 @@ async def control_callbacks(request: Request) -> Response:
     return JSONResponse(asdict(policy))
 
 
+async def control_creations(request: Request) -> Response:
+    desk, body = _state(request).creations, await _json_body(request)
+    try:
+        desk.configure(body if isinstance(body, dict) else {})
+    except (ValueError, TypeError) as exc:
+        return _bad_request(str(exc))
+    return JSONResponse(desk.settings_json())
+
+
+async def control_creation_log(request: Request) -> Response:
+    provider = request.query_params.get("provider")
+    if provider is not None and provider not in PROVIDERS:
+        return _bad_request(f"provider {provider!r} is not one of {', '.join(PROVIDERS)}")
+    calls = _state(request).creations.calls_json(provider)
+    return _json({"calls": calls, "count": len(calls)})
+
+
 async def control_stats(request: Request) -> Response:
     return JSONResponse(_state(request).stats_json())
 
@@ -325,6 +451,9 @@ def create_app(config: FakeConfig | None = None) -> Starlette:
         Route("/_fake/faults", control_faults, methods=["POST"]),
         Route("/_fake/callbacks", control_callbacks, methods=["POST"]),
         Route("/_fake/stats", control_stats, methods=["GET"]),
+        Route("/_fake/creations", control_creations, methods=["POST"]),
+        Route("/_fake/creations", control_creation_log, methods=["GET"]),
+        *(Route(path, _creation_endpoint(p), methods=["POST"]) for p, path in CREATE_PATHS.items()),
         Route("/v1/video/generations/{task_id}", seedance2_query, methods=["GET"]),
         Route("/files/{name}", files, methods=["GET"]),
         Route("/{service}/tasks", acedata_tasks, methods=["POST"]),
@@ -420,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--intermediate", action="store_true", help="Seedance 2.0 IN_PROGRESS callbacks")
     p.add_argument("--callback-wrapper", action="store_true", help="send whole task wrappers")
     p.add_argument("--latency", type=float, default=0.0, help="seconds every task call waits")
+    p.add_argument("--create-latency", type=float, default=0.0, help="same, for creation calls")
     p.add_argument("--tick", type=float, default=FakeConfig.tick)
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
@@ -451,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_hold=min(args.timeout_hold, MAX_HOLD_SECONDS),
         callbacks=policy,
         latency=max(0.0, args.latency),
+        create_latency=min(MAX_HOLD_SECONDS, max(0.0, args.create_latency)),
         tick=args.tick,
     )
     sock = _listen(args.host, args.port)

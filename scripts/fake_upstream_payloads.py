@@ -23,6 +23,8 @@ _MAGIC = {
     "mp4": b"\x00\x00\x00\x18ftypmp42",
     "wav": b"RIFF",
 }
+ACEDATA = ("seedream", "seedance", "dreamina")
+PROVIDERS = (*ACEDATA, "seedance2")
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "mp4": "video/mp4", "wav": "audio/wav"}
 
 

@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scripts.fake_upstream_callbacks import CallbackJob, CallbackPolicy, CallbackSender
+from scripts.fake_upstream_creations import CreationDesk, CreationSettings
 from scripts.fake_upstream_payloads import (
+    ACEDATA,
+    PROVIDERS,
     FakeTask,
     acedata_response,
     acedata_wrapper,
@@ -22,8 +25,8 @@ from scripts.fake_upstream_payloads import (
     task_key,
 )
 
-ACEDATA = ("seedream", "seedance", "dreamina")
-PROVIDERS = (*ACEDATA, "seedance2")
+__all__ = ["ACEDATA", "FAULT_KINDS", "MAX_HOLD_SECONDS", "PROVIDERS", "FakeConfig", "FakeState"]
+
 FAULT_KINDS = ("429", "500", "401", "timeout", "malformed", "empty")
 MAX_HOLD_SECONDS = 60.0
 
@@ -48,6 +51,7 @@ class FakeConfig:
     callbacks: CallbackPolicy = field(default_factory=CallbackPolicy)
     tick: float = 0.2  # seconds between checks for tasks that finished on time
     latency: float = 0.0  # seconds every tasks-endpoint call waits before it answers (benchmarks)
+    create_latency: float = 0.0  # seconds every creation call waits before it answers
 
 
 def _rng(seed: int | None, purpose: str) -> random.Random:
@@ -77,6 +81,14 @@ class FakeState:
         self.faults_by_provider: dict[str, Counter[str]] = defaultdict(Counter)
         self.unauthorized: Counter[str] = Counter()
         self.files: Counter[str] = Counter()
+        self.creations = CreationDesk(
+            CreationSettings(
+                latency=config.create_latency,
+                finish_after=config.finish_after,
+                task_outcome="succeeded",
+                answer_shape="full",
+            )
+        )
 
     # -- tasks -------------------------------------------------------------
     def new_id(self, provider: str) -> str:

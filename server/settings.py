@@ -219,9 +219,13 @@ class Settings:
     log_format: str = setting("text", "log line format", choices=("text", "json"))
     sqlite_synchronous: str = setting("full", "SQLite fsync policy", choices=("full", "normal"))
     quarantine_max_rows: int = setting(100_000, "quarantined deliveries kept", minimum=1)
+    event_retention: float = setting(604800.0, "seconds events stay readable", minimum=1)
     forwarded_allow_ips: str = setting(
         "127.0.0.1,::1", "proxies whose X-Forwarded-* headers are trusted", example="127.0.0.1"
     )
+    limit_concurrency: int = setting(1000, "requests served at once", minimum=1)
+    header_timeout: float = setting(10.0, "seconds to send the request headers", minimum=0.1)
+    body_timeout: float = setting(30.0, "seconds to send the request body", minimum=0.1)
 
     # -- derived values -----------------------------------------------------------------
 

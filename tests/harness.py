@@ -42,10 +42,17 @@ def wait_until(condition, timeout: float = 20.0, interval: float = 0.02, what: s
 class ServerProcess:
     """``python -m server`` in a child process, with its own database and port."""
 
-    def __init__(self, db_path: Path, env: dict[str, str] | None = None, port: int | None = None):
+    def __init__(
+        self,
+        db_path: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ):
         self.db_path = db_path
         self.port = port or free_port()
         self.extra_env = env or {}
+        self.preexec_fn = preexec_fn  # runs in the child before exec (e.g. to lower a limit)
         self.proc: subprocess.Popen | None = None
         self.log_path = db_path.parent / f"server-{self.port}.log"
 
@@ -78,6 +85,7 @@ class ServerProcess:
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec_fn,
             )
         if wait:
             self.wait_ready()

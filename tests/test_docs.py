@@ -50,3 +50,8 @@ def test_every_command_is_documented():
     commands = parser()._subparsers._group_actions[0].choices  # noqa: SLF001
     for command in commands:
         assert f"python -m server {command}" in README, f"README does not document {command}"
+
+
+def test_the_readme_shows_the_procfile_as_it_is():
+    procfile = (ROOT / "Procfile").read_text(encoding="utf-8").strip()
+    assert f"```\n{procfile}\n```" in section("Deployment")

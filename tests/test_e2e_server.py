@@ -123,7 +123,7 @@ def test_check_command(tmp_path):
     bad = run_cli(
         "check", env={**base, "DATABASE_URL": f"sqlite:///{tmp_path}/blocker/x.db"}, cwd=tmp_path
     )
-    assert bad.returncode == 1 and "not writable" in bad.stderr
+    assert bad.returncode == 1 and "a file is in the way of the database folder" in bad.stderr
     usage = run_cli("check", env={**base, "DATABASE_URL": "mysql://x"}, cwd=tmp_path)
     assert usage.returncode == 2 and "DATABASE_URL" in usage.stderr
     wrong = run_cli("callback-url", "nope", env=base, cwd=tmp_path)

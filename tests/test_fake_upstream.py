@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 import scripts.fake_upstream as fu
 import scripts.fake_upstream_payloads as payloads
+from tests.harness import eventually
 
 TOKEN, KEY = "ace-token", "s2-key"
 ACE = {"authorization": f"Bearer {TOKEN}"}
@@ -355,3 +356,309 @@ async def test_shutdown_cancels_delayed_callbacks() -> None:
     async with fake(config(callbacks=fu.CallbackPolicy(reorder=30))) as (state, c):
         await create(c, provider="seedream", callback_url="http://127.0.0.1:9/cb", finish_after=0)
     assert state.sender.stats.cancelled == 1 and state.sender.stats.sent == 0
+
+
+# -- creation endpoints ---------------------------------------------------------------
+
+BODIES: dict[str, dict[str, Any]] = {
+    "seedream": {"model": "doubao-seedream-4-0-250828", "prompt": "a white siamese cat"},
+    "seedance": {
+        "model": "doubao-seedance-1-0-pro-250528",
+        "content": [{"type": "text", "text": "a kitten yawning"}],
+    },
+    "dreamina": {
+        "image_url": "https://cdn.example/p.jpg",
+        "audio_url": "https://cdn.example/v.wav",
+    },
+    "seedance2": {"model": "doubao-seedance-2-0-260128", "prompt": "a kitten yawning"},
+}
+PATHS = {
+    "seedream": "/seedream/images",
+    "seedance": "/seedance/videos",
+    "dreamina": "/dreamina/videos",
+    "seedance2": "/v1/video/generations",
+}
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+async def submit(c: httpx.AsyncClient, provider: str, **extra: Any) -> httpx.Response:
+    """One creation call as taskhook makes it (AceData: with ``async: true``)."""
+    headers, mode = (S2, {}) if provider == "seedance2" else (ACE, {"async": True})
+    body = {**BODIES[provider], **mode, **extra}
+    return await c.post(PATHS[provider], json=body, headers=headers)
+
+
+async def creation_log(c: httpx.AsyncClient, provider: str | None = None) -> list[dict]:
+    params = {"provider": provider} if provider else {}
+    answer = (await c.get("/_fake/creations", params=params)).json()
+    assert answer["count"] == len(answer["calls"])
+    return answer["calls"]
+
+
+@pytest.mark.parametrize("provider", ["seedream", "seedance", "dreamina"])
+async def test_acedata_creation_answers_at_once_then_calls_back(provider: str) -> None:
+    async with receiver() as inbox, fake(config(tick=0.01)) as (state, c):
+        callback_url = f"{inbox.base}/cb/{provider}"
+        await c.post("/_fake/creations", json={"finish_after": 0.05})
+        answer = await submit(c, provider, callback_url=callback_url)
+        assert answer.status_code == 200
+        assert set(answer.json()) == {"task_id", "trace_id"}
+        task_id, trace_id = answer.json()["task_id"], answer.json()["trace_id"]
+        assert UUID.fullmatch(task_id) and UUID.fullmatch(trace_id) and task_id != trace_id
+        [call] = await creation_log(c)
+        assert call["path"] == PATHS[provider] and call["provider"] == provider
+        assert call["body"] == {**BODIES[provider], "callback_url": callback_url, "async": True}
+        assert call["authorized"] is True and call["headers"]["authorization"] == "<redacted>"
+        assert TOKEN not in str(call)
+        assert (call["outcome"], call["status"]) == ("ok", 200)
+        assert (call["task_id"], call["trace_id"]) == (task_id, trace_id)
+        await asyncio.wait_for(inbox.arrived.wait(), 10)
+        [(tag, body)] = inbox.received
+        assert tag == provider and body["success"] is True
+        if provider == "dreamina":  # its result names the task without dashes, under data
+            assert body["data"]["task_id"] == task_id.replace("-", "")
+        else:
+            assert (body["task_id"], body["trace_id"]) == (task_id, trace_id)
+        retrieved = (await ask(c, provider, id=task_id)).json()
+        assert retrieved["id"] == task_id and retrieved["request"]["callback_url"] == callback_url
+        assert state.stats_json()["calls"][provider] == {"create": 1, "retrieve": 1}
+
+
+async def test_callback_misbehaviour_applies_to_created_tasks() -> None:
+    async with receiver() as inbox, fake(config(seed=3)) as (state, c):
+        await c.post("/_fake/callbacks", json={"drop": 1})
+        dropped = await submit(c, "seedance", callback_url=f"{inbox.base}/cb/a")
+        await c.post("/_fake/finish_all")  # the fate of a callback is drawn when it is due
+        await c.post("/_fake/callbacks", json={"drop": 0, "duplicate": 1, "empty_first": 1})
+        twice = await submit(c, "seedance", callback_url=f"{inbox.base}/cb/b")
+        await c.post("/_fake/finish_all")
+        await state.sender.drained()
+    assert dropped.status_code == twice.status_code == 200
+    assert [tag for tag, _ in inbox.received] == ["b", "b", "b"]
+    task_id = twice.json()["task_id"]
+    assert [body.get("task_id") for _, body in inbox.received] == [None, task_id, task_id]
+    assert state.sender.stats.dropped == 1 and state.sender.stats.duplicated == 1
+
+
+async def test_seedance2_creation_answers_a_video_object_and_is_queryable(
+    client: httpx.AsyncClient,
+) -> None:
+    answer = await submit(client, "seedance2")
+    assert answer.status_code == 200
+    video = answer.json()
+    assert (
+        re.fullmatch(r"asyntask_[A-Za-z0-9]{32}", video["id"]) and video["task_id"] == video["id"]
+    )
+    assert video["object"] == "video" and video["status"] == "queued" and video["progress"] == 0
+    assert video["model"] == BODIES["seedance2"]["model"] and isinstance(video["created_at"], int)
+    query = await client.get(f"/v1/video/generations/{video['task_id']}", headers=S2)
+    assert query.status_code == 200 and query.json()["data"]["task_id"] == video["task_id"]
+    [call] = await creation_log(client, "seedance2")
+    assert call["body"] == BODIES["seedance2"] and call["trace_id"] is None
+    assert KEY not in str(call)
+
+
+async def test_minimal_answer_shapes_carry_only_the_task_id(client: httpx.AsyncClient) -> None:
+    await client.post("/_fake/creations", json={"answer_shape": "minimal"})
+    for provider in ("seedance", "seedance2"):
+        answer = (await submit(client, provider, callback_url="http://127.0.0.1:9/cb")).json()
+        assert list(answer) == ["task_id"] and answer["task_id"]
+
+
+@pytest.mark.parametrize("provider", ["seedream", "seedance2"])
+async def test_forced_outcomes_answer_in_order_and_create_nothing(provider: str) -> None:
+    forced = [
+        {"outcome": "400", "code": "bad_request", "message": "model is invalid."},
+        "422",
+        {"outcome": "429", "retry_after": 7},
+        "401",
+        "403",
+        "500",
+        "ok",
+    ]
+    async with fake() as (state, c):
+        settings = await c.post("/_fake/creations", json={"provider": provider, "next": forced})
+        assert len(settings.json()["next"][provider]) == len(forced)
+        answers = [await submit(c, provider, callback_url="http://127.0.0.1:9/cb") for _ in forced]
+        assert [a.status_code for a in answers] == [400, 422, 429, 401, 403, 500, 200]
+        assert answers[2].headers["retry-after"] == "7"
+        assert all("retry-after" not in a.headers for a in answers[3:])
+        for answer in answers[:-1]:
+            body = answer.json()
+            error = body if provider == "seedance2" else body["error"]
+            assert error["code"] and error["message"]
+            assert (body["data"] is None) if provider == "seedance2" else body["trace_id"]
+        first = answers[0].json()
+        assert (first if provider == "seedance2" else first["error"])["code"] == "bad_request"
+        assert state.stats_json()["tasks"]["total"] == 1  # only the "ok" created a task
+        log = await creation_log(c)
+        assert [e["outcome"] for e in log] == [
+            f if isinstance(f, str) else f["outcome"] for f in forced
+        ]
+        assert [e["task_id"] is None for e in log] == [True] * 6 + [False]
+        assert (await c.post("/_fake/creations", json={})).json()["next"] == {}
+
+
+async def test_retry_after_default_and_omitted(client: httpx.AsyncClient) -> None:
+    await client.post("/_fake/faults", json={"retry_after": 3})
+    await client.post(
+        "/_fake/creations", json={"next": ["429", {"outcome": "429", "retry_after": None}]}
+    )
+    first, second = [await submit(client, "dreamina") for _ in "ab"]
+    assert first.headers["retry-after"] == "3" and "retry-after" not in second.headers
+    assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_requests"
+
+
+async def test_provider_queue_goes_before_the_shared_one(client: httpx.AsyncClient) -> None:
+    await client.post("/_fake/creations", json={"next": ["500"]})
+    await client.post("/_fake/creations", json={"provider": "seedance", "next": ["403"]})
+    statuses = [(await submit(client, p)).status_code for p in ("seedance", "seedance", "seedream")]
+    assert statuses == [403, 500, 200]
+
+
+async def test_wrong_token_creates_nothing_and_is_logged(client: httpx.AsyncClient) -> None:
+    denied = await client.post(PATHS["seedance"], json=BODIES["seedance"], headers=S2)
+    assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_token"
+    s2 = await client.post(PATHS["seedance2"], json=BODIES["seedance2"])
+    assert s2.status_code == 401 and s2.json()["code"] == "invalid_api_key"
+    log = await creation_log(client)
+    assert [(e["authorized"], e["outcome"], e["task_id"]) for e in log] == [
+        (False, "unauthorized", None)
+    ] * 2
+    assert KEY not in str(log) and (await client.get("/_fake/stats")).json()["tasks"]["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("provider", "body", "fragment"),
+    [
+        ("seedream", {"model": "m"}, "prompt is required"),
+        ("seedance", {"content": []}, "model, content is required"),
+        ("dreamina", {"image_url": "https://a/b.jpg"}, "audio_url is required"),
+        ("seedance2", {"model": "m"}, "prompt is required"),
+        ("seedance", {**BODIES["seedance"], "callback_url": "ftp://x"}, "callback_url"),
+    ],
+)
+async def test_incomplete_creation_bodies_get_400(
+    client: httpx.AsyncClient, provider: str, body: dict, fragment: str
+) -> None:
+    headers = S2 if provider == "seedance2" else ACE
+    answer = await client.post(PATHS[provider], json=body, headers=headers)
+    assert answer.status_code == 400
+    error = answer.json() if provider == "seedance2" else answer.json()["error"]
+    assert fragment in error["message"]
+    assert (await creation_log(client))[0]["outcome"] == "invalid"
+
+
+async def test_without_async_or_callback_acedata_answers_the_result(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/_fake/creations", json={"finish_after": 0})
+    answer = await client.post(PATHS["seedream"], json=BODIES["seedream"], headers=ACE)
+    body = answer.json()
+    assert body["success"] is True and body["data"][0]["image_url"].endswith(".jpg")
+
+
+async def test_failed_task_outcome_calls_back_a_failure() -> None:
+    async with receiver() as inbox, fake() as (state, c):
+        await c.post("/_fake/creations", json={"provider": "seedance", "task_outcome": "failed"})
+        await submit(c, "seedance", callback_url=f"{inbox.base}/cb/x")
+        await c.post("/_fake/finish_all")
+        await state.sender.drained()
+    [(_, body)] = inbox.received
+    assert body["success"] is False and body["error"]["code"] == "generation_failed"
+
+
+async def test_hang_creates_at_once_so_the_callback_can_precede_the_answer() -> None:
+    async with (
+        receiver() as inbox,
+        fu.running_fake(config(tick=0.01)) as base,
+        httpx.AsyncClient(base_url=base, trust_env=False) as c,
+    ):
+        await c.post("/_fake/creations", json={"next": [{"outcome": "hang", "seconds": 60}]})
+        await c.post("/_fake/creations", json={"finish_after": 0})
+        callback_url = f"{inbox.base}/cb/h"
+        pending = asyncio.create_task(submit(c, "seedance", callback_url=callback_url))
+        await asyncio.wait_for(inbox.arrived.wait(), 10)
+        assert not pending.done()  # the answer is still held
+        [call] = await creation_log(c)
+        assert call["outcome"] == "hang" and call["status"] is None
+        assert inbox.received[0][1]["task_id"] == call["task_id"]
+        pending.cancel()  # the client gives up: the fake stops holding
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+
+        async def released() -> bool:
+            return (await creation_log(c))[0]["client_gone"] is True
+
+        await eventually(released, "the fake to stop holding the answer")
+
+
+async def test_short_hang_then_the_normal_answer(client: httpx.AsyncClient) -> None:
+    await client.post("/_fake/creations", json={"next": [{"outcome": "hang", "seconds": 0.05}]})
+    answer = await submit(client, "seedance2")
+    assert answer.status_code == 200 and answer.json()["task_id"].startswith("asyntask_")
+    [call] = await creation_log(client)
+    assert (call["outcome"], call["status"], call["client_gone"]) == ("hang", 200, False)
+
+
+@pytest.mark.parametrize("create", [True, False])
+async def test_close_drops_the_connection_after_reading_the_request(create: bool) -> None:
+    async with (
+        fu.running_fake(config()) as base,
+        httpx.AsyncClient(base_url=base, trust_env=False) as c,
+    ):
+        outcome = {"outcome": "close", "create": create}
+        await c.post("/_fake/creations", json={"provider": "dreamina", "next": [outcome]})
+        with pytest.raises(httpx.RemoteProtocolError):
+            await submit(c, "dreamina", callback_url="http://127.0.0.1:9/cb")
+        [call] = await creation_log(c)
+        assert call["body"]["callback_url"] == "http://127.0.0.1:9/cb"
+        assert (call["outcome"], call["status"]) == ("close", None)
+        assert (call["task_id"] is not None) is create
+        assert (await c.get("/_fake/stats")).json()["tasks"]["total"] == int(create)
+        assert (
+            await submit(c, "dreamina", callback_url="http://127.0.0.1:9/cb")
+        ).status_code == 200
+
+
+async def test_close_outside_uvicorn_raises(client: httpx.AsyncClient) -> None:
+    await client.post("/_fake/creations", json={"next": ["close"]})
+    with pytest.raises(fu.ConnectionDropped):
+        await submit(client, "seedream")
+
+
+async def test_creation_latency_holds_every_answer() -> None:
+    async with (
+        fu.running_fake(config(create_latency=30)) as base,
+        httpx.AsyncClient(base_url=base, trust_env=False, timeout=0.2) as c,
+    ):
+        with pytest.raises(httpx.ReadTimeout):
+            await submit(c, "seedream")
+        await c.post("/_fake/creations", json={"latency": 0})
+        assert (await submit(c, "seedream")).status_code == 200
+        assert (await c.get("/_fake/stats")).json()["calls"]["seedream"] == {"create": 2}
+
+
+async def test_creation_controls_validate_and_change_nothing_when_bad(
+    client: httpx.AsyncClient,
+) -> None:
+    for bad in (
+        {"next": ["418"]},
+        {"next": [{"outcome": "hang", "seconds": 61}]},
+        {"next": [{"outcome": "ok", "colour": "red"}]},
+        {"provider": "nope"},
+        {"latency": -1},
+        {"task_outcome": "maybe"},
+        {"answer_shape": "huge", "next": ["500"]},
+    ):
+        assert (await client.post("/_fake/creations", json=bad)).status_code == 400, bad
+    assert (await client.get("/_fake/creations", params={"provider": "nope"})).status_code == 400
+    assert (await submit(client, "seedream")).status_code == 200
+
+
+async def test_creation_log_filters_by_provider_and_clears(client: httpx.AsyncClient) -> None:
+    for provider in ("seedream", "seedance2", "seedream"):
+        await submit(client, provider)
+    assert [e["seq"] for e in await creation_log(client, "seedream")] == [1, 3]
+    await client.post("/_fake/creations", json={"clear_log": True})
+    assert await creation_log(client) == []

@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from server.core import schedule
 from server.ingest import receive
 from server.providers.acedata import AceDataClient
 from server.providers.seedance2 import Seedance2Client
-from server.reconcile.health import HealthBoard, PauseRules
+from server.reconcile.health import MAX_PAUSE, HealthBoard, PauseRules
 from server.reconcile.reconciler import run_pass
 from server.settings import Settings
 from server.store import Registration, Store, open_store
@@ -220,6 +221,36 @@ async def test_429_pauses_only_that_provider_for_retry_after(store, fake_ace, fa
     await run(providers=["seedance"], health=health, now=now + 7.5)
     assert len(fake_ace.batches) == calls + 1
     assert health["seedance"].trouble is None
+
+
+@pytest.mark.parametrize("retry_after", ["1e12", "1e999", "inf", "nan", "99999999999999999999"])
+async def test_a_huge_retry_after_pauses_one_hour_at_most(store, fake_ace, run, retry_after):
+    await register(store, "seedance", 2)
+    fake_ace.faults = [httpx.Response(429, headers={"Retry-After": retry_after}, json={})]
+    health = HealthBoard()
+    now = time.time() + 1
+    report = await run(providers=["seedance"], health=health, now=now)
+    assert report.providers["seedance"].errors == {"rate_limited": 1}
+    assert now < health["seedance"].paused_until <= now + MAX_PAUSE
+    shown = health.to_json(now)["seedance"]  # raised "year out of range" before the cap
+    assert shown["state"] == "rate_limited"
+    assert datetime.fromisoformat(shown["paused_until"]).timestamp() <= now + MAX_PAUSE + 1
+    await run(providers=["seedance"], health=health, now=now + MAX_PAUSE + 1)
+    assert len(fake_ace.batches) == 2  # asked again once the hour was over
+    assert health["seedance"].trouble is None
+
+
+def test_every_pause_is_capped_at_one_hour():
+    rules = PauseRules(failure_first=1000, failure_max=10**9, auth_first=5000, auth_max=10**9)
+    health = HealthBoard(rules)["seedance"]
+    for _ in range(3000):  # 2 ** 3000 would overflow a float
+        health.failed(0.0, "down")
+    assert health.paused_until == MAX_PAUSE
+    for _ in range(5):
+        health.unauthorized(0.0, "bad token")
+        assert health.paused_until <= MAX_PAUSE
+    health.rate_limited(0.0, -5.0, "negative")
+    assert health.paused_until == 0.0
 
 
 async def test_401_pauses_with_a_doubling_probe_delay(store, fake_ace, run):

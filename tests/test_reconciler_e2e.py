@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -174,5 +175,40 @@ async def test_expiry_and_rejected_token(tmp_path):
                 # AceData providers without unfinished tasks are not called at all.
                 stats = (await up.get("/_fake/stats")).json()
                 assert stats["unauthorized"] == {"seedance": 1}
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+async def test_a_huge_retry_after_pauses_an_hour_at_most_and_readyz_says_until_when(tmp_path):
+    app = create_app(FakeConfig(seed=5, retry_after=1e12))
+    async with serving(app) as fake_url:
+        server = ServerProcess(tmp_path / "t.db", env=server_env(fake_url))
+        await asyncio.to_thread(server.start)
+        try:
+            async with (
+                httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=10) as api,
+                httpx.AsyncClient(base_url=fake_url, timeout=10) as up,
+            ):
+                await up.post("/_fake/faults", json={"provider": "seedance", "next": ["429"]})
+                spec = {"provider": "seedance", "finish_after": 1000}
+                created = (await up.post("/_fake/tasks", json={"tasks": [spec]})).json()["tasks"]
+                task = {"provider": "seedance", "task_id": created[0]["task_id"]}
+                assert (await api.post("/tasks", json=task)).status_code == 201
+
+                async def rate_limited():
+                    response = await api.get("/readyz")
+                    shown = response.json()["checks"]["reconciler"]["providers"]["seedance"]
+                    return response if shown["state"] == "rate_limited" else None
+
+                response = await eventually(rate_limited, "seedance paused in /readyz", within=10)
+                assert response.status_code == 200  # a rate limit is not a readiness failure
+                shown = response.json()["checks"]["reconciler"]["providers"]["seedance"]
+                until = datetime.fromisoformat(shown["paused_until"].replace("Z", "+00:00"))
+                assert shown["paused_until"].endswith("Z")  # ISO 8601, UTC
+                assert time.time() < until.timestamp() <= time.time() + 3600
+                assert shown["paused_for"] <= 3600
+                # Passes go on and keep writing the providers' health.
+                seen = await passes_seen(api)
+                await eventually(lambda: _later(api, seen), "a later pass recorded", within=10)
         finally:
             await asyncio.to_thread(server.stop)

@@ -25,6 +25,8 @@ def test_defaults_need_no_configuration():
     settings = read({})
     assert settings == Settings()
     assert settings.port == 8000 and settings.archive is True
+    assert settings.limit_concurrency == 1000
+    assert (settings.header_timeout, settings.body_timeout) == (10.0, 30.0)
 
 
 def test_values_are_parsed_by_the_type_of_their_row():
@@ -72,6 +74,10 @@ def test_the_environment_wins_over_dotenv(tmp_path):
         (
             {"RECONCILE_INTERVAL": "inf"},
             "RECONCILE_INTERVAL='inf' is not a finite number; set e.g. RECONCILE_INTERVAL=30",
+        ),
+        (
+            {"HEADER_TIMEOUT": "0"},
+            "HEADER_TIMEOUT='0' is out of range (at least 0.1); set e.g. HEADER_TIMEOUT=10",
         ),
         ({"ARCHIVE": "maybe"}, "ARCHIVE='maybe' is not on or off; set e.g. ARCHIVE=on"),
         (

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, copy_db
 from server.cli import reconcile as reconcile_cli
+from server.cli.database import database_problem
 from server.core.tokens import callback_url
 from server.errors import ConfigError
 from server.observe import logs
 from server.providers import NAMES
 from server.secrets import load_secrets
 from server.settings import Settings
-from server.store import open_store, reach
+from server.store import open_store
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,30 +39,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def serve(settings: Settings) -> int:
-    import uvicorn
-
-    from server.web.app import create_app
-
-    asyncio.run(reach(settings))  # an unreachable database: one line and exit 2, not a traceback
-    logs.configure(settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=20,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-    )
-    return EXIT_OK
-
-
 async def check(settings: Settings) -> int:
-    try:
-        async with open_store(settings) as store:
-            await store.check_writable()
-    except Exception as exc:  # every failure is reported, not raised
-        print(f"not ok: database {settings.database_label} is not writable: {exc}", file=sys.stderr)
+    problem = await database_problem(settings)
+    if problem is not None:
+        print(f"not ok: {problem}", file=sys.stderr)
         return EXIT_FAILED
     print(f"ok: database {settings.database_label} is reachable and writable")
     return EXIT_OK
@@ -71,7 +52,7 @@ async def print_callback_url(settings: Settings, provider: str) -> int:
     async with open_store(settings) as store:
         secrets = await load_secrets(store, settings)
     if secrets.generated:
-        from server.web.app import banner
+        from server.startup import banner
 
         print(banner(settings, secrets), file=sys.stderr)
     print(callback_url(settings.base_url, secrets.callback_secrets[0], provider))
@@ -91,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     command = args.command or "serve"
     if command == "serve":
+        from server.cli.serve import serve
+
         return serve(settings)
     if command == "check":
         return asyncio.run(check(settings))

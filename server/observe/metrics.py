@@ -62,6 +62,13 @@ ARCHIVE_FAILURES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+HTTP_REFUSED = Counter(
+    "taskhook_http_refused",
+    "Connections or requests refused to protect the server, by reason: header_timeout, "
+    "body_timeout (a client too slow), overloaded (LIMIT_CONCURRENCY), no_file_descriptors.",
+    ["reason"],
+    registry=REGISTRY,
+)
 WRITE_BATCH_SIZE = Histogram(
     "taskhook_write_batch_size",
     "Writes committed together in one transaction (group commit).",

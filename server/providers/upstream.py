@@ -15,6 +15,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -87,9 +88,11 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if value is None or not value.strip():
         return None
     try:
-        return max(0.0, float(value.strip()))
+        seconds = float(value.strip())
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(0.0, seconds)  # callers cap it
     try:
         when = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError):

@@ -4,17 +4,22 @@ One ``ProviderHealth`` per provider remembers the last trouble upstream
 reported: a 429 pauses the provider for its ``Retry-After``; 5xx, timeouts
 and refused connections back it off with a doubling delay; a rejected token
 pauses it with a probe delay that starts at one minute and doubles, so a
-wrong token costs one call per probe, not one per pass. Any successful call
-clears the trouble. No I/O here: time is passed in.
+wrong token costs one call per probe, not one per pass. Every pause, whatever
+asked for it (a ``Retry-After: 1e12`` included), ends within ``MAX_PAUSE``.
+Any successful call clears the trouble. No I/O here: time is passed in.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.core.types import iso_time
 from server.providers import NAMES
+
+#: No pause lasts longer than this (seconds), whatever upstream asked for.
+MAX_PAUSE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -56,21 +61,29 @@ class ProviderHealth:
     def rate_limited(self, now: float, retry_after: float | None, detail: str) -> None:
         wait = retry_after if retry_after is not None else self.rules.rate_limit_default
         self.trouble, self.reason = "rate_limited", detail
-        self.paused_until = now + wait
+        self._pause(now, wait)
 
     def failed(self, now: float, detail: str) -> None:
         self.failures += 1
-        wait = min(self.rules.failure_max, self.rules.failure_first * 2 ** (self.failures - 1))
+        # The exponent is bounded too: 2 ** 2000 is a float overflow.
+        doublings = min(self.failures - 1, 64)
+        wait = min(self.rules.failure_max, self.rules.failure_first * 2.0**doublings)
         self.trouble, self.reason = "failing", detail
-        self.paused_until = now + wait
+        self._pause(now, wait)
 
     def unauthorized(self, now: float, detail: str) -> None:
         if self.auth_delay:
-            self.auth_delay = min(self.rules.auth_max, self.auth_delay * 2)
+            self.auth_delay = min(self.rules.auth_max, MAX_PAUSE, self.auth_delay * 2)
         else:
-            self.auth_delay = self.rules.auth_first
+            self.auth_delay = min(self.rules.auth_first, MAX_PAUSE)
         self.trouble, self.reason = "unauthorized", detail
-        self.paused_until = now + self.auth_delay
+        self._pause(now, self.auth_delay)
+
+    def _pause(self, now: float, wait: float) -> None:
+        """Pause until ``now + wait``, the wait clamped to 0..MAX_PAUSE (NaN: the cap)."""
+        if math.isnan(wait):
+            wait = MAX_PAUSE
+        self.paused_until = now + min(max(wait, 0.0), MAX_PAUSE)
 
     def to_json(self, now: float) -> dict[str, Any]:
         body: dict[str, Any] = {"state": self.trouble or "ok"}

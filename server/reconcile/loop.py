@@ -1,10 +1,13 @@
 """The reconciler as a background loop: one pass every RECONCILE_INTERVAL seconds.
 
 Several web workers (or a web process and a ``worker``) may share one
-database; a lease in the database lets exactly one of them run passes. The
-holder renews the lease while it works; if it dies the lease lapses after
-``lease_ttl`` and another loop takes over. The last pass and the providers'
-health are written to the database, so ``/readyz`` on any worker reports them.
+database; a lease with a term in the database lets exactly one of them run
+passes. The holder renews its term while a pass runs, and the pass is
+cancelled the moment a renewal is refused or the lease could have lapsed
+(``lease.Lease``), so a loop that lost the lease never polls upstream beside
+the new holder. If the holder dies the lease lapses after ``lease_ttl`` and
+another loop takes over. The last pass and the providers' health are written
+to the database, so ``/readyz`` on any worker reports them.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from typing import Any
 import httpx
 
 from server.core.types import iso_time
+from server.observe.logs import event
 from server.providers import NAMES, Client, build_clients, token_settings
 from server.providers.upstream import default_http_client
 from server.reconcile.health import HealthBoard, PauseRules
+from server.reconcile.lease import Lease, LeaseLost
 from server.reconcile.reconciler import run_pass
 from server.reconcile.report import PassReport
 from server.settings import Settings
@@ -56,6 +61,7 @@ class ReconcilerLoop:
         *,
         holder: str | None = None,
         lease_ttl: float | None = None,
+        renew_every: float | None = None,
         run: PassFn | None = None,
     ) -> None:
         self.store = store
@@ -64,6 +70,7 @@ class ReconcilerLoop:
         self.interval = settings.reconcile_interval
         self.holder = holder or holder_name()
         self.lease_ttl = lease_ttl or max(3 * self.interval, 30.0)
+        self.lease = Lease(store, LEASE_NAME, self.holder, self.lease_ttl, renew_every=renew_every)
         self.health = HealthBoard(PauseRules.for_interval(self.interval))
         self._run = run or self._default_pass
         self._stop = asyncio.Event()
@@ -71,8 +78,6 @@ class ReconcilerLoop:
         self._task: asyncio.Task[None] | None = None
         self.started_at = time.time()
         self.passes = 0
-        self.holding = False
-        self.term: int | None = None
 
     async def _default_pass(self) -> PassReport:
         return await run_pass(self.store, self.clients, self.settings, health=self.health)
@@ -98,10 +103,8 @@ class ReconcilerLoop:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.holding:
-            with contextlib.suppress(Exception):
-                await self.store.release_lease(LEASE_NAME, self.holder)
-            self.holding = False
+        if self.lease.held:
+            await self.lease.release()
         self._stopped.set()
 
     async def run_forever(self) -> None:
@@ -118,31 +121,34 @@ class ReconcilerLoop:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)
 
+    @property
+    def holding(self) -> bool:
+        """True while this loop holds the lease."""
+        return self.lease.held
+
     async def tick(self) -> PassReport | None:
-        """Take or renew the lease; run one pass if we hold it."""
-        self.term = await self.store.take_lease(LEASE_NAME, self.holder, self.lease_ttl)
-        self.holding = self.term is not None
-        if not self.holding:
+        """Take or renew the lease; run one pass under it if we hold it.
+
+        None when another loop holds the lease, or when the lease was lost
+        during the pass (the pass was cancelled; nothing more is recorded).
+        """
+        if not await self.lease.acquire():
             return None
-        renewer = asyncio.create_task(self._renew())
         try:
-            report = await self._run()
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            report = await self.lease.run(self._run)
+        except LeaseLost as exc:
+            event(
+                log,
+                "reconcile_pass_cancelled",
+                logging.ERROR,
+                lease="lost",
+                holder=self.holder,
+                reason=str(exc),
+            )
+            return None
         self.passes += 1
         await self._record(report)
         return report
-
-    async def _renew(self) -> None:
-        """Keep the lease while a long pass runs (slow upstream, many tasks)."""
-        while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            assert self.term is not None
-            if not await self.store.renew_lease(LEASE_NAME, self.holder, self.term, self.lease_ttl):
-                log.error("reconciler lease lost to another holder during a pass")
-                return
 
     async def _record(self, report: PassReport) -> None:
         now = time.time()

@@ -37,7 +37,6 @@ __all__ = [
     "Store",
     "WorkKind",
     "open_store",
-    "reach",
 ]
 
 
@@ -63,14 +62,3 @@ def open_store(settings: Settings) -> Store:
         "use sqlite:///relative/path.db or sqlite:////absolute/path.db."
     )
 
-
-async def reach(settings: Settings) -> None:
-    """Check, before serving, that the database answers: ``ConfigError`` in one line if not.
-
-    A PostgreSQL server that cannot be reached or refuses us is named by
-    ``DATABASE_URL`` (password hidden); a SQLite file needs no check here.
-    """
-    if settings.database_url.partition(":")[0].lower() in ("postgresql", "postgres"):
-        from server.store.postgres.connection import reach as reach_postgres
-
-        await reach_postgres(settings.database_url)

@@ -38,6 +38,7 @@ class WorkSignals:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._probe_lock: asyncio.Lock | None = None
         self._last_probe = 0.0
+        self._waiting: dict[str, int] = {}
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop whose coroutines wait (the one that opened the store)."""
@@ -45,6 +46,10 @@ class WorkSignals:
 
     def mark(self, kind: str) -> int:
         return self._counts.get(kind, 0)
+
+    def waiting(self, kind: str) -> int:
+        """How many coroutines wait for ``kind`` now (for tests and status pages)."""
+        return self._waiting.get(kind, 0)
 
     def notify(self, kind: str) -> None:
         """Wake every waiter of ``kind`` (call on the bound loop)."""
@@ -76,6 +81,15 @@ class WorkSignals:
         loop = asyncio.get_running_loop()
         start = self.mark(kind) if after is None else after
         deadline = loop.time() + max(0.0, timeout)
+        self._waiting[kind] = self._waiting.get(kind, 0) + 1
+        try:
+            return await self._wait(kind, start, deadline, loop)
+        finally:
+            self._waiting[kind] -= 1
+
+    async def _wait(
+        self, kind: str, start: int, deadline: float, loop: asyncio.AbstractEventLoop
+    ) -> bool:
         while self.mark(kind) == start:
             remaining = deadline - loop.time()
             if remaining <= 0:

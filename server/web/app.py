@@ -8,37 +8,25 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from server.archive.archiver import Archiver
-from server.core.tokens import callback_url
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
+from server.http.limit import ConcurrencyLimit
 from server.observe import logs
-from server.providers import PROVIDERS
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
-from server.secrets import Secrets, load_secrets
+from server.secrets import load_secrets
 from server.service import Service
 from server.settings import Settings
+from server.startup import banner
 from server.store import Store, open_store
+from server.store.retention import EventRetention
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
 log = logging.getLogger("taskhook.app")
-
-def banner(settings: Settings, secrets: Secrets) -> str:
-    """What a first start prints once: the generated secrets and the callback URLs."""
-    lines = ["taskhook generated secrets and stored them in the database (shown only now):"]
-    if "API_TOKEN" in secrets.generated:
-        lines.append(f"  API_TOKEN={secrets.api_token}")
-    if "CALLBACK_SECRETS" in secrets.generated:
-        lines.append(f"  CALLBACK_SECRETS={secrets.callback_secrets[0]}")
-    lines.append("Callback URLs to pass as callback_url:")
-    for provider in PROVIDERS:
-        url = callback_url(settings.base_url, secrets.callback_secrets[0], provider)
-        lines.append(f"  {provider:<10} {url}")
-    return "\n".join(lines)
-
 
 async def taskhook_error(request: Request, exc: Exception) -> JSONResponse:
     """Any error of ours: its class says the status and the code."""
@@ -71,6 +59,7 @@ def background_services(settings: Settings, store: Store) -> list[Service]:
     services: list[Service] = [EmbeddedReconciler(store, settings) if embedded else ReconcilerOff()]
     if settings.archive:
         services.append(Archiver(settings, store))
+    services.append(EventRetention(store, settings.event_retention))
     return services
 
 
@@ -103,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(ConcurrencyLimit, limit=settings.limit_concurrency)],
         exception_handlers={
             TaskhookError: taskhook_error,
             HTTPException: starlette_error,

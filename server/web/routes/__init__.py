@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from server.web.routes import callbacks, dashboard, files, health, metrics, quarantine, tasks
+from server.web.routes import (
+    callbacks,
+    dashboard,
+    events,
+    files,
+    health,
+    metrics,
+    quarantine,
+    tasks,
+)
 
 ROUTES: list[Route] = [
     *callbacks.ROUTES,
     *tasks.ROUTES,
     *quarantine.ROUTES,
+    *events.ROUTES,
     *health.ROUTES,
     *files.ROUTES,
     *metrics.ROUTES,
