@@ -150,6 +150,12 @@ def _with_scheme(raw: str) -> str | None:
     return None
 
 
+def _archive_url(url: str) -> str | None:
+    from server.archive.storage import archive_url_problem  # loads no client library
+
+    return archive_url_problem(url)
+
+
 # -- the table --------------------------------------------------------------------------
 
 
@@ -216,6 +222,12 @@ class Settings:
     archive_max_bytes: int = setting(2_147_483_648, "largest archived file", minimum=1)
     archive_concurrency: int = setting(4, "downloads at once", minimum=1, maximum=256)
     archive_allow_private: bool = setting(False, "fetch private addresses")
+    archive_url: str = setting(
+        "",
+        "s3://bucket/prefix: archived files in S3-compatible object storage, not ARCHIVE_DIR",
+        example="s3://my-bucket/taskhook",
+        check=_archive_url,
+    )
     log_format: str = setting("text", "log line format", choices=("text", "json"))
     sqlite_synchronous: str = setting("full", "SQLite fsync policy", choices=("full", "normal"))
     quarantine_max_rows: int = setting(100_000, "quarantined deliveries kept", minimum=1)

@@ -14,7 +14,7 @@ import pytest
 
 from scripts.fake_upstream import serving
 from server.archive.archiver import Archiver
-from server.archive.download import TEMP_PREFIX, archive_path
+from server.archive.folder import TEMP_PREFIX, FolderStorage, archive_path
 from server.core.render import task_json
 from server.ingest import receive
 from server.store import Store, open_store
@@ -210,6 +210,20 @@ async def test_a_file_too_large_fails_for_good(archive_settings, files):
         assert await store.archive_counts() == {"failed": 1}
     assert server.requests["big.mp4"] == 1
     assert temp_files(settings.archive_dir) == []
+
+
+async def test_a_file_larger_than_the_storage_takes_fails_as_too_large(archive_settings, files):
+    _server, base = files
+    small = FolderStorage(archive_settings.archive_dir)
+    small.max_file_bytes = 1000  # as a bucket caps files at 5 GiB, whatever ARCHIVE_MAX_BYTES says
+    async with running_archiver(archive_settings, storage=small) as (store, _archiver):
+        outcome = await receive(store, "seedance", video_callback(f"{base}/f/capped.mp4"))
+
+        async def error() -> dict | None:
+            return (await result_of(store, outcome.task_id)).get("archive_error")
+
+        got = await eventually(error, "the failure")
+        assert got["code"] == "too_large" and "1000 bytes" in got["message"]
 
 
 async def test_a_missing_upstream_file_fails_with_its_status(archive_settings, files):

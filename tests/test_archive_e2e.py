@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.archive.download import TEMP_PREFIX, archive_path
+from server.archive.folder import TEMP_PREFIX, archive_path
 from server.ingest import receive
 from server.settings import Settings
 from server.store import open_store

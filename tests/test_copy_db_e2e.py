@@ -94,7 +94,8 @@ def test_copy_db_moves_everything_to_postgresql_and_back(tmp_path, pg_databases)
         assert secret_line is not None
         urls = dict(re.findall(r"^\s+(\w+)\s+(http\S+)$", logs, re.M))
         with httpx.Client(base_url=first.url, headers={"Authorization": f"Bearer {token}"}) as api:
-            assert api.post("/tasks", json={"provider": "seedream", "task_id": "t-1"}).status_code == 201
+            registered = api.post("/tasks", json={"provider": "seedream", "task_id": "t-1"})
+            assert registered.status_code == 201
             path = urls["seedance"][urls["seedance"].index("/callbacks/") :]
             for status in ("running", "succeeded"):
                 body = payloads.seedance("9462ca25-468b-45a5-9e75-6f516dedcc80", status)

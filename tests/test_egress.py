@@ -27,6 +27,7 @@ from starlette.routing import Route
 from scripts.fake_upstream import serving
 from server.archive.download import NetworkError, PrivateAddress, download, redact_url
 from server.archive.egress import archive_client
+from server.archive.folder import FolderStorage, archive_path
 
 PUBLIC = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1::1"
@@ -127,7 +128,11 @@ def guarded(
 
 async def fetch(client: httpx.AsyncClient, url: str, tmp_path: Path) -> Any:
     async with client:
-        return await download(url, tmp_path, http=client, max_bytes=MAX)
+        return await download(url, FolderStorage(tmp_path), http=client, max_bytes=MAX)
+
+
+def stored(tmp_path: Path, got: Any) -> bytes:
+    return archive_path(tmp_path, got.sha256).read_bytes()
 
 
 async def test_the_connection_goes_to_the_vetted_address_not_a_second_answer(
@@ -140,7 +145,7 @@ async def test_the_connection_goes_to_the_vetted_address_not_a_second_answer(
 
     got = await fetch(guarded(dns, router), f"http://rebind.test:{public_port}/secret", tmp_path)
 
-    assert got.path.read_bytes() == VIDEO
+    assert stored(tmp_path, got) == VIDEO
     assert dns.calls == ["rebind.test"]  # resolved once
     assert router.asked == [PUBLIC]  # and connected to what was vetted
     assert internal_hits == [] and public_hits == ["/secret"]
@@ -185,7 +190,7 @@ async def test_a_private_name_is_fetched_when_allowed(public, tmp_path):
     router = Router({"10.0.0.1": port})
     client = guarded(Resolver({"cdn.test": ["10.0.0.1"]}), router, allow_private=True)
     got = await fetch(client, f"http://cdn.test:{port}/clip.mp4", tmp_path)
-    assert got.path.read_bytes() == VIDEO
+    assert stored(tmp_path, got) == VIDEO
     assert router.asked == ["10.0.0.1"]
 
 
@@ -291,7 +296,7 @@ async def test_tls_is_verified_against_the_name_while_connecting_to_the_address(
     dns = Resolver({"files.test": ["127.0.0.1"]})
     async with tls_server(ca.issue_cert("files.test"), sni) as port:
         got = await fetch(trusting(ca, dns), f"https://files.test:{port}/v.mp4", tmp_path)
-    assert got.path.read_bytes() == VIDEO
+    assert stored(tmp_path, got) == VIDEO
     assert sni == ["files.test"] and dns.calls == ["files.test"]
 
 

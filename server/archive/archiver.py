@@ -17,26 +17,19 @@ import logging
 import os
 import random
 import secrets
-import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from server.archive.download import (
-    DownloadError,
-    HTTPStatusError,
-    cleanup_temp_files,
-    download,
-    redact_url,
-)
+from server.archive.download import HTTPStatusError, download, redact_url
 from server.archive.egress import Resolver, archive_client
+from server.archive.storage import ArchiveStorage, storage_for
 from server.core.types import iso_time
+from server.errors import ArchiveError
 from server.observe.metrics import ARCHIVE_BYTES, ARCHIVE_FAILURES
 from server.settings import Settings
 from server.store import ArchiveJob, Store
@@ -68,7 +61,7 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def error_code(exc: DownloadError) -> str:
+def error_code(exc: ArchiveError) -> str:
     """The ``archive_error.code`` for a failed copy: ``http_403``, ``too_large``, ..."""
     if isinstance(exc, HTTPStatusError):
         return f"http_{exc.status_code}"
@@ -111,7 +104,11 @@ class RunSummary:
 
 
 class Archiver:
-    """Copies queued result files into ``ARCHIVE_DIR``; a service of the web process."""
+    """Copies queued result files into the archive's storage; a service of the web process.
+
+    It does not know which storage that is (a folder or a bucket): it hands
+    each download to ``storage.put`` and records the outcome.
+    """
 
     name = "archive"
 
@@ -127,9 +124,11 @@ class Archiver:
         retry_max: float = RETRY_MAX,
         resolve: Resolver | None = None,
         clock: Callable[[], float] = time.time,
+        storage: ArchiveStorage | None = None,
     ) -> None:
         self.settings, self.store = settings, store
-        self.archive_dir = Path(settings.archive_dir)
+        self.storage = storage if storage is not None else storage_for(settings)
+        self._own_storage = storage is None
         self.holder = holder_id()
         self.slots = settings.archive_concurrency
         self.poll_interval, self.file_timeout = poll_interval, file_timeout
@@ -145,14 +144,13 @@ class Archiver:
     # -- lifecycle ----------------------------------------------------------
 
     async def open(self, *, cleanup: bool) -> None:
-        """Create and probe ARCHIVE_DIR; ``cleanup`` removes a crash's partial files first.
+        """Open the storage; ``cleanup`` removes what a crash's copies left there first.
 
         Only a starting server cleans up: a one-off command could delete a
-        running server's partial download.
+        running server's partial copy. ``StorageError`` if the storage cannot
+        be prepared at all.
         """
-        removed = await asyncio.to_thread(self._prepare_dir, cleanup)
-        if removed:
-            log.info("archive removed %d partial download(s) left by a crash", removed)
+        await self.storage.open(cleanup=cleanup)
         if self._http is None:
             self._http = archive_client(
                 allow_private=self.settings.archive_allow_private,
@@ -177,8 +175,8 @@ class Archiver:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         inflight = list(self._inflight)
-        for task in inflight:
-            task.cancel()
+        for copying in inflight:
+            copying.cancel()
         await asyncio.gather(*inflight, return_exceptions=True)
         try:
             await self.store.release_archives(self.holder)
@@ -190,6 +188,8 @@ class Archiver:
         if self._own_http and self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._own_storage:
+            await self.storage.close()
 
     async def status(self) -> dict[str, Any]:
         counts = await self.store.archive_counts()
@@ -200,9 +200,10 @@ class Archiver:
             "failed": counts.get("failed", 0),
             "done": counts.get("done", 0),
             "in_flight": len(self._inflight),
+            "storage": self.storage.location,
         }
         # A live probe, not the last StorageError: the disk may have been freed since.
-        problem = await asyncio.to_thread(self._probe_dir)
+        problem = await self.storage.status()
         if problem is None and self._loop is not None and self._loop.done() and not self._stopping:
             problem = "the archive loop stopped; see the logs"
         if problem is not None:
@@ -212,6 +213,8 @@ class Archiver:
     # -- the background loop ------------------------------------------------
 
     async def _run(self) -> None:
+        if problem := await self.storage.status():
+            log.error("archive: %s", problem)
         while not self._stopping:
             mark = self.store.work_mark("archive")  # before claiming: no signal is missed
             try:
@@ -254,12 +257,12 @@ class Archiver:
         try:
             got = await download(
                 job.url,
-                self.archive_dir,
+                self.storage,
                 http=self._http,
-                max_bytes=self.settings.archive_max_bytes,
+                max_bytes=min(self.settings.archive_max_bytes, self.storage.max_file_bytes),
                 timeout=self.file_timeout,
             )
-        except DownloadError as exc:
+        except ArchiveError as exc:  # the origin's failures and the storage's
             return await self._record_failure(job, exc)
         await self.store.finish_archive(job, self.holder, got.sha256, got.bytes, got.content_type)
         ARCHIVE_BYTES.inc(got.bytes)
@@ -272,7 +275,7 @@ class Archiver:
         )
         return CopyOutcome(job, got.sha256, got.bytes)
 
-    async def _record_failure(self, job: ArchiveJob, exc: DownloadError) -> CopyOutcome:
+    async def _record_failure(self, job: ArchiveJob, exc: ArchiveError) -> CopyOutcome:
         now = self._clock()
         code, message = error_code(exc), exc.message
         retry_at: float | None = None
@@ -324,24 +327,3 @@ class Archiver:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
         return summary
-
-    # -- the folder ---------------------------------------------------------
-
-    def _prepare_dir(self, cleanup: bool) -> int:
-        self.archive_dir.mkdir(parents=True, exist_ok=True)
-        removed = cleanup_temp_files(self.archive_dir) if cleanup else 0
-        if problem := self._probe_dir():
-            log.error("archive: %s", problem)
-        return removed
-
-    def _probe_dir(self) -> str | None:
-        """Why ARCHIVE_DIR cannot take files now, or None (a real create-and-delete)."""
-        try:
-            with tempfile.NamedTemporaryFile(prefix=".probe-", dir=self.archive_dir):
-                pass
-            free = shutil.disk_usage(self.archive_dir).free
-        except OSError as exc:
-            return f"ARCHIVE_DIR {self.archive_dir} is not writable: {exc}"
-        if free == 0:
-            return f"ARCHIVE_DIR {self.archive_dir} is on a full disk"
-        return None

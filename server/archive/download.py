@@ -1,4 +1,4 @@
-"""Fetch one result file into the archive: streamed, size-capped, content-addressed.
+"""Fetch one result file into the archive's storage: streamed, size-capped.
 
 Result URLs expire (Seedance 2.0: 24 hours), so the archive copies each file
 while it still can. This module does one copy and nothing else; queueing,
@@ -17,25 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import hashlib
 import mimetypes
-import os
-import re
-import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
 from server.archive.egress import AddressRefused
+from server.archive.storage import ArchiveStorage
 from server.errors import ArchiveError
 
-TEMP_PREFIX = ".tmp-"
 DEFAULT_URL_LIFETIME = 24 * 3600.0  # Seedance 2.0 documents 24 hours
 _ABSOLUTE_AFTER = 1_000_000_000  # relative validities are <= 30 days; unix times are 10 digits
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _MEANINGLESS_TYPES = {"", "application/octet-stream", "binary/octet-stream", "application/unknown"}
 # A private table so guesses do not depend on the host's /etc/mime.types.
 _MIME = mimetypes.MimeTypes()
@@ -101,41 +96,13 @@ class NetworkError(DownloadError):
     reason = "network"
 
 
-class StorageError(DownloadError):
-    """Writing to the archive directory failed (disk full, not writable)."""
-
-    reason = "storage"
-
-
 @dataclass(frozen=True)
 class Downloaded:
+    """A stored copy: its digest, length and the content type the origin declared."""
+
     sha256: str
     bytes: int
     content_type: str
-    path: Path
-
-
-def archive_path(archive_dir: Path, sha256: str) -> Path:
-    """``<dir>/<sha[:2]>/<sha>``: 256 shard folders keep each directory small.
-
-    Refuses anything but a lower-case hex digest, so a digest taken from a
-    request path can never name a file outside the archive.
-    """
-    if not _SHA256_HEX.fullmatch(sha256):
-        raise ValueError(f"{sha256!r} is not a lower-case hex SHA-256 digest")
-    return archive_dir / sha256[:2] / sha256
-
-
-def cleanup_temp_files(archive_dir: Path) -> int:
-    """Delete partial downloads left by a crash; call at start-up, before any download."""
-    if not archive_dir.is_dir():
-        return 0
-    removed = 0
-    for leftover in archive_dir.glob(TEMP_PREFIX + "*"):
-        if leftover.is_file():
-            leftover.unlink(missing_ok=True)
-            removed += 1
-    return removed
 
 
 def guess_content_type(url: str, header: str | None) -> str:
@@ -183,49 +150,40 @@ def _basic_iso_time(value: str | None) -> float | None:
 
 async def download(
     url: str,
-    archive_dir: Path,
+    storage: ArchiveStorage,
     *,
     http: httpx.AsyncClient,
     max_bytes: int,
     timeout: float = 300.0,  # noqa: ASYNC109 - a deadline for the whole copy, set per call
     max_redirects: int = 5,
 ) -> Downloaded:
-    """Copy ``url`` into ``archive_dir`` under its SHA-256; the same bytes are stored once.
+    """Copy ``url`` into ``storage`` under its SHA-256; the same bytes are stored once.
 
-    ``timeout`` bounds the network part as a whole (resolving, redirects,
-    body); a slow trickle cannot hold a download slot for ever. ``http``
-    must come from ``egress.archive_client`` for the SSRF guard to hold.
+    ``timeout`` bounds the copy as a whole (resolving, redirects, body, storing);
+    a slow trickle cannot hold a download slot for ever. ``http`` must come from
+    ``egress.archive_client`` for the SSRF guard to hold. Raises a
+    ``DownloadError`` for the origin's failures and the storage's
+    ``StorageError`` for its own.
     """
-    spool = _Spool(archive_dir, url)
     deadline = asyncio.timeout(timeout)
-    handed_off = False
     try:
-        try:
-            async with deadline:
-                content_type = await _fetch(url, spool, http, max_bytes, max_redirects)
-        except TimeoutError:
-            if deadline.expired():
-                raise DownloadTimeout(url, f"not finished within {timeout:g} s") from None
-            raise
-        # From here the worker thread owns the temp file, cleanup included, so a
-        # cancellation cannot close its descriptor under it.
-        handed_off = True
-        final = await asyncio.to_thread(spool.commit)
-        return Downloaded(spool.hash.hexdigest(), spool.size, content_type, final)
-    finally:
-        if not handed_off:
-            spool.discard()
+        async with deadline:
+            return await _fetch(url, storage, http, max_bytes, max_redirects)
+    except TimeoutError:
+        if deadline.expired():
+            raise DownloadTimeout(url, f"not finished within {timeout:g} s") from None
+        raise
 
 
 async def _fetch(
     url: str,
-    spool: _Spool,
+    storage: ArchiveStorage,
     http: httpx.AsyncClient,
     max_bytes: int,
     max_redirects: int,
-) -> str:
+) -> Downloaded:
     """Follow redirects ourselves (the client vets every hop's address) and stream
-    the body into ``spool``."""
+    the final body into ``storage``."""
     current = _parse(url)
     for _hop in range(max_redirects + 1):
         where = str(current)
@@ -241,20 +199,13 @@ async def _fetch(
                 declared = _declared_length(response)
                 if declared is not None and declared > max_bytes:
                     raise TooLarge(where, f"Content-Length {declared} exceeds {max_bytes} bytes")
-                spool.open()
-                async for chunk in response.aiter_bytes():
-                    if spool.size + len(chunk) > max_bytes:
-                        raise TooLarge(where, f"body exceeds {max_bytes} bytes")
-                    spool.write(chunk)
-                if declared is not None and declared != spool.size:
-                    raise NetworkError(
-                        where, f"got {spool.size} bytes, Content-Length said {declared}"
-                    )
                 header = response.headers.get("content-type")
-                guessed = guess_content_type(where, header)
-                return (
-                    guess_content_type(url, header) if guessed.endswith("octet-stream") else guessed
-                )
+                content_type = guess_content_type(where, header)
+                if content_type.endswith("octet-stream"):
+                    content_type = guess_content_type(url, header)
+                body = _checked_body(response, where, max_bytes, declared)
+                stored = await storage.put(body, content_type)
+                return Downloaded(stored.sha256, stored.bytes, content_type)
         except AddressRefused as exc:
             raise PrivateAddress(where, exc.message) from exc
         except httpx.TimeoutException as exc:
@@ -264,6 +215,21 @@ async def _fetch(
         except httpx.TransportError as exc:
             raise NetworkError(where, _describe(exc, current)) from exc
     raise TooManyRedirects(url, f"more than {max_redirects} redirects")
+
+
+async def _checked_body(
+    response: httpx.Response, where: str, max_bytes: int, declared: int | None
+) -> AsyncIterator[bytes]:
+    """The body's chunks; raises before a chunk that would pass the cap, and at the end
+    when the length differs from ``Content-Length`` (nothing is stored then)."""
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(where, f"body exceeds {max_bytes} bytes")
+        yield chunk
+    if declared is not None and declared != size:
+        raise NetworkError(where, f"got {size} bytes, Content-Length said {declared}")
 
 
 def _describe(exc: Exception, url: httpx.URL) -> str:
@@ -291,77 +257,3 @@ def _declared_length(response: httpx.Response) -> int | None:
     value = response.headers.get("content-length", "")
     encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
     return int(value) if value.isdigit() and not encoded else None
-
-
-class _Spool:
-    """The partial download, in ``archive_dir`` itself so the final rename is atomic."""
-
-    def __init__(self, directory: Path, url: str) -> None:
-        self.directory, self.url = directory, url
-        self.path: Path | None = None
-        self.fd: int | None = None
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def open(self) -> None:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self.fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.directory)
-        except OSError as exc:
-            raise StorageError(
-                self.url, f"cannot create a file in {self.directory}: {exc}"
-            ) from exc
-        self.path = Path(name)
-
-    def write(self, chunk: bytes) -> None:
-        assert self.fd is not None
-        self.hash.update(chunk)
-        self.size += len(chunk)
-        view = memoryview(chunk)
-        try:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as exc:
-            raise StorageError(self.url, f"cannot write to {self.directory}: {exc}") from exc
-
-    def commit(self) -> Path:
-        """Blocking (fsync): make the bytes durable, then rename them into place."""
-        try:
-            assert self.fd is not None and self.path is not None
-            os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = None
-            final = archive_path(self.directory, self.hash.hexdigest())
-            final.parent.mkdir(exist_ok=True)
-            if final.exists():
-                self.path.unlink()
-            else:
-                os.replace(self.path, final)
-                _fsync_directory(final.parent)
-            self.path = None
-            return final
-        except OSError as exc:
-            raise StorageError(
-                self.url, f"cannot store the file in {self.directory}: {exc}"
-            ) from exc
-        finally:
-            self.discard()
-
-    def discard(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-            self.path = None
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable; not every platform can open a directory."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from server.archive.archiver import Archiver, CopyOutcome
 from server.archive.download import redact_url
+from server.archive.storage import StorageError
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from server.settings import Settings
 from server.store import open_store
@@ -38,8 +39,9 @@ async def run(settings: Settings, *, retry_failed: bool = False, out: TextIO = s
         archiver = Archiver(settings, store)
         try:
             await archiver.open(cleanup=False)
-        except OSError as exc:
-            print(f"configuration error: ARCHIVE_DIR cannot be created: {exc}", file=sys.stderr)
+        except StorageError as exc:
+            print(f"configuration error: {exc.message}", file=sys.stderr)
+            await archiver.close()
             return EXIT_USAGE
         try:
             summary = await archiver.run_pending(include_failed=retry_failed, report=report)

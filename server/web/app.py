@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from server.archive.archiver import Archiver
+from server.archive.storage import ArchiveStorage, storage_for
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.http.limit import ConcurrencyLimit
 from server.observe import logs
@@ -53,12 +54,14 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def background_services(settings: Settings, store: Store) -> list[Service]:
+def background_services(
+    settings: Settings, store: Store, archive_storage: ArchiveStorage | None = None
+) -> list[Service]:
     """Every background service of the web process, in start order (stopped in reverse)."""
     embedded = settings.reconciler == "embedded"
     services: list[Service] = [EmbeddedReconciler(store, settings) if embedded else ReconcilerOff()]
     if settings.archive:
-        services.append(Archiver(settings, store))
+        services.append(Archiver(settings, store, storage=archive_storage))
     services.append(EventRetention(store, settings.event_retention))
     return services
 
@@ -79,13 +82,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)
+            rt.archive_storage = archive = storage_for(settings)  # /files serves from it
             try:
-                for service in background_services(settings, store):
+                for service in background_services(settings, store, archive):
                     await rt.services.start(service)
                 log.info("taskhook ready database=%s", settings.database_label)
                 yield
             finally:
                 await rt.services.stop()
+                await archive.close()
         finally:
             await store.close()
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from server.archive.storage import ArchiveStorage
 from server.secrets import Secrets
 from server.service import Services
 from server.settings import Settings
@@ -21,6 +22,8 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     #: Background services (reconciler, archiver, ...), started by the lifespan.
     services: Services = field(default_factory=Services)
+    #: Where archived files live (``/files`` serves from it, whether ARCHIVE is on or off).
+    archive_storage: ArchiveStorage | None = None
 
 
 def runtime(request: Request) -> Runtime:

@@ -7,22 +7,23 @@ sent as ``application/octet-stream`` to download. The served type is decided
 here, from the stored type, at every request, so files archived before this
 rule existed are served safely too. Every answer forbids sniffing and carries a
 sandboxing Content-Security-Policy.
+
+The bytes come from the archive's storage (a folder or a bucket, whichever is
+configured), streamed, never whole in memory.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from server.archive.download import archive_path
 from server.archive.ranges import byte_ranges
+from server.archive.storage import SHA256_HEX, FileMissing
 from server.errors import NotFound
 from server.web.auth import require_api_token
 from server.web.openapi import doc
@@ -31,11 +32,11 @@ from server.web.runtime import runtime
 #: The name is the content's digest, so a copy never changes: cache it for good.
 CACHE_CONTROL = "private, max-age=31536000, immutable"
 CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox"
-CHUNK = 64 * 1024
 _MEDIA = re.compile(r"(image|video|audio)/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}", re.ASCII)
 
-#: ``read(start, end)``: the file's bytes ``[start, end)``, in chunks.
-Reader = Callable[[int, int], AsyncIterator[bytes]]
+#: ``await read(start, end)``: the file's bytes ``[start, end)``, in chunks
+#: (``ArchiveStorage.open_range`` bound to one file).
+Reader = Callable[[int, int], Awaitable[AsyncIterator[bytes]]]
 
 
 def served_type(stored: str) -> tuple[str, bool]:
@@ -62,12 +63,14 @@ def file_headers(sha256: str, stored_type: str) -> dict[str, str]:
     return headers
 
 
-def file_response(
+async def file_response(
     request: Request, sha256: str, stored_type: str, size: int, read: Reader
 ) -> Response:
     """200, 206 (one range or multipart/byteranges) or 304 for one archived file.
 
-    Range errors raise ``BadRange`` (400) or ``RangeNotSatisfiable`` (416).
+    Range errors raise ``BadRange`` (400) or ``RangeNotSatisfiable`` (416). The
+    first range is opened before any header is sent, so a file missing from the
+    storage still raises ``FileMissing`` in time for a clean 404.
     """
     headers = file_headers(sha256, stored_type)
     if _matches(request.headers.get("if-none-match"), headers["ETag"]):
@@ -77,25 +80,29 @@ def file_response(
     if if_range is not None and if_range.strip() != headers["ETag"]:
         wanted = None  # the client holds another version: send it all
     ranges = byte_ranges(wanted, size)
-    body: AsyncIterator[bytes]
-    if ranges is None:
-        status, length, body = 200, size, read(0, size)
-    elif len(ranges) == 1:
-        (start, end) = ranges[0]
-        status, length, body = 206, end - start, read(start, end)
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    parts = [(0, size)] if ranges is None else ranges
+    status = 200 if ranges is None else 206
+    heads: list[bytes] = []
+    tail = b""
+    if len(parts) == 1:
+        (start, end) = parts[0]
+        length = end - start
+        if ranges is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     else:
         boundary = secrets.token_hex(16)
-        heads = [_part_head(boundary, headers["Content-Type"], r, size) for r in ranges]
+        heads = [_part_head(boundary, headers["Content-Type"], part, size) for part in parts]
         tail = f"--{boundary}--\r\n".encode()
-        length = len(tail) + sum(
-            len(h) + end - start + 2 for h, (start, end) in zip(heads, ranges, strict=True)
-        )
-        status, body = 206, _multipart(read, ranges, heads, tail)
+        length = len(tail) + sum(len(h) + e - s + 2 for h, (s, e) in zip(heads, parts, strict=True))
         headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
     headers["Content-Length"] = str(length)
+    first = await read(*parts[0])
     if request.method == "HEAD":
+        await _close(first)
         return Response(status_code=status, headers=headers)
+    if len(parts) == 1:
+        return StreamingResponse(first, status_code=status, headers=headers)
+    body = _multipart(first, read, parts, heads, tail)
     return StreamingResponse(body, status_code=status, headers=headers)
 
 
@@ -118,32 +125,25 @@ def _part_head(boundary: str, media: str, part: tuple[int, int], size: int) -> b
     ).encode()
 
 
+async def _close(body: AsyncIterator[bytes]) -> None:
+    closing = getattr(body, "aclose", None)
+    if closing is not None:
+        await closing()
+
+
 async def _multipart(
-    read: Reader, ranges: list[tuple[int, int]], heads: list[bytes], tail: bytes
+    first: AsyncIterator[bytes],
+    read: Reader,
+    parts: list[tuple[int, int]],
+    heads: list[bytes],
+    tail: bytes,
 ) -> AsyncIterator[bytes]:
-    for head, (start, end) in zip(heads, ranges, strict=True):
+    for index, (head, (start, end)) in enumerate(zip(heads, parts, strict=True)):
         yield head
-        async for chunk in read(start, end):
+        async for chunk in first if index == 0 else await read(start, end):
             yield chunk
         yield b"\r\n"
     yield tail
-
-
-def folder_reader(path: Path) -> Reader:
-    """Read ``[start, end)`` of a file in the archive folder, a chunk at a time."""
-
-    async def read(start: int, end: int) -> AsyncIterator[bytes]:
-        async with await anyio.open_file(path, "rb") as file:
-            await file.seek(start)
-            left = end - start
-            while left > 0:
-                chunk = await file.read(min(CHUNK, left))
-                if not chunk:
-                    return
-                left -= len(chunk)
-                yield chunk
-
-    return read
 
 
 @doc(
@@ -163,19 +163,27 @@ async def get_file(request: Request) -> Response:
     require_api_token(request)
     rt = runtime(request)
     digest = request.path_params["sha256"].lower()
-    try:
-        path = archive_path(Path(rt.settings.archive_dir), digest)
-    except ValueError:
+    if not SHA256_HEX.fullmatch(digest):
         raise NotFound(
             "an archived file is named by the lower-case hex SHA-256 of its bytes "
             "(64 characters), as in a result's archived.url"
-        ) from None
+        )
     found = await rt.store.archived_file(digest)
-    if found is None or not path.is_file():
+    if found is None:
         raise NotFound(f"no archived file has SHA-256 {digest}")
-    content_type, _size = found
-    size = path.stat().st_size
-    return file_response(request, digest, content_type, size, folder_reader(path))
+    content_type, size = found
+    storage = rt.archive_storage
+    assert storage is not None, "the app's lifespan opens the archive storage"
+
+    async def read(start: int, end: int) -> AsyncIterator[bytes]:
+        return await storage.open_range(digest, start, end)
+
+    try:
+        return await file_response(request, digest, content_type, size, read)
+    except FileMissing:
+        raise NotFound(
+            f"the archive records SHA-256 {digest}, but {storage.location} does not hold it"
+        ) from None
 
 
 ROUTES = [Route("/files/{sha256}", get_file, methods=["GET"], name="file")]
