@@ -150,6 +150,34 @@ def _with_scheme(raw: str) -> str | None:
     return None
 
 
+def _retry_schedule(text: str) -> str | None:
+    """Comma-separated non-negative seconds, at least one."""
+    try:
+        retry_schedule(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def retry_schedule(text: str) -> tuple[float, ...]:
+    """``DELIVERY_RETRY_SCHEDULE`` as delays in seconds; ValueError says what is wrong."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(p == "" for p in parts):
+        raise ValueError("must be comma-separated seconds, e.g. 0,5,300")
+    delays = []
+    for part in parts:
+        try:
+            delay = float(part)
+        except ValueError:
+            raise ValueError(f"holds {part!r}, which is not a number of seconds") from None
+        if not math.isfinite(delay) or delay < 0:
+            raise ValueError(f"holds {part!r}; each delay must be 0 or more seconds")
+        delays.append(delay)
+    if len(delays) > 100:
+        raise ValueError(f"has {len(delays)} delays; at most 100 attempts are allowed")
+    return tuple(delays)
+
+
 def _archive_url(url: str) -> str | None:
     from server.archive.storage import archive_url_problem  # loads no client library
 
@@ -235,6 +263,23 @@ class Settings:
     forwarded_allow_ips: str = setting(
         "127.0.0.1,::1", "proxies whose X-Forwarded-* headers are trusted", example="127.0.0.1"
     )
+    delivery: bool = setting(True, "send events to webhook endpoints")
+    delivery_retry_schedule: str = setting(
+        "0,5,300,1800,7200,18000,36000,36000",
+        "seconds before each attempt: the first after the commit, each next after the last",
+        example="0,5,300,1800",
+        check=_retry_schedule,
+    )
+    delivery_timeout: float = setting(15.0, "seconds one attempt may take", minimum=0.1)
+    delivery_disable_after: float = setting(
+        432000.0, "disable an endpoint whose every attempt failed this long (0: never)", minimum=0
+    )
+    delivery_concurrency: int = setting(
+        64, "attempts in flight per process", minimum=1, maximum=1024
+    )
+    delivery_endpoint_concurrency: int = setting(
+        8, "attempts in flight per endpoint", minimum=1, maximum=256
+    )
     limit_concurrency: int = setting(1000, "requests served at once", minimum=1)
     header_timeout: float = setting(10.0, "seconds to send the request headers", minimum=0.1)
     body_timeout: float = setting(30.0, "seconds to send the request body", minimum=0.1)
@@ -252,6 +297,11 @@ class Settings:
         if self.database_url.startswith("sqlite:///"):
             return str(self.database_path)
         return hide_password(self.database_url)
+
+    @property
+    def retry_schedule(self) -> tuple[float, ...]:
+        """``DELIVERY_RETRY_SCHEDULE`` as delays in seconds (validated when read)."""
+        return retry_schedule(self.delivery_retry_schedule)
 
     @property
     def base_url(self) -> str:

@@ -22,6 +22,7 @@ def settings(tmp_path) -> Settings:
         reconciler="off",
         archive=False,
         archive_dir=str(tmp_path / "files"),
+        delivery=False,  # no background writes unless a test starts the service itself
     )
 
 

@@ -70,6 +70,8 @@ class ServerProcess:
             CALLBACK_SECRETS=CALLBACK_SECRET,
             RECONCILER="off",
             ARCHIVE="off",
+            # No webhooks unless a test asks: generated endpoint URLs must never be called.
+            DELIVERY="off",
             PYTHONUNBUFFERED="1",
             # This checkout's package, whatever the child's working directory.
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),

@@ -34,6 +34,20 @@ ERROR_PATHS = [
     ("no task id", "POST", callback_path("seedream"), {"content": b"{}"}, 422, "no_task_id"),
     ("invalid registration", "POST", "/tasks", {"json": {"provider": "x"}}, 422, "invalid_task"),
     ("empty bulk", "POST", "/tasks", {"json": {"tasks": []}}, 422, "invalid_task"),
+    ("endpoint not json", "POST", "/endpoints", {"content": b"{"}, 400, "not_json"),
+    (
+        "endpoint bad url",
+        "POST",
+        "/endpoints",
+        {"json": {"url": "ftp://x"}},
+        400,
+        "invalid_endpoint",
+    ),
+    ("unknown endpoint", "GET", "/endpoints/ep_nope", {}, 404, "unknown_endpoint"),
+    ("delete unknown endpoint", "DELETE", "/endpoints/ep_nope", {}, 404, "unknown_endpoint"),
+    ("attempts bad outcome", "GET", "/endpoints/x/attempts?outcome=ok", {}, 400, "invalid_filter"),
+    ("redeliver unknown event", "POST", "/events/evt_nope/redeliver", {}, 404, "not_found"),
+    ("recover without since", "POST", "/endpoints/x/recover", {}, 400, "invalid_filter"),
 ]
 
 

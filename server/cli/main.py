@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, copy_db
+from server.cli import endpoint as endpoint_cli
 from server.cli import reconcile as reconcile_cli
 from server.cli.database import database_problem
 from server.core.tokens import callback_url
@@ -36,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
         "--retry-failed", action="store_true", help="also try again copies that failed for good"
     )
     copy_db.add_parser(commands)
+    endpoint_cli.add_parser(commands)
     return p
 
 
@@ -88,4 +90,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(archive_command.run(settings, retry_failed=args.retry_failed))
     if command == "copy-db":
         return copy_db.run(settings, args.to)
+    if command == "endpoint":
+        return asyncio.run(endpoint_cli.run(settings, args))
     return EXIT_USAGE

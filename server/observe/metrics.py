@@ -81,6 +81,25 @@ COMMIT_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
     registry=REGISTRY,
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "taskhook_webhook_attempts",
+    "Webhook attempts, by endpoint id and outcome (delivered, retrying, failed).",
+    ["endpoint", "outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_LATENCY = Histogram(
+    "taskhook_webhook_delivery_seconds",
+    "Time from an event's commit to the 2xx answer that delivered it to an endpoint.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 86400),
+    registry=REGISTRY,
+)
+WEBHOOK_DISABLED = Counter(
+    "taskhook_webhook_endpoints_disabled",
+    "Endpoints this process disabled, by reason (gone: answered 410; failing: every attempt "
+    "failed for DELIVERY_DISABLE_AFTER).",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 
 def observe_commit(size: int, seconds: float) -> None:
@@ -105,6 +124,27 @@ OLDEST_UNFINISHED = Gauge(
 UNFINISHED = Gauge(
     "taskhook_unfinished_tasks",
     "Tasks not yet final (pending, queued, running); read from the database at scrape.",
+    registry=REGISTRY,
+)
+WEBHOOK_PENDING = Gauge(
+    "taskhook_webhook_pending",
+    "Events not yet delivered to an endpoint (nor failed for good), by endpoint id; read from "
+    "the database at scrape.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+WEBHOOK_OLDEST = Gauge(
+    "taskhook_webhook_oldest_undelivered_age_seconds",
+    "Age (since its commit) of the oldest event not yet delivered to an endpoint, by endpoint "
+    "id (0 when none); read from the database at scrape.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+WEBHOOK_ENDPOINT_DISABLED = Gauge(
+    "taskhook_webhook_endpoint_disabled",
+    "1 for an endpoint that is disabled (it gets no events until re-enabled), else 0; read "
+    "from the database at scrape.",
+    ["endpoint"],
     registry=REGISTRY,
 )
 
@@ -152,4 +192,18 @@ async def exposition(store: Store) -> bytes:
     UNFINISHED.set(snapshot.unfinished)
     oldest = snapshot.oldest_created
     OLDEST_UNFINISHED.set(max(0.0, time.time() - oldest) if oldest is not None else 0)
+    await _webhook_gauges(store)
     return generate_latest(REGISTRY)
+
+
+async def _webhook_gauges(store: Store) -> None:
+    """Per-endpoint gauges, rebuilt at each scrape so a removed endpoint's series go."""
+    backlog = await store.webhook_backlog()
+    now = time.time()
+    for gauge in (WEBHOOK_PENDING, WEBHOOK_OLDEST, WEBHOOK_ENDPOINT_DISABLED):
+        gauge.clear()
+    for row in backlog:
+        WEBHOOK_PENDING.labels(row.endpoint_id).set(row.pending)
+        oldest = row.oldest_pending
+        WEBHOOK_OLDEST.labels(row.endpoint_id).set(max(0.0, now - oldest) if oldest else 0)
+        WEBHOOK_ENDPOINT_DISABLED.labels(row.endpoint_id).set(int(row.disabled_at is not None))

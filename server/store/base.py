@@ -28,6 +28,9 @@ Guarantees every backend gives (the contract suite in
   changes; only the holder of the current term can renew it.
 - **Cursors are opaque strings.** Callers pass back what they were given; a
   string the store did not hand out raises ``BadCursor``.
+- **Webhooks** (endpoints, their messages and attempts) are stated in
+  ``server.store.webhooks.WebhookStore``, which this contract inherits:
+  exact fan-out from the outbox, order per task, claims with a lease.
 - **Work is signalled through the store.** ``wait_for_work`` wakes when a
   commit (of this process, or of another one within about a second) may have
   made work of that kind.
@@ -52,6 +55,7 @@ from server.core.decide import Incoming
 from server.core.ids import task_key
 from server.core.types import TaskRecord
 from server.errors import ProviderMismatch
+from server.store.webhooks import WebhookStore
 
 __all__ = [
     "ArchiveJob",
@@ -66,8 +70,9 @@ __all__ = [
     "WorkKind",
 ]
 
-#: What ``wait_for_work`` can wait for: archive copies to claim, events to read.
-WorkKind = Literal["archive", "events"]
+#: What ``wait_for_work`` can wait for: archive copies to claim, events to read,
+#: webhook messages made due by hand (redelivery, recovery, a re-enabled endpoint).
+WorkKind = Literal["archive", "events", "webhooks"]
 
 
 # -- records ---------------------------------------------------------------------------
@@ -172,7 +177,7 @@ class Event:
 # -- the contract ----------------------------------------------------------------------
 
 
-class Store(abc.ABC):
+class Store(WebhookStore, abc.ABC):
     """Every operation taskhook does on its database, whatever the backend."""
 
     # -- lifecycle ---------------------------------------------------------------------

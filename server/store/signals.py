@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 PROBE_INTERVAL = 1.0
 
 #: Every kind of work there is (``server.store.base.WorkKind``).
-KINDS = ("archive", "events")
+KINDS = ("archive", "events", "webhooks")
 
 Probe = Callable[[], Awaitable[bool]]
 

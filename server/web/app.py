@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from server.archive.archiver import Archiver
 from server.archive.storage import ArchiveStorage, storage_for
+from server.delivery.worker import Delivery
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.http.limit import ConcurrencyLimit
 from server.observe import logs
@@ -63,6 +64,8 @@ def background_services(
     if settings.archive:
         services.append(Archiver(settings, store, storage=archive_storage))
     services.append(EventRetention(store, settings.event_retention))
+    if settings.delivery:
+        services.append(Delivery(settings, store))
     return services
 
 

@@ -120,6 +120,72 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX events_task ON events(task_key, seq)",
         "ALTER TABLE leases ADD COLUMN term INTEGER NOT NULL DEFAULT 0",
     ],
+    # 5: webhooks. An endpoint's position is the last event seq turned into its
+    # messages; a message is one event for one endpoint (head: the earliest
+    # pending one of its endpoint and task, the only one that may be claimed);
+    # every attempt is a row.
+    [
+        """CREATE TABLE endpoints (
+            id TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            events TEXT,
+            description TEXT,
+            secret TEXT NOT NULL,
+            previous_secret TEXT,
+            previous_until REAL,
+            created_at REAL NOT NULL,
+            disabled_at REAL,
+            disabled_reason TEXT,
+            failing_since REAL,
+            position INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            endpoint_id TEXT NOT NULL,
+            event_seq INTEGER NOT NULL,
+            event_id TEXT NOT NULL,
+            task_key TEXT NOT NULL,
+            committed_at REAL NOT NULL,
+            status TEXT NOT NULL,
+            head INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            scheduled INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            manual INTEGER NOT NULL DEFAULT 0,
+            resume_at REAL,
+            claimed_by TEXT,
+            claim TEXT,
+            claimed_until REAL,
+            finished_at REAL,
+            UNIQUE (event_id, endpoint_id)
+        )""",
+        "CREATE INDEX messages_task ON messages(endpoint_id, task_key, event_seq)"
+        " WHERE status = 'pending'",
+        "CREATE INDEX messages_due ON messages(endpoint_id, next_attempt_at)"
+        " WHERE status = 'pending' AND head = 1",
+        "CREATE INDEX messages_next ON messages(next_attempt_at)"
+        " WHERE status = 'pending' AND head = 1",
+        "CREATE INDEX messages_oldest ON messages(endpoint_id, event_seq)"
+        " WHERE status = 'pending'",
+        "CREATE INDEX messages_claimed ON messages(endpoint_id) WHERE claim IS NOT NULL",
+        "CREATE INDEX messages_failed ON messages(endpoint_id, committed_at)"
+        " WHERE status = 'failed'",
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            endpoint_id TEXT NOT NULL,
+            message_id INTEGER NOT NULL,
+            event_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            attempted_at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            response_status INTEGER,
+            duration_ms INTEGER,
+            response TEXT,
+            error TEXT
+        )""",
+        "CREATE INDEX attempts_endpoint ON attempts(endpoint_id, id)",
+        "CREATE INDEX attempts_outcome ON attempts(endpoint_id, outcome, id)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

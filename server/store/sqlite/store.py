@@ -16,7 +16,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -48,8 +48,10 @@ from server.store.sqlite.rows import (
     task_record,
 )
 from server.store.sqlite.schema import migrate
+from server.store.sqlite.webhooks import WebhookQueue
 from server.store.sqlite.writer import Writer, connect
 
+T = TypeVar("T")
 READERS = 3
 #: SQLite's integers are 64-bit: no row id or cursor is at or past this.
 MAX_ROW_ID = 2**63 - 1
@@ -68,6 +70,10 @@ def _ingest_signals(outcomes: list[IngestOutcome]) -> Iterable[str]:
         yield "events"
 
 
+def _webhook_signals(_: object) -> Iterable[str]:
+    return ("webhooks",)
+
+
 def _seq_cursor(text: str | None) -> int | None:
     """A decimal row id cursor (the legacy API form, base64 of it, is accepted too)."""
     if text is None:
@@ -80,7 +86,7 @@ def _seq_cursor(text: str | None) -> int | None:
     raise BadCursor(f"cursor {text[:40]!r} is not one this API gave out")
 
 
-class SQLiteStore(ArchiveQueue):
+class SQLiteStore(ArchiveQueue, WebhookQueue):
     """The embedded backend: one SQLite file in WAL mode."""
 
     def __init__(
@@ -164,6 +170,12 @@ class SQLiteStore(ArchiveQueue):
     async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self._fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def _webhook_write(
+        self, fn: Callable[[sqlite3.Connection], T], *, wake: bool = False
+    ) -> T:
+        """Run a webhook write; ``wake``: tell delivery loops (here and elsewhere) to look."""
+        return await self._writer.run(fn, signal=_webhook_signals if wake else None)
 
     async def check_writable(self) -> None:
         now = time.time()

@@ -7,6 +7,8 @@ from starlette.routing import Route
 from server.web.routes import (
     callbacks,
     dashboard,
+    dashboard_endpoints,
+    endpoints,
     events,
     files,
     health,
@@ -19,9 +21,11 @@ ROUTES: list[Route] = [
     *callbacks.ROUTES,
     *tasks.ROUTES,
     *quarantine.ROUTES,
+    *endpoints.ROUTES,
     *events.ROUTES,
     *health.ROUTES,
     *files.ROUTES,
     *metrics.ROUTES,
+    *dashboard_endpoints.ROUTES,
     *dashboard.ROUTES,
 ]

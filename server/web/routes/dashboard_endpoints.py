@@ -1,0 +1,152 @@
+"""``/dashboard/endpoints``: webhook endpoints, each with its recent attempts and failures.
+
+A page per endpoint shows its state (disabled and why), what waits for it, its
+recent failures and attempts, with a button to redeliver an event and one to
+re-enable a disabled endpoint. Forms carry the session's CSRF token, like the
+quarantine's replay.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from server.observe.logs import event
+from server.web.routes.dashboard_auth import (
+    Viewer,
+    csrf_ok,
+    forbidden,
+    page,
+    read_form,
+    signed_in,
+    viewer,
+)
+from server.web.runtime import runtime
+
+log = logging.getLogger("taskhook.dashboard")
+
+RECENT = 50
+
+
+@signed_in
+async def endpoints(request: Request, who: Viewer) -> Response:
+    store = runtime(request).store
+    backlog = {b.endpoint_id: b for b in await store.webhook_backlog()}
+    rows = [(e, backlog.get(e.id)) for e in await store.list_endpoints()]
+    return page(request, "endpoints.html", {"viewer": who, "rows": rows})
+
+
+def _missing(request: Request, who: Viewer, endpoint_id: str) -> Response:
+    return page(
+        request,
+        "error.html",
+        {
+            "viewer": who,
+            "title": "No such endpoint",
+            "message": f"No endpoint has id {endpoint_id!r} (removed?).",
+        },
+        404,
+    )
+
+
+@signed_in
+async def endpoint_page(request: Request, who: Viewer) -> Response:
+    store = runtime(request).store
+    endpoint_id = request.path_params["endpoint_id"]
+    endpoint = await store.get_endpoint(endpoint_id)
+    if endpoint is None:
+        return _missing(request, who, endpoint_id)
+    attempts, _ = await store.list_attempts(endpoint.id, limit=RECENT)
+    failures, _ = await store.list_attempts(endpoint.id, outcome="failed", limit=RECENT)
+    backlog = next((b for b in await store.webhook_backlog() if b.endpoint_id == endpoint.id), None)
+    q = request.query_params
+    return page(
+        request,
+        "endpoint.html",
+        {
+            "viewer": who,
+            "endpoint": endpoint,
+            "backlog": backlog,
+            "attempts": attempts,
+            "failures": failures,
+            "redelivered": q.get("redelivered"),
+            "enabled": q.get("enabled") == "1",
+            "refused": q.get("refused"),
+        },
+    )
+
+
+async def _operator(request: Request) -> Viewer | Response:
+    """The signed-in viewer of a form post with a good CSRF token, or the page refusing it."""
+    who = viewer(request)
+    if who is None:
+        return page(
+            request,
+            "error.html",
+            {"title": "Not signed in", "message": "Sign in to change endpoints."},
+            401,
+        )
+    if not csrf_ok(request, who, await read_form(request)):
+        return forbidden(request, who)
+    return who
+
+
+async def redeliver(request: Request) -> Response:
+    who = await _operator(request)
+    if isinstance(who, Response):
+        return who
+    store = runtime(request).store
+    endpoint_id = request.path_params["endpoint_id"]
+    event_id = request.path_params["event_id"]
+    endpoint = await store.get_endpoint(endpoint_id)
+    if endpoint is None:
+        return _missing(request, who, endpoint_id)
+    base = f"/dashboard/endpoints/{endpoint.id}"
+    if endpoint.disabled:
+        return RedirectResponse(f"{base}?{urlencode({'refused': event_id})}", status_code=303)
+    queued = await store.redeliver_event(event_id, endpoint.id)
+    if queued is None or not queued.endpoints:
+        return RedirectResponse(f"{base}?{urlencode({'refused': event_id})}", status_code=303)
+    event(log, "dashboard_redeliver", endpoint=endpoint.id, event_id=event_id)
+    return RedirectResponse(f"{base}?{urlencode({'redelivered': event_id})}", status_code=303)
+
+
+async def enable(request: Request) -> Response:
+    who = await _operator(request)
+    if isinstance(who, Response):
+        return who
+    store = runtime(request).store
+    endpoint_id = request.path_params["endpoint_id"]
+    enabled = await store.enable_endpoint(endpoint_id)
+    if enabled is None:
+        return _missing(request, who, endpoint_id)
+    event(log, "dashboard_enable", endpoint=enabled.id)
+    return RedirectResponse(f"/dashboard/endpoints/{enabled.id}?enabled=1", status_code=303)
+
+
+ROUTES = [
+    Route("/dashboard/endpoints", endpoints, methods=["GET"], include_in_schema=False),
+    Route(
+        "/dashboard/endpoints/{endpoint_id}",
+        endpoint_page,
+        methods=["GET"],
+        name="dashboard_endpoint",
+        include_in_schema=False,
+    ),
+    Route(
+        "/dashboard/endpoints/{endpoint_id}/redeliver/{event_id}",
+        redeliver,
+        methods=["POST"],
+        include_in_schema=False,
+    ),
+    Route(
+        "/dashboard/endpoints/{endpoint_id}/enable",
+        enable,
+        methods=["POST"],
+        include_in_schema=False,
+    ),
+]
