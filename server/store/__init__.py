@@ -61,4 +61,3 @@ def open_store(settings: Settings) -> Store:
         f"DATABASE_URL has the scheme {scheme!r}, which taskhook does not know; "
         "use sqlite:///relative/path.db or sqlite:////absolute/path.db."
     )
-

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 import psycopg
 
 from server.store.postgres.connection import CONNECT_KWARGS, conninfo, label
+from server.store.signals import KINDS
 
 log = logging.getLogger("taskhook.store.postgres")
 
@@ -82,7 +83,7 @@ class Listener:
                     self._ready.set()
                     if not first or failures:
                         log.info("listening for wake-ups again")
-                        self._notify(("archive", "events"))  # whatever was sent while deaf
+                        self._notify(KINDS)  # whatever was sent while nobody listened
                     first, failures = False, 0
                     async for note in conn.notifies():
                         self._notify((note.payload,))

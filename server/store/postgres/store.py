@@ -67,8 +67,9 @@ from server.store.postgres.rows import (
     task_record,
 )
 from server.store.postgres.schema import migrate
+from server.store.postgres.webhooks import PostgresWebhooks
 from server.store.postgres.writer import RETRYABLE, GroupWriter
-from server.store.signals import WorkSignals
+from server.store.signals import KINDS, WorkSignals
 
 T = TypeVar("T")
 MAX_ROW_ID = 2**63 - 1
@@ -91,7 +92,7 @@ def _row_cursor(text: str | None) -> int | None:
     raise BadCursor(f"cursor {text[:40]!r} is not one this API gave out")
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresWebhooks, Store):
     """The store on a PostgreSQL server (``DATABASE_URL=postgresql://…``)."""
 
     def __init__(
@@ -584,4 +585,4 @@ class PostgresStore(Store):
         self._signals.notify(kind)
 
     def _notify_many(self, kinds: Any) -> None:
-        self._signals.notify_many(k for k in kinds if k in ("archive", "events"))
+        self._signals.notify_many(k for k in kinds if k in KINDS)

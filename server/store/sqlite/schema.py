@@ -165,8 +165,7 @@ MIGRATIONS: list[list[str]] = [
         " WHERE status = 'pending' AND head = 1",
         "CREATE INDEX messages_next ON messages(next_attempt_at)"
         " WHERE status = 'pending' AND head = 1",
-        "CREATE INDEX messages_oldest ON messages(endpoint_id, event_seq)"
-        " WHERE status = 'pending'",
+        "CREATE INDEX messages_oldest ON messages(endpoint_id, event_seq) WHERE status = 'pending'",
         "CREATE INDEX messages_claimed ON messages(endpoint_id) WHERE claim IS NOT NULL",
         "CREATE INDEX messages_failed ON messages(endpoint_id, committed_at)"
         " WHERE status = 'failed'",
