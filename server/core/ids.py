@@ -18,19 +18,11 @@ def same_task(a: str, b: str) -> bool:
     return task_key(a) == task_key(b)
 
 
-_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's alphabet, lower-cased
-
-
 def event_id(now: float, random_bits: int) -> str:
-    """``evt_`` + 26 lower-case base32 characters: 48 bits of milliseconds, 80 random bits.
+    """``evt_`` + 26 lower-case hex digits: 48 bits of milliseconds, then 56 random bits.
 
     Ids sort roughly by creation time (for people reading them); the feed's
     order is the store's commit order, never the id. ``random_bits`` comes
-    from the caller (``secrets.randbits(80)``), so this stays pure.
+    from the caller (``secrets.randbits(56)``), so this stays pure.
     """
-    value = (int(now * 1000) & (2**48 - 1)) << 80 | (random_bits & (2**80 - 1))
-    chars = []
-    for _ in range(26):
-        chars.append(_BASE32[value & 31])
-        value >>= 5
-    return "evt_" + "".join(reversed(chars))
+    return f"evt_{int(now * 1000) & 0xFFFF_FFFF_FFFF:012x}{random_bits & (2**56 - 1):014x}"

@@ -9,6 +9,7 @@ policy, not the store's.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from server.core.types import ArchiveOutcome, TaskRecord, iso_time
@@ -79,3 +80,13 @@ def task_json(record: TaskRecord) -> dict[str, Any]:
 def event_json(event_type: str, timestamp: float, record: TaskRecord) -> dict[str, Any]:
     """An event's body: ``{"type", "timestamp", "data"}``, data the task at that commit."""
     return {"type": event_type, "timestamp": iso_time(timestamp), "data": task_json(record)}
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, as kept in the database."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_text(event_type: str, timestamp: float, data: str) -> str:
+    """``event_json`` as JSON text, given the task's JSON text (rendered once per change)."""
+    return f'{{"type":{dumps(event_type)},"timestamp":"{iso_time(timestamp)}","data":{data}}}'

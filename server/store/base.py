@@ -11,8 +11,9 @@ Guarantees every backend gives (the contract suite in
 ``tests/store/test_contract.py`` checks each one):
 
 - **Durable, atomic writes.** A write method returns only after its
-  transaction committed; each item of a bulk write is applied whole or not at
-  all (a failing item does not spoil the others, nor leave half of itself).
+  transaction committed, and a call is all or nothing: when it raises, none
+  of its effects is visible (a bulk write is one transaction). Concurrent
+  calls never spoil each other, however the backend groups their commits.
 - **Per-task serial order, across processes.** Items about one task are
   applied one after another, each seeing the state the previous one left,
   whichever process or replica applies them.
@@ -209,15 +210,17 @@ class Store(WebhookStore, abc.ABC):
 
     @abc.abstractmethod
     async def ingest_many(self, items: Sequence[Incoming]) -> list[IngestOutcome]:
-        """Apply each item in order, each atomically, and return one outcome per item.
+        """Apply the items in order, in one transaction; one outcome per item.
 
-        Each item: the task is read and locked in the transaction, the pure
-        ``core.decide`` decides, then the decision is written: the raw body
-        (unless the store keeps these bytes for this task already), the task
-        row, the archive rows to queue, the removal of a replayed quarantine
-        row and the decision's events, all in one transaction. An item naming
-        a task held under another provider changes nothing; its body is
-        quarantined (reason ``provider_mismatch``) and its outcome says
+        All or nothing: if an item fails (a bug, an unreadable row), the call
+        raises and none of the items is applied. Each item: the task is read
+        and locked in the transaction, the pure ``core.decide`` decides, then
+        the decision is written: the raw body (unless the store keeps these
+        bytes for this task already), the task row, the archive rows to queue,
+        the removal of a replayed quarantine row and the decision's events.
+        An item naming a task held under another provider changes nothing;
+        its body is quarantined (reason ``provider_mismatch``) and its outcome
+        says
         ``mismatch``.
         """
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 
 #: How often waiters check for commits made by other processes.
@@ -39,6 +40,7 @@ class WorkSignals:
         self._probe_lock: asyncio.Lock | None = None
         self._last_probe = 0.0
         self._waiting: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop whose coroutines wait (the one that opened the store)."""
@@ -53,23 +55,37 @@ class WorkSignals:
 
     def notify(self, kind: str) -> None:
         """Wake every waiter of ``kind`` (call on the bound loop)."""
-        self._counts[kind] = self._counts.get(kind, 0) + 1
-        event = self._events.pop(kind, None)
-        if event is not None:
-            event.set()
+        self.notify_many((kind,))
 
     def notify_many(self, kinds: Iterable[str]) -> None:
+        with self._lock:
+            for kind in kinds:
+                self._counts[kind] = self._counts.get(kind, 0) + 1
+        self._wake(kinds)
+
+    def _wake(self, kinds: Iterable[str]) -> None:
         for kind in kinds:
-            self.notify(kind)
+            event = self._events.pop(kind, None)
+            if event is not None:
+                event.set()
 
     def notify_threadsafe(self, kinds: Iterable[str]) -> None:
-        """``notify_many`` from another thread (the SQLite writer, after its commit)."""
+        """``notify_many`` from another thread (the SQLite writer, after its commit).
+
+        The counters move at once; the loop is woken only when someone waits
+        (a waiter registers its wake-up before it compares the counter, so
+        it either sees the new count or is woken).
+        """
         kinds = tuple(kinds)
-        if not kinds or self._loop is None:
+        with self._lock:
+            for kind in kinds:
+                self._counts[kind] = self._counts.get(kind, 0) + 1
+            waited = [kind for kind in kinds if kind in self._events]
+        if not waited or self._loop is None:
             return
         # RuntimeError: the loop is closed, so nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self.notify_many, kinds)
+            self._loop.call_soon_threadsafe(self._wake, waited)
 
     async def wait(
         self,
@@ -90,18 +106,19 @@ class WorkSignals:
     async def _wait(
         self, kind: str, start: int, deadline: float, loop: asyncio.AbstractEventLoop
     ) -> bool:
-        while self.mark(kind) == start:
+        while True:
+            event = self._events.setdefault(kind, asyncio.Event())  # before the comparison
+            if self.mark(kind) != start:
+                return True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            event = self._events.setdefault(kind, asyncio.Event())
             slice_ = remaining if self._probe is None else min(remaining, self.probe_interval)
             try:
                 async with asyncio.timeout(slice_):
                     await event.wait()
             except TimeoutError:
                 await self._maybe_probe(loop)
-        return True
 
     async def _maybe_probe(self, loop: asyncio.AbstractEventLoop) -> None:
         """Ask the backend whether another process committed; at most once per interval."""

@@ -579,3 +579,30 @@ async def test_close_finishes_queued_writes_then_refuses(open_stores: OpenStore)
         await store.count_by_status()
     reopened = await open_stores()
     assert await reopened.count_by_status() == {"running": 30}
+
+
+async def test_a_bulk_write_that_fails_leaves_nothing_behind(store: Store) -> None:
+    good, other = new_id(), new_id()
+    broken = observed(new_id(), Status.RUNNING)
+    wrong = Incoming(  # an observation of another task: the merge refuses it (a caller's bug)
+        "seedance",
+        broken.task_id,
+        "callback",
+        b"wrong",
+        observed(other, Status.RUNNING).observation,
+    )
+    await store.register([Registration("seedance", broken.task_id)])
+    with pytest.raises(ValueError):
+        await store.ingest_many([observed(good, Status.SUCCEEDED), wrong])
+    assert await store.get_task(good) is None
+    assert await store.deliveries(broken.task_id) == []
+    assert await all_events(store) == []
+    assert await store.archive_counts() == {}
+    # A failing call does not spoil the calls committed beside it.
+    results = await asyncio.gather(
+        store.ingest(observed(good, Status.SUCCEEDED)),
+        store.ingest_many([wrong]),
+        return_exceptions=True,
+    )
+    assert not isinstance(results[0], BaseException) and isinstance(results[1], ValueError)
+    assert (await store.get_task(good)) is not None

@@ -8,7 +8,6 @@ as a decimal string) never skips an event committed later.
 
 from __future__ import annotations
 
-import json
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from server.core.ids import event_id
-from server.core.render import event_json
+from server.core.render import dumps, event_text, task_json
 from server.core.types import TaskRecord
 from server.errors import BadCursor
 from server.store.base import Event
@@ -46,25 +45,34 @@ def with_archives(conn: sqlite3.Connection, key: str, record: TaskRecord) -> Tas
 
 
 def add_events(
-    conn: sqlite3.Connection, key: str, record: TaskRecord, types: Sequence[str], now: float
+    conn: sqlite3.Connection,
+    key: str,
+    record: TaskRecord,
+    types: Sequence[str],
+    now: float,
+    *,
+    archives: bool = True,
 ) -> tuple[str, ...]:
-    """Write one event per type, each carrying ``record`` rendered; their ids, in order."""
+    """Write one event per type, each carrying ``record`` rendered; their ids, in order.
+
+    ``archives``: the task may have archive outcomes to show (read them first).
+    The task is rendered once for all the types.
+    """
     if not types:
         return ()
-    record = with_archives(conn, key, record)
-    ids = []
-    for event_type in types:
-        ident = event_id(now, secrets.randbits(80))
-        body = json.dumps(
-            event_json(event_type, now, record), separators=(",", ":"), ensure_ascii=False
-        )
-        conn.execute(
-            "INSERT INTO events (id, type, task_key, provider, created_at, body)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (ident, event_type, key, record.state.provider, now, body),
-        )
-        ids.append(ident)
-    return tuple(ids)
+    if archives:
+        record = with_archives(conn, key, record)
+    data = dumps(task_json(record))
+    rows = [
+        (event_id(now, secrets.randbits(56)), event_type, key, record.state.provider, now)
+        for event_type in types
+    ]
+    conn.executemany(
+        "INSERT INTO events (id, type, task_key, provider, created_at, body)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(*row, event_text(row[1], now, data)) for row in rows],
+    )
+    return tuple(row[0] for row in rows)
 
 
 def parse_cursor(cursor: str | None) -> int:

@@ -37,6 +37,7 @@ from server.store.base import (
 from server.store.signals import WorkSignals
 from server.store.sqlite import events, values, writes
 from server.store.sqlite.archive_queue import ArchiveQueue
+from server.store.sqlite.checkpoint import Checkpointer
 from server.store.sqlite.rows import (
     DELIVERY_COLUMNS,
     DUE_COLUMNS,
@@ -104,6 +105,7 @@ class SQLiteStore(ArchiveQueue, WebhookQueue):
             on_commit=on_commit,
             on_signal=self._signals.notify_threadsafe,
         )
+        self._checkpointer = Checkpointer(self.path, synchronous=settings.sqlite_synchronous)
         self._readers: asyncio.Queue[aiosqlite.Connection] | None = None
         self._all_readers: list[aiosqlite.Connection] = []
         self._closed = False
@@ -131,6 +133,7 @@ class SQLiteStore(ArchiveQueue, WebhookQueue):
         await asyncio.to_thread(prepare)
         self._signals.bind(asyncio.get_running_loop())
         self._writer.start()
+        self._checkpointer.start()
         self._readers = asyncio.Queue()
         for _ in range(READERS):
             reader = await aiosqlite.connect(self.path, isolation_level=None)
@@ -146,6 +149,7 @@ class SQLiteStore(ArchiveQueue, WebhookQueue):
             return
         self._closed = True
         await self._writer.close()
+        await asyncio.to_thread(self._checkpointer.stop)
         for reader in self._all_readers:
             await reader.close()
         self._all_readers.clear()

@@ -17,6 +17,7 @@ from server.core import schedule
 from server.core.codec import state_to_dict
 from server.core.decide import Decision, Incoming, decide, new_task
 from server.core.ids import task_key
+from server.core.types import Status
 from server.store.base import IngestOutcome, Registration
 from server.store.sqlite.archive_writes import enqueue_archives
 from server.store.sqlite.events import add_events
@@ -63,7 +64,9 @@ def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -
     if decision.write or decision.duplicate:
         _remove_quarantined(conn, item)
     queued = enqueue_archives(conn, key, decision.archive_urls, now) if decision.archive_urls else 0
-    events = add_events(conn, key, decision.record, decision.events, now)
+    # Archive outcomes exist only for a task that had succeeded before this item.
+    shown = decision.previous is Status.SUCCEEDED
+    events = add_events(conn, key, decision.record, decision.events, now, archives=shown)
     state = decision.record.state
     return IngestOutcome(
         state.task_id,

@@ -29,10 +29,10 @@ async def test_a_full_disk_answers_503_storage_full(client, app):
 
 async def test_a_full_writer_queue_answers_503_overloaded(client, app):
     writer = writer_of(app)
-    writer.max_jobs = 1
     release = threading.Event()
     held = asyncio.ensure_future(writer.run(lambda conn: release.wait(10)))
     await asyncio.sleep(0)
+    writer.max_jobs = 1  # the held job fills the queue
     try:
         answer = await client.post(callback_path("seedance"), content=dumps(seedance()))
     finally:

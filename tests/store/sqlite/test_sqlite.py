@@ -21,6 +21,7 @@ from server.settings import Settings
 from server.store import Incoming, Registration
 from server.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from server.store.sqlite.store import SQLiteStore
+from tests.harness import eventually
 
 
 def item(task_id: str | None = None, status: Status = Status.SUCCEEDED) -> Incoming:
@@ -255,3 +256,13 @@ async def test_a_full_disk_answers_storage_full_and_logs_once(
     assert lines[0].exc_info is None
     await store._writer.run(lambda c: c.execute("PRAGMA max_page_count=1073741823"))
     await store.ingest(big[0])  # space again: writes work again
+
+
+async def test_the_checkpointer_moves_commits_into_the_database_file(store: SQLiteStore) -> None:
+    """The writer does not checkpoint small WALs itself; the checkpointer thread does."""
+    path = store.path
+    before = path.stat().st_size
+    await asyncio.gather(*(store.ingest(item()) for _ in range(200)))
+    wal = path.with_name(path.name + "-wal")
+    assert wal.stat().st_size > 0
+    await eventually(lambda: path.stat().st_size > before, what="a checkpoint")
