@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from server.core.ids import event_id
-from server.core.render import event_json
+from server.core.render import event_text, task_json
 from server.core.types import ArchiveOutcome, TaskRecord
 from server.errors import BadCursor
 from server.store.postgres.rows import dumps
@@ -65,18 +65,21 @@ def render(
     types: Sequence[str],
     now: float,
 ) -> list[PendingEvent]:
-    """One event per type, each carrying ``record`` (with what its archives show)."""
+    """One event per type, each carrying ``record`` (with what its archives show).
+
+    The task is rendered once for all the types, as ASCII-only JSON (see ``rows.dumps``).
+    """
     if not types:
         return []
-    shown = replace(record, archives=dict(archives))
+    data = dumps(task_json(replace(record, archives=dict(archives))))
     return [
         PendingEvent(
-            event_id(now, secrets.randbits(80)),
+            event_id(now, secrets.randbits(56)),
             event_type,
             key,
             record.state.provider,
             now,
-            dumps(event_json(event_type, now, shown)),
+            event_text(event_type, now, data),
         )
         for event_type in types
     ]

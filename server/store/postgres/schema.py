@@ -199,6 +199,10 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX attempts_endpoint ON attempts(endpoint_id, id)",
         "CREATE INDEX attempts_outcome ON attempts(endpoint_id, outcome, id)",
     ],
+    # 6: no index of events by task (the feed and the deliveries read events by seq).
+    [
+        "DROP INDEX IF EXISTS events_task",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
