@@ -66,6 +66,7 @@ from scripts.fake_upstream_creations import (  # noqa: E402
     missing_fields,
 )
 from scripts.fake_upstream_payloads import (  # noqa: E402
+    SEEDANCE_SHAPES,
     FakeTask,
     acedata_response,
     acedata_wrapper,
@@ -226,6 +227,7 @@ async def acedata_tasks(request: Request) -> Response:
     if not isinstance(body, dict) or action not in ("retrieve", "retrieve_batch"):
         return _ace_error(400, "bad_request", "body must be a JSON object with a known action")
     now, pending = time.time(), state.config.acedata_pending
+    shape = state.config.seedance_shape
     if kind == "retrieve":
         task_id = body.get("id")
         trace_id = body.get("trace_id") if service == "dreamina" else None
@@ -235,7 +237,7 @@ async def acedata_tasks(request: Request) -> Response:
             task = state.find(service, str(task_id))
         else:
             task = state.find_by_trace(service, str(trace_id))
-        response = acedata_response(task, now, pending) if task else None
+        response = acedata_response(task, now, pending, shape) if task else None
         return JSONResponse(acedata_wrapper(task, response) if task and response else {})
     if service in state.batch_not_implemented:
         message = "retrieve_batch is not implemented for this API"
@@ -249,7 +251,7 @@ async def acedata_tasks(request: Request) -> Response:
     items = []
     for task_id in ids:
         task = state.find(service, task_id)
-        response = acedata_response(task, now, pending) if task else None
+        response = acedata_response(task, now, pending, shape) if task else None
         if task and response:
             items.append(acedata_wrapper(task, response))
         elif state.config.unknown_as_empty:
@@ -538,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file-bytes", type=int, default=FakeConfig.file_bytes)
     p.add_argument("--result-url-ttl", type=int, default=FakeConfig.result_url_ttl)
     p.add_argument("--acedata-pending", choices=("status", "empty"), default="status")
+    p.add_argument("--seedance-shape", choices=SEEDANCE_SHAPES, default="seed")
     p.add_argument("--unknown-as-empty", action="store_true")
     p.add_argument("--max-batch-ids", type=int, default=0)
     p.add_argument("--batch-not-implemented", action="append", default=[], choices=ACEDATA)
@@ -573,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         file_bytes=args.file_bytes,
         result_url_ttl=args.result_url_ttl,
         acedata_pending=args.acedata_pending,
+        seedance_shape=args.seedance_shape,
         unknown_as_empty=args.unknown_as_empty,
         max_batch_ids=args.max_batch_ids,
         batch_not_implemented=tuple(args.batch_not_implemented),

@@ -71,7 +71,14 @@ def seedance2_result_url(t: FakeTask, ttl: int) -> str:
     )
 
 
-def acedata_response(t: FakeTask, now: float, pending: str = "status") -> dict[str, Any] | None:
+#: How SeeDance's ``data`` looks: the seeds' object, upstream's raw object (result under
+#: ``content.video_url``), a list of raw objects, or one of the three per task.
+SEEDANCE_SHAPES = ("seed", "raw", "list", "mixed")
+
+
+def acedata_response(
+    t: FakeTask, now: float, pending: str = "status", seedance_shape: str = "seed"
+) -> dict[str, Any] | None:
     """The task's ``response`` (also its bare callback body); None while there is no result."""
     if t.finished(now) and t.outcome == "failed":
         error = {"code": "generation_failed", "message": "fake upstream: the generation failed"}
@@ -89,6 +96,15 @@ def acedata_response(t: FakeTask, now: float, pending: str = "status") -> dict[s
         return {**head, "data": [image]}
     if t.provider == "seedance":
         status = "succeeded" if done else ("queued" if t.fraction(now) < 0.5 else "running")
+        shape = seedance_shape
+        if shape == "mixed":
+            shape = SEEDANCE_SHAPES[int(sha256(task_key(t.task_id).encode()).hexdigest(), 16) % 3]
+        if shape in ("raw", "list"):
+            raw: dict[str, Any] = {"id": t.upstream_id, "model": "doubao-seedance-1-0-pro-250528"}
+            raw["status"] = "processing" if status == "running" else status
+            if done:
+                raw["content"] = {"video_url": t.file_url()}
+            return {**head, "data": [raw] if shape == "list" else raw}
         data = {
             "task_id": t.upstream_id,
             "status": status,

@@ -41,6 +41,7 @@ class FakeConfig:
     file_bytes: int = 4096  # size of every file under /files
     result_url_ttl: int = 86400  # seconds a Seedance 2.0 result URL stays valid
     acedata_pending: str = "status"  # "status" | "empty": what unfinished SeeDance/Dreamina answer
+    seedance_shape: str = "seed"  # SeeDance's data in tasks-endpoint answers: SEEDANCE_SHAPES
     unknown_as_empty: bool = False  # retrieve_batch: unknown/unfinished tasks as {} items
     max_batch_ids: int = 0  # > 0: a retrieve_batch with more ids answers 400
     batch_not_implemented: tuple[str, ...] = ()  # services whose retrieve_batch answers 400

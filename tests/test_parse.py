@@ -271,6 +271,9 @@ def test_seedance2_success_without_result_url_falls_back_to_the_raw_output() -> 
     [video] = parse_payload("seedance2", body).results
     assert video.url == body["data"]["data"]["content"]["video_url"]
     del body["data"]["data"]["content"]
+    [legacy] = parse_payload("seedance2", body).results  # old records keep it in fail_reason
+    assert legacy.url == body["data"]["fail_reason"]
+    body["data"]["fail_reason"] = "not a URL"
     assert parse_payload("seedance2", body).is_empty
 
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
+from server.core.merge import merge
+from server.core.types import Status, TaskState
+from server.observe import metrics
 from server.providers import NAMES, PROVIDERS, UnknownProvider, build_clients, get, token_settings
 from server.providers.acedata import AceDataClient
+from server.providers.parse import MAX_UNKNOWN_WORDS, notice_unknown_word, parse_payload
 from server.providers.seedance2 import Seedance2Client
 from server.settings import Settings
+
+from .conftest import callback_path
 
 SERVER = Path(__file__).resolve().parent.parent / "server"
 
@@ -83,3 +92,62 @@ def test_no_module_outside_providers_names_a_provider_or_its_token() -> None:
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(SERVER)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+# -- status words nobody told us about -------------------------------------------------------
+
+
+def unknown_word() -> tuple[str, str]:
+    """A word no provider uses, fresh per test (the parser remembers the words it logged)."""
+    tag = uuid.uuid4().hex[:8]
+    return f"Mystery-{tag}", f"mystery_{tag}"
+
+
+def counted(provider: str, label: str) -> float:
+    name = "taskhook_unknown_status_words_total"
+    return metrics.REGISTRY.get_sample_value(name, {"provider": provider, "word": label}) or 0.0
+
+
+def test_an_unknown_status_word_changes_nothing_and_is_logged_once_and_counted(caplog) -> None:
+    word, label = unknown_word()
+    body = {"success": True, "task_id": "t-1", "data": {"task_id": "cgt-1", "status": word}}
+    running = merge(
+        TaskState("t-1", "seedance"),
+        parse_payload("seedance", {**body, "data": {"status": "running"}}),
+    )
+    with caplog.at_level(logging.WARNING, logger="taskhook.providers"):
+        observations = [parse_payload("seedance", body) for _ in range(3)]
+        parse_payload("dreamina", body)
+    assert all(o.status is None and o.upstream_status == word for o in observations)
+    assert merge(running, observations[0]).status is Status.RUNNING  # left unchanged
+    logged = [r for r in caplog.records if getattr(r, "event", None) == "unknown_status_word"]
+    assert [(r.provider, r.word) for r in logged] == [("seedance", label), ("dreamina", label)]
+    assert counted("seedance", label) == 3
+    assert counted("dreamina", label) == 1
+
+
+def test_unknown_words_are_labelled_only_up_to_a_bound() -> None:
+    """A sender inventing words cannot grow /metrics without bound."""
+    provider = "seedream"  # SeeDream has no status words, so none of these is known
+    for _ in range(MAX_UNKNOWN_WORDS + 5):
+        notice_unknown_word(provider, unknown_word()[0])
+    labels = {
+        s.labels["word"]
+        for family in metrics.REGISTRY.collect()
+        for s in family.samples
+        if s.name == "taskhook_unknown_status_words_total" and s.labels["provider"] == provider
+    }
+    assert len(labels) == MAX_UNKNOWN_WORDS + 1
+    assert "_other" in labels
+
+
+async def test_unknown_words_of_callbacks_show_in_metrics(client) -> None:
+    word, label = unknown_word()
+    body = {"code": "success", "data": {"task_id": "asyntask_1", "status": word}}
+    answer = await client.post(callback_path("seedance2"), content=json.dumps(body))
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "pending"
+    scraped = (await client.get("/metrics")).text
+    assert f'taskhook_unknown_status_words_total{{provider="seedance2",word="{label}"}} 1.0' in (
+        scraped
+    )

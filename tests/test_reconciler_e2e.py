@@ -212,3 +212,40 @@ async def test_a_huge_retry_after_pauses_an_hour_at_most_and_readyz_says_until_w
                 await eventually(lambda: _later(api, seen), "a later pass recorded", within=10)
         finally:
             await asyncio.to_thread(server.stop)
+
+
+@pytest.mark.parametrize("shape", ["list", "raw"])
+async def test_seedance_answers_as_a_list_or_under_content_video_url_all_succeed(tmp_path, shape):
+    app = create_app(FakeConfig(seed=11, seedance_shape=shape))
+    fake = app.state.fake
+    async with serving(app) as fake_url:
+        server = ServerProcess(tmp_path / "t.db", env=server_env(fake_url))
+        await asyncio.to_thread(server.start)
+        try:
+            async with (
+                httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=10) as api,
+                httpx.AsyncClient(base_url=fake_url, timeout=10) as up,
+            ):
+                # No callback_url: every result has to come from retrieve_batch answers.
+                specs = [{"provider": "seedance", "finish_after": 0} for _ in range(20)]
+                created = (await up.post("/_fake/tasks", json={"tasks": specs})).json()["tasks"]
+                regs = [{"provider": "seedance", "task_id": t["task_id"]} for t in created]
+                assert (await api.post("/tasks", json={"tasks": regs})).status_code == 201
+
+                async def all_succeeded():
+                    tasks = await all_tasks(api)
+                    return tasks if all(t["status"] == "succeeded" for t in tasks) else None
+
+                tasks = await eventually(all_succeeded, f"every {shape} answer read", within=20)
+                assert len(tasks) == 20
+                for task in tasks:
+                    held = fake.find("seedance", task["task_id"])
+                    assert [r["url"] for r in task["results"]] == [held.file_url()]
+                    assert task["upstream"]["upstream_task_id"] == held.upstream_id
+                    assert task["last_source"] == "reconcile"
+                sample = tasks[0]["task_id"]
+                kept = (await api.get(f"/tasks/{sample}/deliveries")).json()["deliveries"]
+                data = kept[-1]["body"]["response"]["data"]
+                assert isinstance(data, list) if shape == "list" else "content" in data
+        finally:
+            await asyncio.to_thread(server.stop)

@@ -142,17 +142,8 @@ def readings(path: str) -> dict[str, Reading]:
 # -- what the current parser gets wrong ---------------------------------------------
 # Key: (fixture path, aspect) for every task of the fixture, or (path, aspect, task id).
 
-_CONTENT = "issue 12: SeeDance result under data.content.video_url is not read"
-_LIST = "issue 12: SeeDance data as a list of upstream objects is not read"
-_UPSTREAM_ID = "issue 12: the upstream id in data.id (cgt-...) is not kept as upstream_task_id"
-_TIMES = "issue 12: wrapper started_at/finished_at/elapsed are not kept in upstream"
-_STATE = "issue 12: the wrapper's state word is not read"
-_DECISION = (
-    "issue 12: success:false without error code after finished_at is read as a transient "
-    "hiccup, not a final failure"
-)
-_NO_SUCCESS_KEY = "issue 12: an error body without a success key inside a task record is ignored"
-
+# Empty: every shape found for issue 12 is read right. A new shape read wrong goes
+# here with its reason (``_wrong(path, aspects, reason[, task_id])``) until fixed.
 KNOWN_WRONG: dict[tuple[str, ...], str] = {}
 
 
@@ -160,99 +151,6 @@ def _wrong(path: str, aspects: tuple[str, ...], reason: str, task_id: str | None
     for aspect in aspects:
         key = (path, aspect) if task_id is None else (path, aspect, task_id)
         KNOWN_WRONG[key] = reason
-
-
-_wrong(
-    "seedance/docs_openapi_videos_content_video_url.json",
-    ("status", "results"),
-    _CONTENT,
-)
-_wrong("seedance/docs_openapi_videos_content_video_url.json", ("upstream",), _UPSTREAM_ID)
-_wrong(
-    "seedance/mcps_conftest_batch_content_video_url.json",
-    ("status", "results", "upstream"),
-    _CONTENT,
-    "task-123",
-)
-_wrong(
-    "seedance/mcps_conftest_batch_content_video_url.json",
-    ("status", "results", "upstream"),
-    _CONTENT,
-    "task-789",
-)
-_wrong(
-    "seedance/apis_tasks_guide_list_processing.json",
-    ("status", "upstream_status", "upstream"),
-    _LIST,
-)
-_wrong(
-    "seedance/apis_tasks_guide_list_succeeded.json",
-    ("status", "upstream_status", "results", "upstream"),
-    _LIST,
-)
-_wrong(
-    "seedance/apis_tasks_guide_list_failed.json",
-    ("status", "upstream_status", "error_code"),
-    _LIST,
-)
-_wrong(
-    "seedance/clis_conftest_list_state_word.json",
-    ("status", "upstream_status", "results"),
-    "issue 12: data as a list whose items carry `state` (not `status`) and video_url is not read",
-)
-_wrong("seedance/docs_tasks_guide_batch_finished_at.json", ("upstream",), _TIMES)
-_wrong("seedance/mcps_wrapper_state_word.json", ("status", "upstream_status"), _STATE)
-_wrong(
-    "seedance/sdk_status_word_succeed.json",
-    ("status", "results"),
-    "issue 12: status word `succeed` is unknown",
-)
-_wrong(
-    "seedance/sdk_status_word_rejected.json",
-    ("status",),
-    "issue 12: status word `rejected` is unknown",
-)
-_wrong(
-    "seedance/docs_openapi_record_error_without_success.json",
-    ("status", "error_code"),
-    _NO_SUCCESS_KEY,
-)
-_wrong("seedance/sdk_finished_success_false_no_code.json", ("status",), _DECISION)
-_wrong("seedance/sdk_finished_success_false_no_code.json", ("upstream",), _TIMES)
-_wrong(
-    "seedance/sdk_finished_success_false_status_succeeded.json",
-    ("status", "upstream_status", "results"),
-    "issue 12: success:false is read before the status word and the video of a finished task",
-)
-_wrong("dreamina/docs_tasks_guide_wrapper_finished.json", ("upstream",), _TIMES)
-_wrong("dreamina/docs_tasks_guide_batch_placeholder.json", ("upstream",), _TIMES)
-_wrong("dreamina/sdk_finished_success_false_no_code.json", ("status",), _DECISION)
-_wrong("dreamina/sdk_finished_success_false_no_code.json", ("upstream",), _TIMES)
-_wrong("seedream/sdk_wrapper_finished_success.json", ("upstream",), _TIMES)
-_wrong("seedream/sdk_finished_success_data_null.json", ("upstream",), _TIMES)
-_wrong("seedream/sdk_finished_success_false_no_code.json", ("status",), _DECISION)
-_wrong("seedream/sdk_finished_success_false_no_code.json", ("upstream",), _TIMES)
-_wrong(
-    "seedream/docs_openapi_record_error_without_success.json",
-    ("status", "error_code"),
-    _NO_SUCCESS_KEY,
-)
-_wrong(
-    "seedance2/newapi_fetch_task_not_exist.json",
-    ("status", "upstream_status", "results"),
-    "issue 12: HTTP 400 task_not_exist is one task's 'not known', but the client raises "
-    "Rejected for the whole provider",
-)
-_wrong(
-    "seedance2/newapi_taskdto_legacy_url_in_fail_reason.json",
-    ("status", "results"),
-    "issue 12: SUCCESS with the URL only in the legacy fail_reason is not read",
-)
-_wrong(
-    "seedance2/newapi_taskdto_failure_code_in_raw_output.json",
-    ("error_code",),
-    "issue 12: the error code in the raw output data.data.error.code is not read",
-)
 
 
 def _cases() -> Iterator[Any]:

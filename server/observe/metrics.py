@@ -41,6 +41,13 @@ UPSTREAM_CALLS = Counter(
     ["provider", "outcome"],
     registry=REGISTRY,
 )
+UNKNOWN_STATUS_WORDS = Counter(
+    "taskhook_unknown_status_words",
+    "Payloads whose status word taskhook does not know (the status was left unchanged), "
+    "by provider and word (normalised; past 100 distinct words per provider: _other).",
+    ["provider", "word"],
+    registry=REGISTRY,
+)
 GAPS_FILLED = Counter(
     "taskhook_gaps_filled",
     "Tasks whose final state came from the reconciler, not from a callback.",

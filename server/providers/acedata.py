@@ -9,8 +9,10 @@ They differ in what ``data`` holds.
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -139,8 +141,26 @@ def _item_keys(item: dict[str, Any]) -> list[str]:
 # -- the providers -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DataReading:
+    """What a body's ``data`` says, before ``success`` and the wrapper are weighed."""
+
+    word: str | None = None  # the status word as sent
+    status: Status | None = None  # None: no word, an unknown word, or success without a file
+    results: tuple[Result, ...] = ()
+    error: ErrorInfo | None = None
+    upstream: dict[str, Any] = field(default_factory=dict)
+
+
 class AceDataProvider(Provider):
-    """What the three AceData providers share: token, endpoint, failure shape."""
+    """What the three AceData providers share: token, endpoint, wrapper and failure rules.
+
+    A status word decides first: in ``data``, else the wrapper's ``state``. Without
+    one, ``success: false`` is a final failure when it carries an error code, or
+    when the wrapper (or the body) says the task finished (``finished_at``);
+    otherwise it is a transient hiccup. A body with no ``success`` key but an
+    ``error`` object with a code (and no ``data``) is that failure too.
+    """
 
     family = "acedata"
     token_settings = ("ACEDATA_API_TOKEN",)
@@ -151,22 +171,61 @@ class AceDataProvider(Provider):
             return None
         return AceDataClient(self.name, settings.acedata_base_url, settings.acedata_api_token, http)
 
-    def unsuccessful(self, body: Mapping[str, Any], task_id: str | None) -> Observation | None:
-        """``success: false``: a final failure with an error code, else a hiccup."""
-        if body.get("success") is not False:
-            return None
+    def body_task_id(self, body: Mapping[str, Any]) -> str | None:
+        """Where a bare body names its task (the wrapper's ``id`` wins over it)."""
+        return fields.task_id(body.get("task_id"))
+
+    @abc.abstractmethod
+    def read_data(self, body: Mapping[str, Any]) -> DataReading:
+        """What ``body["data"]`` says."""
+
+    def parse_body(self, body: Mapping[str, Any], wrapper: Mapping[str, Any]) -> Observation:
+        task_id = self.body_task_id(body)
         trace_id = fields.text(body.get("trace_id"))
-        code, message = fields.error_info(body.get("error"))
-        if code is None:
-            # AceData's own SDK retries these too: the task itself has not failed.
-            return Observation(self.name, task_id, trace_id=trace_id, transient=True)
+        read = self.read_data(body)
+        word, status, error = read.word, read.status, read.error
+        if word is None and (state := fields.text(wrapper.get("state"))) is not None:
+            word, status = state, self.status(state)
+            if status is Status.FAILED:
+                error = ErrorInfo(None, f"upstream reported state {state!r} without a reason")
+            elif status is Status.SUCCEEDED and not read.results:
+                status = None  # success without a result says nothing yet
+        if status is None:
+            failure = self._failure(body, wrapper)
+            if failure is not None:
+                status, error = Status.FAILED, failure
+        transient = status is None and body.get("success") is False
         return Observation(
             self.name,
             task_id,
-            Status.FAILED,
+            status,
+            upstream_status=word,
             trace_id=trace_id,
-            error=ErrorInfo(code, message or code),
+            results=read.results if status is Status.SUCCEEDED else (),
+            error=error if status is Status.FAILED else None,
+            transient=transient,
+            upstream=read.upstream,
         )
+
+    def _failure(self, body: Mapping[str, Any], wrapper: Mapping[str, Any]) -> ErrorInfo | None:
+        """The final failure a body with no status word reports, if it reports one."""
+        code, message = fields.error_info(body.get("error"))
+        if body.get("success") is False:
+            if code is not None:
+                return ErrorInfo(code, message or code)
+            if _finished(body) or _finished(wrapper):
+                # finished_at is set only once the task is over: no answer will bring a file.
+                return ErrorInfo(
+                    None, message or "upstream reported success: false after the task finished"
+                )
+            return None  # a hiccup; AceData's own SDK retries these too
+        if "success" not in body and code is not None and not body.get("data"):
+            return ErrorInfo(code, message or code)  # an error body standing for the task
+        return None
+
+
+def _finished(source: Mapping[str, Any]) -> bool:
+    return source.get("finished_at") not in (None, "", 0)
 
 
 class SeeDream(AceDataProvider):
@@ -175,10 +234,7 @@ class SeeDream(AceDataProvider):
     name = "seedream"
     result_kind = "image"
 
-    def parse_body(self, body: Mapping[str, Any]) -> Observation:
-        task_id = fields.task_id(body.get("task_id"))
-        if (failure := self.unsuccessful(body, task_id)) is not None:
-            return failure
+    def read_data(self, body: Mapping[str, Any]) -> DataReading:
         data = body.get("data")
         items = [data] if isinstance(data, Mapping) else data if isinstance(data, list) else []
         results = tuple(
@@ -186,19 +242,14 @@ class SeeDream(AceDataProvider):
             for item in items
             if isinstance(item, Mapping) and (url := fields.text(item.get("image_url"))) is not None
         )
-        # SeeDream carries no status string, so upstream_status stays None rather
+        # SeeDream carries no status word, so upstream_status stays None rather
         # than one we made up; success is told by the images themselves.
-        return Observation(
-            self.name,
-            task_id,
-            Status.SUCCEEDED if results else None,
-            trace_id=fields.text(body.get("trace_id")),
-            results=results,
-        )
+        return DataReading(status=Status.SUCCEEDED if results else None, results=results)
 
 
 class AceDataVideo(AceDataProvider):
-    """Videos: ``data`` is ``{task_id, status, video_url, ...}``."""
+    """Videos: ``data`` is ``{task_id, status, video_url, ...}``, upstream's raw object
+    ``{id, status, content: {video_url}, ...}``, or a list of such objects."""
 
     result_kind = "video"
     #: Dreamina puts our task id (maybe without dashes) in ``data.task_id``;
@@ -207,45 +258,66 @@ class AceDataVideo(AceDataProvider):
     #: Fields of ``data`` that are the caller's inputs, not results.
     input_keys: frozenset[str] = frozenset()
 
-    def parse_body(self, body: Mapping[str, Any]) -> Observation:
-        data = fields.mapping(body.get("data"))
-        task_id = fields.task_id(body.get("task_id"))
-        if task_id is None and self.id_in_data:
-            task_id = fields.task_id(data.get("task_id"))
-        if (failure := self.unsuccessful(body, task_id)) is not None:
-            return failure
-        raw = fields.text(data.get("status"))
-        status = self.status(raw)
-        video_url = fields.text(data.get("video_url"))
-        if raw is None and video_url is not None:
-            status = Status.SUCCEEDED  # no status word at all, but the video is proof enough
-        upstream = fields.scalars(data, only=("model",))
-        if not self.id_in_data and (upstream_id := fields.text(data.get("task_id"))) is not None:
-            upstream["upstream_task_id"] = upstream_id
-        results: tuple[Result, ...] = ()
-        error = None
-        if status is Status.SUCCEEDED:
-            if video_url is None:
-                status = None  # success without a result says nothing yet
-            else:
-                skip = frozenset({"task_id", "status", "video_url"}) | self.input_keys
-                results = (Result(video_url, "video", fields.scalars(data, skip=skip)),)
-        elif status is Status.FAILED:
-            code, message = fields.error_info(data.get("error") or body.get("error"))
-            message = (
-                message or fields.text(data.get("fail_reason")) or fields.text(data.get("message"))
-            )
-            error = ErrorInfo(code, message or f"upstream reported status {raw!r} without a reason")
-        return Observation(
-            self.name,
-            task_id,
-            status,
-            upstream_status=raw,
-            trace_id=fields.text(body.get("trace_id")),
-            results=results,
-            error=error,
-            upstream=upstream,
+    def body_task_id(self, body: Mapping[str, Any]) -> str | None:
+        found = fields.task_id(body.get("task_id"))
+        if found is None and self.id_in_data:
+            found = fields.task_id(fields.mapping(body.get("data")).get("task_id"))
+        return found
+
+    def read_data(self, body: Mapping[str, Any]) -> DataReading:
+        data = body.get("data")
+        objects: list[Mapping[str, Any]] = (
+            [data]
+            if isinstance(data, Mapping)
+            else [x for x in data if isinstance(x, Mapping)]
+            if isinstance(data, list)
+            else []
         )
+        word = next((w for o in objects if (w := _word(o)) is not None), None)
+        status = self.status(word)
+        skip = _NOT_EXTRA | self.input_keys
+        results = tuple(
+            Result(url, "video", fields.scalars(o, skip=skip))
+            for o in objects
+            if (url := _video_url(o)) is not None
+        )
+        if word is None and results:
+            status = Status.SUCCEEDED  # no status word at all, but the video is proof enough
+        if status is Status.SUCCEEDED and not results:
+            status = None  # success without a result says nothing yet
+        first = objects[0] if objects else {}
+        upstream = fields.scalars(first, only=("model",))
+        if not self.id_in_data:
+            upstream_id = fields.text(first.get("task_id")) or fields.text(first.get("id"))
+            if upstream_id is not None:
+                upstream["upstream_task_id"] = upstream_id
+        error = None
+        if status is Status.FAILED:
+            failed = next((o for o in objects if self.status(_word(o)) is Status.FAILED), first)
+            code, message = fields.error_info(failed.get("error") or body.get("error"))
+            message = (
+                message
+                or fields.text(failed.get("fail_reason"))
+                or fields.text(failed.get("message"))
+            )
+            error = ErrorInfo(
+                code, message or f"upstream reported status {word!r} without a reason"
+            )
+        return DataReading(word, status, results, error, upstream)
+
+
+#: Fields of a video object read into their own places, not into a result's extras.
+_NOT_EXTRA = frozenset({"task_id", "id", "status", "state", "video_url", "content"})
+
+
+def _word(obj: Mapping[str, Any]) -> str | None:
+    return fields.text(obj.get("status")) or fields.text(obj.get("state"))
+
+
+def _video_url(obj: Mapping[str, Any]) -> str | None:
+    return fields.text(obj.get("video_url")) or fields.text(
+        fields.mapping(obj.get("content")).get("video_url")
+    )
 
 
 class SeeDance(AceDataVideo):

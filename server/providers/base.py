@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from server.settings import Settings
 
 Poll = Literal["batch", "single"]
+#: What a tasks-endpoint wrapper says about timing, kept in ``upstream`` as given.
+WRAPPER_TIMES = ("created_at", "started_at", "finished_at", "elapsed")
 ResultKind = Literal["image", "video"]
 
 
@@ -84,8 +86,13 @@ class Provider(abc.ABC):
     status_words: Mapping[str, Status] = fields.STATUS_WORDS
 
     @abc.abstractmethod
-    def parse_body(self, body: Mapping[str, Any]) -> Observation:
-        """What a bare body says; its ``task_id`` may be None (``parse`` resolves it)."""
+    def parse_body(self, body: Mapping[str, Any], wrapper: Mapping[str, Any]) -> Observation:
+        """What a bare body says; its ``task_id`` may be None (``parse`` resolves it).
+
+        ``wrapper`` is the tasks-endpoint wrapper the body came in (empty for a
+        bare body), for what a provider reads there beside its id (a state
+        word, when the task finished).
+        """
 
     @abc.abstractmethod
     def client(self, settings: Settings, http: httpx.AsyncClient) -> Client | None:
@@ -114,22 +121,16 @@ class Provider(abc.ABC):
                 provider=self.name,
             )
         if not self.is_wrapper(payload):
-            observation = self.parse_body(payload)
+            observation = self.parse_body(payload, {})
             if observation.task_id is None:
                 self.no_task_id(payload)
             return observation
         wrapper_id = fields.task_id(payload.get("id"))
         wrapper_trace = fields.text(payload.get("trace_id"))
-        wrapper_upstream = fields.scalars(payload, only=("created_at",))
-        response = payload.get("response")
-        if not isinstance(response, Mapping) or not response:
-            # The task exists upstream but has no answer yet: "not yet", not an error.
-            if wrapper_id is None:
-                self.no_task_id(payload)
-            return Observation(
-                self.name, wrapper_id, trace_id=wrapper_trace, upstream=wrapper_upstream
-            )
-        observation = self.parse_body(response)
+        wrapper_upstream = fields.scalars(payload, only=WRAPPER_TIMES)
+        # No response (or an empty one): the task exists upstream but has no
+        # answer yet, "not yet" unless the wrapper itself says more.
+        observation = self.parse_body(fields.mapping(payload.get("response")), payload)
         found = wrapper_id or observation.task_id
         if found is None:
             self.no_task_id(payload)

@@ -25,13 +25,23 @@ STATUS_WORDS: Mapping[str, Status] = {
         ("running", "processing", "in_progress", "generating", "started"), Status.RUNNING
     ),
     **dict.fromkeys(
-        ("succeeded", "success", "successful", "done", "completed", "complete", "finished"),
+        (
+            "succeeded",
+            "succeed",
+            "success",
+            "successful",
+            "done",
+            "completed",
+            "complete",
+            "finished",
+        ),
         Status.SUCCEEDED,
     ),
     # Upstream's own "expired" (it gave up on the task) is a failure it reports,
     # unlike our Status.EXPIRED, which only means we stopped waiting.
     **dict.fromkeys(
-        ("failed", "failure", "fail", "error", "expired", "cancelled", "canceled"), Status.FAILED
+        ("failed", "failure", "fail", "error", "expired", "cancelled", "canceled", "rejected"),
+        Status.FAILED,
     ),
 }
 

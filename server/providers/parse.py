@@ -1,7 +1,10 @@
 """Provider payloads -> one ``Observation``: the entry point for every delivery.
 
-Pure: bytes or decoded JSON in, an ``Observation`` or a ``ParseError`` out; no
-network, clock or database. Every shape is read leniently by its provider's
+Pure but for one thing: bytes or decoded JSON in, an ``Observation`` or a
+``ParseError`` out; no network, clock or database. The one thing: a status word
+the provider's module does not know leaves the status unchanged, and is logged
+once per provider and word and counted in ``taskhook_unknown_status_words_total``,
+so a new word is seen rather than silently dropped. Every shape is read leniently by its provider's
 module (``server.providers``): a field of an unexpected type is skipped as if
 absent, never an error. The only errors are "this is not JSON" and "this names
 no task", because those are the only things a sender can fix (the routes answer
@@ -16,11 +19,19 @@ every provider.
 from __future__ import annotations
 
 import json
+import logging
+import re
+import threading
 from typing import Any, NoReturn
 
 from server.core.types import Observation
 from server.errors import NotJSON
+from server.observe import metrics
+from server.observe.logs import event
 from server.providers import get
+from server.providers.fields import normalise_word
+
+log = logging.getLogger("taskhook.providers")
 
 
 def decode(body: bytes) -> Any:
@@ -56,4 +67,31 @@ def parse_payload(provider: str, payload: Any) -> Observation:
     Raises ``UnknownProvider`` (a ``ValueError``: a caller's bug, routes 404
     first) and ``NoTaskId`` when no task id can be found.
     """
-    return get(provider).parse(payload)
+    chosen = get(provider)
+    observation = chosen.parse(payload)
+    word = observation.upstream_status
+    if word is not None and not chosen.knows(word):
+        notice_unknown_word(provider, word)
+    return observation
+
+
+#: Distinct unknown words remembered (and labelled) per provider; past it they count
+#: as ``_other``, so a sender cannot grow the metrics without bound.
+MAX_UNKNOWN_WORDS = 100
+_unknown: dict[str, set[str]] = {}
+_unknown_lock = threading.Lock()
+
+
+def notice_unknown_word(provider: str, word: str) -> None:
+    """Count an unknown status word; log it the first time ``provider`` sends it."""
+    label = re.sub(r"[^a-z0-9_]", "?", normalise_word(word))[:40]
+    with _unknown_lock:
+        seen = _unknown.setdefault(provider, set())
+        first = label not in seen
+        if first and len(seen) >= MAX_UNKNOWN_WORDS:
+            label, first = "_other", False
+        elif first:
+            seen.add(label)
+    metrics.UNKNOWN_STATUS_WORDS.labels(provider, label).inc()
+    if first:
+        event(log, "unknown_status_word", logging.WARNING, provider=provider, word=label)

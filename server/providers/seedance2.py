@@ -64,7 +64,7 @@ class Seedance2Client(HTTPClient):
         url = f"{self.base_url}/v1/video/generations/{quote(task_id, safe='')}"
         what = f"GET {httpx.URL(url).path}"
         response = await self._send("GET", url, what)
-        if response.status_code == 404:
+        if response.status_code == 404 or _not_exist(response):
             return None
         self._raise_for_status(response, what)
         payload = self._payload(response, what)
@@ -85,6 +85,17 @@ class Seedance2Client(HTTPClient):
         return per_asked(ids, by_key)
 
 
+def _not_exist(response: httpx.Response) -> bool:
+    """The gateway's 400 ``task_not_exist``: this one id is unknown, the provider is fine."""
+    if not 400 <= response.status_code < 500:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("code") == "task_not_exist"
+
+
 class Seedance2(Provider):
     name = "seedance2"
     family = "seedance2"
@@ -98,7 +109,7 @@ class Seedance2(Provider):
             return None
         return Seedance2Client(settings.seedance2_base_url, settings.seedance2_api_key, http)
 
-    def parse_body(self, body: Mapping[str, Any]) -> Observation:
+    def parse_body(self, body: Mapping[str, Any], wrapper: Mapping[str, Any]) -> Observation:
         data = fields.mapping(body.get("data"))
         output = fields.mapping(data.get("data"))  # upstream's raw output
         task_id = fields.task_id(data.get("task_id")) or fields.task_id(body.get("task_id"))
@@ -111,9 +122,14 @@ class Seedance2(Provider):
         results: tuple[Result, ...] = ()
         error = None
         if status is Status.SUCCEEDED:
-            # On success fail_reason is a legacy copy of result_url, not an error.
+            # On success fail_reason is a legacy copy of result_url (old records keep
+            # the URL only there), not an error.
             content = fields.mapping(output.get("content"))
-            url = fields.text(data.get("result_url")) or fields.text(content.get("video_url"))
+            url = (
+                fields.text(data.get("result_url"))
+                or fields.text(content.get("video_url"))
+                or _url(data.get("fail_reason"))
+            )
             if url is None:
                 status = None
             else:
@@ -124,10 +140,13 @@ class Seedance2(Provider):
                 }
                 results = (Result(url, "video", extra),)
         elif status is Status.FAILED:
+            # result_url may hold the reason text here (the gateway falls back to it).
             reason = fields.text(data.get("fail_reason"))
             match = _FAIL_REASON_CODE.search(reason) if reason else None
-            code = match.group(1) if match else None
-            error = ErrorInfo(code, reason or f"upstream reported {raw!r} without a reason")
+            raw_code, raw_message = fields.error_info(output.get("error"))
+            code = match.group(1) if match else raw_code
+            message = reason or raw_message or f"upstream reported {raw!r} without a reason"
+            error = ErrorInfo(code, message)
         return Observation(
             self.name,
             task_id,
@@ -139,6 +158,12 @@ class Seedance2(Provider):
             error=error,
             upstream=upstream,
         )
+
+
+def _url(value: Any) -> str | None:
+    """``value`` if it is an http(s) URL."""
+    found = fields.text(value)
+    return found if found is not None and found.startswith(("https://", "http://")) else None
 
 
 SEEDANCE2 = Seedance2()

@@ -1,4 +1,5 @@
-"""Event retention: a background service that drops events older than EVENT_RETENTION.
+"""Event retention: a background service that drops events older than EVENT_RETENTION,
+and the webhook attempts and finished messages as old.
 
 Policy over the contract (``Store.prune_events``), so every backend gets it.
 Several processes may run it at once: pruning is idempotent.
@@ -47,9 +48,15 @@ class EventRetention:
         """Drop the events older than the retention now; how many."""
         now = time.time()
         pruned = await self.store.prune_events(now - self.retention)
+        webhooks = await self.store.prune_webhooks(now - self.retention)
         self.last_at, self.last_pruned = now, pruned
-        if pruned:
-            log.info("pruned %d event(s) older than %gs", pruned, self.retention)
+        if pruned or webhooks:
+            log.info(
+                "pruned %d event(s) and %d webhook row(s) older than %gs",
+                pruned,
+                webhooks,
+                self.retention,
+            )
         return pruned
 
     async def _run(self) -> None:

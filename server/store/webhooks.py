@@ -279,5 +279,10 @@ class WebhookStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def prune_webhooks(self, before: float) -> int:
+        """Drop the attempts made before ``before`` and the messages delivered or failed for
+        good before it (EVENT_RETENTION); how many rows. Pending messages stay."""
+
+    @abc.abstractmethod
     async def webhook_backlog(self) -> list[Backlog]:
         """Every endpoint with its undelivered messages, the oldest endpoint first."""

@@ -58,7 +58,9 @@ async def settle(store, item: Claim, status: int | None, holder="h1", schedule=(
         resume_at=item.resume_at,
         now=time.time(),
     )
-    record = Attempt(item.event_id, item.attempt, 0.0, nxt.outcome, status, 5, "ok", answer.error)
+    record = Attempt(
+        item.event_id, item.attempt, time.time(), nxt.outcome, status, 5, "ok", answer.error
+    )
     return await store.finish_message(item, holder, record, nxt)
 
 
@@ -301,3 +303,18 @@ async def test_the_backlog_names_each_endpoints_oldest_undelivered_event(store):
     await claim(store)  # fan out
     (row,) = await store.webhook_backlog()
     assert (row.endpoint_id, row.pending) == (ep.id, 3) and row.oldest_pending > 0
+
+
+async def test_pruning_drops_old_attempts_and_finished_messages_but_no_pending_one(store):
+    ep = await endpoint(store)
+    await add_events(store, (S, "a"), (S, "b"), (S, "c"))
+    a, b, c = await claim(store)
+    await settle(store, a, 200)  # delivered
+    await settle(store, b, 500, schedule=(0.0,))  # failed for good
+    await settle(store, c, 500)  # still pending: retried later
+    assert await store.prune_webhooks(time.time() - 3600) == 0
+    assert await store.prune_webhooks(time.time() + 1) == 3 + 2  # 3 attempts, 2 messages
+    assert await store.list_attempts(ep.id) == ([], None)
+    (backlog,) = await store.webhook_backlog()
+    assert backlog.pending == 1
+    assert await store.recover_endpoint(ep.id, 0) == 0  # the failed one is gone

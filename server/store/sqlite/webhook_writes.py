@@ -491,3 +491,21 @@ def recover(conn: sqlite3.Connection, endpoint_id: str, since: float, now: float
     for key in {r[1] for r in rows}:
         _promote(conn, endpoint_id, key)
     return len(rows)
+
+
+# -- retention ---------------------------------------------------------------------------
+
+
+def prune(conn: sqlite3.Connection, before: float, limit: int) -> int:
+    """Drop up to ``limit`` attempts and ``limit`` finished messages older than ``before``."""
+    dropped = conn.execute(
+        "DELETE FROM attempts WHERE id IN"
+        " (SELECT id FROM attempts WHERE attempted_at < ? LIMIT ?)",
+        (before, limit),
+    ).rowcount
+    dropped += conn.execute(
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages"
+        " WHERE status != 'pending' AND finished_at < ? LIMIT ?)",
+        (before, limit),
+    ).rowcount
+    return dropped

@@ -27,6 +27,8 @@ from server.store.webhooks import (
 )
 
 T = TypeVar("T")
+#: Rows of each table one pruning transaction drops at most.
+PRUNE_BATCH = 2000
 
 
 def new_endpoint_id() -> str:
@@ -133,6 +135,16 @@ class WebhookQueue(WebhookStore):
             lambda c: w.recover(c, endpoint_id, since, now), wake=True
         )
         return count
+
+    async def prune_webhooks(self, before: float) -> int:
+        """In batches of ``PRUNE_BATCH`` rows, each its own short transaction, so a large
+        prune never holds the writer (and the callbacks behind it) for long."""
+        total = 0
+        while True:
+            dropped: int = await self._webhook_write(lambda c: w.prune(c, before, PRUNE_BATCH))
+            total += dropped
+            if dropped < PRUNE_BATCH:
+                return total
 
     # -- reads --------------------------------------------------------------
 
