@@ -203,6 +203,11 @@ MIGRATIONS: list[list[str]] = [
     [
         "DROP INDEX IF EXISTS events_task",
     ],
+    # 7: webhook retention reads what finished, and which attempts were made, before a time.
+    [
+        "CREATE INDEX attempts_time ON attempts(attempted_at)",
+        "CREATE INDEX messages_finished ON messages(finished_at) WHERE status <> 'pending'",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -572,3 +572,22 @@ async def recover(conn: Conn, endpoint_id: str, since: float, now: float) -> int
     for key in sorted({r[1] for r in rows}):
         await _promote(conn, endpoint_id, key)
     return len(rows)
+
+
+async def prune(conn: Conn, before: float, limit: int) -> tuple[int, int]:
+    """Drop up to ``limit`` attempts and ``limit`` finished messages older than ``before``.
+
+    A finished message requeued meanwhile (its row changed under a redelivery's
+    lock) is re-checked by PostgreSQL before it goes, and stays.
+    """
+    attempts = await conn.execute(
+        "DELETE FROM attempts WHERE id IN"
+        " (SELECT id FROM attempts WHERE attempted_at < %s LIMIT %s)",
+        (before, limit),
+    )
+    messages = await conn.execute(
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages"
+        " WHERE status <> 'pending' AND finished_at < %s LIMIT %s) AND status <> 'pending'",
+        (before, limit),
+    )
+    return max(attempts.rowcount, 0), max(messages.rowcount, 0)

@@ -32,6 +32,8 @@ from server.store.webhooks import (
 )
 
 T = TypeVar("T")
+#: Rows of each table one pruning transaction drops at most.
+PRUNE_BATCH = 2000
 Write = Callable[[psycopg.AsyncConnection], Awaitable[T]]
 
 
@@ -160,6 +162,17 @@ class PostgresWebhooks(WebhookStore):
         return await self._waking(
             "recovering an endpoint", lambda c: w.recover(c, endpoint_id, since, now)
         )
+
+    async def prune_webhooks(self, before: float) -> int:
+        """In batches of ``PRUNE_BATCH`` rows a table, each its own short transaction."""
+        total = 0
+        while True:
+            attempts, messages = await self._write(
+                "pruning webhook rows", lambda c: w.prune(c, before, PRUNE_BATCH)
+            )
+            total += attempts + messages
+            if attempts < PRUNE_BATCH and messages < PRUNE_BATCH:
+                return total
 
     # -- reads -------------------------------------------------------------------------
 
