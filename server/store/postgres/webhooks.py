@@ -167,6 +167,8 @@ class PostgresWebhooks(WebhookStore):
         """In batches of ``PRUNE_BATCH`` rows a table, each its own short transaction."""
         total = 0
         while True:
+            attempts: int
+            messages: int
             attempts, messages = await self._write(
                 "pruning webhook rows", lambda c: w.prune(c, before, PRUNE_BATCH)
             )
