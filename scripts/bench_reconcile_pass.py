@@ -8,6 +8,10 @@ of ``server.providers.build_clients``. It prints the upstream calls per
 provider (from the fake's ``/_fake/stats``) next to ``ceil(due / batch)``
 and the pass time next to the model ``calls x latency / concurrency``.
 
+With ``--before`` the pass is first timed the way passes ran before they were
+pipelined (``run_pass(pipeline=False)``: a provider's next call waits until the
+previous answers are settled), on its own fresh database, in the same run.
+
 With ``--big N`` the same pass is timed again on a database of N tasks (the
 due ones plus finished rows), and with ``--memory`` the real server
 (``python -m server serve``, RECONCILER=off, ARCHIVE=off) is started on that
@@ -15,6 +19,7 @@ big database, sent a few hundred API reads and callbacks, and its VmRSS and
 VmHWM are read from /proc. Everything stops by itself.
 
     python scripts/bench_reconcile_pass.py --due 5000 --latency 0.05
+    python scripts/bench_reconcile_pass.py --due 15000 --providers acedata --latency 0.05 --before
     python scripts/bench_reconcile_pass.py --due 50000 --providers acedata --big 1000000 --memory
 """
 
@@ -58,9 +63,10 @@ from tests.payloads import dumps, seedance  # noqa: E402
 ACEDATA = ("seedream", "seedance", "dreamina")
 ACE_TOKEN, S2_KEY = "bench-acedata-token", "bench-seedance2-key"
 #: Calls in flight per provider in a pass: AceData batches of one provider are sent one
-#: after another (``reconciler._provider_pass`` awaits each chunk); Seedance 2.0 sends the
-#: single calls of one chunk with ``Seedance2Client.concurrency`` (4) at once. Providers run
-#: concurrently, so a pass takes as long as its slowest provider.
+#: after another (the next goes out when the previous answers are in, and is in flight
+#: while they are settled); Seedance 2.0 sends the single calls of one chunk with
+#: ``Seedance2Client.concurrency`` (4) at once. Providers run concurrently, so a pass
+#: takes as long as its slowest provider.
 S2_CONCURRENCY = 4
 CREATE_CHUNK = 5000
 
@@ -186,7 +192,9 @@ async def register_due(settings: Settings, tasks: list[tuple[str, str]]) -> None
             await store.register([Registration(p, t) for p, t in chunk])
 
 
-async def one_pass(settings: Settings, fake: FakeProcess, due: int) -> tuple[PassReport, dict]:
+async def one_pass(
+    settings: Settings, fake: FakeProcess, due: int, pipeline: bool = True
+) -> tuple[PassReport, dict]:
     before = fake.stats()["calls"]
     last_answer: dict[str, float] = {}
     started = time.perf_counter()
@@ -197,7 +205,13 @@ async def one_pass(settings: Settings, fake: FakeProcess, due: int) -> tuple[Pas
     async with Store(settings) as store, upstream.default_http_client() as http:
         clients = build_clients(settings, http)
         report = await run_pass(
-            store, clients, settings, ignore_schedule=True, limit=due, progress=progress
+            store,
+            clients,
+            settings,
+            ignore_schedule=True,
+            limit=due,
+            progress=progress,
+            pipeline=pipeline,
         )
         unfinished = await store.due_tasks(time.time(), 10, ignore_schedule=True)
     after = fake.stats()["calls"]
@@ -307,7 +321,8 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"due {args.due} over {', '.join(providers)}; latency {args.latency * 1000:.0f} ms "
         f"per call; batch {Settings().reconcile_batch_size}; Seedance 2.0 concurrency "
-        f"{S2_CONCURRENCY}; AceData batches one at a time per provider"
+        f"{S2_CONCURRENCY}; AceData batches one at a time per provider, the next sent "
+        "while the previous answers are settled"
     )
     with tempfile.TemporaryDirectory(prefix="taskhook-benchpass-") as tmp_name:
         tmp = Path(tmp_name)
@@ -320,8 +335,19 @@ async def run(args: argparse.Namespace) -> None:
                 f"{time.perf_counter() - started:.1f}s"
             )
             small = settings_for(tmp / "small.db", fake.url)
-            await register_due(small, tasks)
             batch = small.reconcile_batch_size
+            if args.before:
+                serial = settings_for(tmp / "serial.db", fake.url)
+                await register_due(serial, tasks)
+                report, seen = await one_pass(serial, fake, args.due, pipeline=False)
+                print_pass(
+                    f"before: not pipelined, small database ({args.due} tasks)",
+                    report,
+                    seen,
+                    batch,
+                    args.latency,
+                )
+            await register_due(small, tasks)
             report, seen = await one_pass(small, fake, args.due)
             small_time = print_pass(
                 f"small database ({args.due} tasks)", report, seen, batch, args.latency
@@ -352,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--due", type=int, default=5000, help="unfinished tasks in the pass")
     p.add_argument("--latency", type=float, default=0.05, help="seconds per upstream call")
     p.add_argument("--providers", choices=("all", "acedata"), default="all")
+    p.add_argument("--before", action="store_true", help="first time the pass without pipelining")
     p.add_argument("--big", type=int, default=0, help="also time a database of this many tasks")
     p.add_argument("--memory", action="store_true", help="server RSS on the big database")
     p.add_argument("--requests", type=int, default=400, help="API calls for --memory")

@@ -10,6 +10,8 @@
     ├── UpstreamError                  a provider call gave no usable answer
     │   (kinds in server.providers.upstream: Unauthorized, RateLimited,
     │    ServerError, UpstreamTimeout, ConnectionFailed, BadAnswer, Rejected)
+    │   (a creation call's, in server.providers.creation: CreationRejected 400,
+    │    CreationRateLimited 429, CreationFailed 502, OutcomeUnknown 504)
     ├── ArchiveError                   a copy of a result file failed
     │   (kinds in server.archive.download)
     ├── StoreError                     the store could not do what was asked

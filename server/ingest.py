@@ -1,7 +1,8 @@
 """The one path every payload takes: parse -> keep raw -> merge -> commit.
 
-A callback, a reconciler answer and a quarantine replay all come through
-here, so they are stored and merged by exactly the same code.
+A callback, a reconciler answer, a quarantine replay and a submit's creation
+answer all come through here, so they are stored and merged by exactly the
+same code.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from server.core.ids import task_key
-from server.core.types import Source
+from server.core.types import Observation, Source, Status
 from server.errors import ParseError
+from server.observe.logs import event
 from server.providers.parse import parse_body, parse_payload
 from server.store import Incoming, IngestOutcome, Store
 
@@ -81,14 +83,40 @@ def answer(provider: str, asked_id: str, body: bytes | None, payload: Any) -> In
     try:
         observation = parse_payload(provider, payload)
     except ParseError as exc:
-        log.warning("unreadable answer provider=%s task_id=%s: %s", provider, asked_id, exc)
+        event(
+            log,
+            "unreadable_answer",
+            logging.WARNING,
+            provider=provider,
+            task_id=asked_id,
+            reason=exc.message,
+        )
         observation = None
     if observation is not None and task_key(observation.task_id or "") != task_key(asked_id):
-        log.warning(
-            "answer names another task provider=%s task_id=%s answered=%s",
-            provider,
-            asked_id,
-            observation.task_id,
+        event(
+            log,
+            "answer_names_another_task",
+            logging.WARNING,
+            provider=provider,
+            task_id=asked_id,
+            answered=observation.task_id,
         )
         observation = None
     return Incoming(provider, asked_id, "reconcile", body, observation, check=True)
+
+
+def submitted(
+    provider: str,
+    task_id: str,
+    trace_id: str | None,
+    body: bytes,
+    metadata: Mapping[str, Any],
+) -> Incoming:
+    """Upstream's answer to a creation call (``POST /submit``) as an Incoming.
+
+    It says the task exists: ``pending`` (merging it fills the trace id and
+    moves nothing back, so a task whose callback came first keeps its state),
+    with the submitter's metadata laid over the task's.
+    """
+    observation = Observation(provider, task_id, Status.PENDING, trace_id=trace_id)
+    return Incoming(provider, task_id, "submit", body, observation, metadata=dict(metadata))

@@ -259,6 +259,9 @@ class Settings:
     log_format: str = setting("text", "log line format", choices=("text", "json"))
     sqlite_synchronous: str = setting("full", "SQLite fsync policy", choices=("full", "normal"))
     quarantine_max_rows: int = setting(100_000, "quarantined deliveries kept", minimum=1)
+    submit_timeout: float = setting(
+        60.0, "seconds POST /submit waits for the creation answer", minimum=0.001, maximum=600
+    )
     event_retention: float = setting(604800.0, "seconds events stay readable", minimum=1)
     forwarded_allow_ips: str = setting(
         "127.0.0.1,::1", "proxies whose X-Forwarded-* headers are trusted", example="127.0.0.1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import time
 import uuid
@@ -10,9 +12,13 @@ from http.cookies import SimpleCookie
 import httpx
 import pytest
 
+from server.core.ids import task_key
+from server.core.types import iso_time
+from server.ingest import answer
 from server.web import session
-from server.web.routes.dashboard import _result_view
-from server.web.routes.dashboard_auth import ago, http_url
+from server.web.routes.dashboard_auth import ago
+from server.web.routes.dashboard_views import http_url
+from server.web.routes.dashboard_views import result_view as _result_view
 
 from .conftest import callback_path
 from .harness import API_TOKEN, edit_sqlite
@@ -276,6 +282,175 @@ async def test_files_proxy_needs_a_session_and_a_sha(browser):
 
 
 def test_relative_times():
-    assert ago(100.0, now=400.0) == "5m ago"
-    assert ago(500.0, now=400.0) == "in 1m"
+    assert ago(100.0, now=400.0) == "5 min ago"
+    assert ago(500.0, now=400.0) == "in 1 min"
     assert ago(None) == "—"
+
+
+# -- issue 17: what an operator sees ---------------------------------------------------
+
+
+async def fail_archive(store, task_id: str, url: str) -> None:
+    """Fail the copy of ``url`` for good, through the store, as the archiver does."""
+    await store.enqueue_missing_archives()
+    jobs = await store.claim_archives("test-archiver", 100, 60)
+    (job,) = [j for j in jobs if j.task_key == task_key(task_id) and j.url == url]
+    await store.fail_archive(
+        job,
+        "test-archiver",
+        "too_large",
+        "the file is 3000000000 bytes, over ARCHIVE_MAX_BYTES",
+        None,
+    )
+    await store.release_archives("test-archiver")
+
+
+async def test_archive_error_reads_as_words_not_a_python_dict(client, app):
+    task_id = str(uuid.uuid4())
+    body = seedance(task_id)
+    long_url = "https://cdn.example/" + "a" * 600 + ".mp4"
+    body["data"]["video_url"] = long_url
+    await client.post(callback_path("seedance"), content=dumps(body))
+    await fail_archive(app.state.taskhook.store, task_id, long_url)
+    html = (await client.get(f"/dashboard/tasks/{task_id}")).text
+    assert "Not archived: the file is 3000000000 bytes, over ARCHIVE_MAX_BYTES (too_large)" in html
+    assert "1 attempt · given up" in html
+    assert "{&#39;code&#39;" not in html and "{'code'" not in html
+    assert f'<a class="wrap" href="{long_url}"' in html  # the long URL may wrap
+
+
+async def test_a_conflicting_final_shows_as_a_conflict_not_a_change(client):
+    task_id = str(uuid.uuid4())
+    await client.post(callback_path("seedance"), content=dumps(seedance(task_id)))
+    failed = {
+        "success": False,
+        "task_id": task_id,
+        "error": {"code": "content_policy", "message": "refused late"},
+    }
+    assert (await client.post(callback_path("seedance"), content=dumps(failed))).status_code == 200
+    html = (await client.get(f"/dashboard/tasks/{task_id}")).text
+    assert html.count('<li class="changed">') == 1  # the first final report
+    assert html.count('<li class="conflict">') == 1
+    assert "conflicting final report: recorded, not applied" in html
+    assert "Conflicting final reports" in html and "refused late" in html
+
+
+async def test_a_pending_task_with_no_delivery_shows_no_last_source(client, app):
+    task_id = str(uuid.uuid4())
+    await client.post("/tasks", json={"provider": "seedance", "task_id": task_id})
+    store = app.state.taskhook.store
+    await store.ingest(answer("seedance", task_id, None, None))  # a check that heard nothing
+    assert (await store.get_task(task_id)).last_source == "reconcile"
+    html = (await client.get(f"/dashboard/tasks/{task_id}")).text
+    assert re.search(r"<dt>Last source</dt><dd>—</dd>", html)
+
+
+@pytest.mark.parametrize(
+    "path, words",
+    [
+        ("/dashboard?status=bogus", "status 'bogus' is not one of"),
+        ("/dashboard?provider=acme", "provider 'acme' is not one of"),
+        ("/dashboard?concern=everything", "concern 'everything' is not one of"),
+        ("/dashboard?cursor=abc", "cursor 'abc' is not one this API gave out"),
+        ("/dashboard?status=failed&concern=conflicts", "not both at once"),
+        ("/dashboard/stuck?hours=abc", "hours 'abc' must be a number of hours"),
+        ("/dashboard/stuck?hours=-1", "hours '-1' must be a number of hours"),
+        ("/dashboard/stuck?hours=nan", "hours 'nan' must be a number of hours"),
+        ("/dashboard/quarantine?cursor=²", "cursor '²' is not one this API gave out"),
+        ("/dashboard/quarantine?failed=x", "failed 'x' is not one this API gave out"),
+    ],
+)
+async def test_bad_filters_answer_400_with_a_clear_message(client, path, words):
+    answer = await client.get(path)
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].startswith("text/html")
+    assert words in html.unescape(answer.text)
+
+
+async def test_search_by_an_id_prefix_of_at_least_eight_characters(client):
+    ids = ["0a1b2c3d-0000-4000-8000-00000000000" + str(n) for n in range(3)]
+    other = "ffffffff-0000-4000-8000-000000000000"
+    for task_id in [*ids, other]:
+        await client.post("/tasks", json={"provider": "seedance", "task_id": task_id})
+    found = (await client.get("/dashboard", params={"q": "0A1B2C3D"})).text
+    assert all(task_id in found for task_id in ids) and other not in found
+    narrower = (await client.get("/dashboard", params={"q": "0a1b2c3d0000400080000000000000"})).text
+    assert all(task_id in narrower for task_id in ids)
+    one = (await client.get("/dashboard", params={"q": ids[1][:-1] + "1"})).text
+    assert ids[1] in one and ids[0] not in one
+    short = (await client.get("/dashboard", params={"q": "0a1b2c3"})).text
+    assert ids[0] not in short and "at least 8 of its characters" in short
+
+
+async def test_overview_shows_conflicts_failed_copies_and_gap_filled_tasks(client, app):
+    store = app.state.taskhook.store
+    conflicted, copy_failed, gap_filled, plain = (str(uuid.uuid4()) for _ in range(4))
+    await client.post(callback_path("seedance"), content=dumps(seedance(conflicted)))
+    late = {"success": False, "task_id": conflicted, "error": {"code": "x", "message": "late"}}
+    await client.post(callback_path("seedance"), content=dumps(late))
+    await client.post(callback_path("seedance"), content=dumps(seedance(copy_failed)))
+    await fail_archive(store, copy_failed, f"https://cdn.example/seedance/{copy_failed}.mp4")
+    await client.post("/tasks", json={"provider": "seedream", "task_id": gap_filled})
+    found = dumps(seedream(gap_filled))
+    await store.ingest(answer("seedream", gap_filled, found, json.loads(found)))
+    await client.post(callback_path("seedance"), content=dumps(seedance(plain)))
+
+    html = (await client.get("/dashboard")).text
+    for concern in ("conflicts", "archive_failed", "gap_filled"):
+        link = re.search(rf'data-concern="{concern}"><strong>(\d+)</strong>', html)
+        assert link and link.group(1) == "1", concern
+    assert "conflict</span>" in html and "archive failing</span>" in html
+    assert "via reconciler</span>" in html
+    for concern, task_id in (
+        ("conflicts", conflicted),
+        ("archive_failed", copy_failed),
+        ("gap_filled", gap_filled),
+    ):
+        listed = (await client.get(f"/dashboard?concern={concern}")).text
+        shown = [t for t in (conflicted, copy_failed, gap_filled, plain) if t in listed]
+        assert shown == [task_id], concern
+
+
+async def test_discard_needs_the_session_csrf_token_and_removes_the_body(browser, client):
+    await sign_in(browser)
+    await client.post(callback_path("seedance"), content=b"never json")
+    item = (await client.get("/quarantine")).json()["items"][0]
+    page = await browser.get("/dashboard/quarantine")
+    url = f"/dashboard/quarantine/{item['id']}/discard"
+    assert f'action="{url}"' in page.text
+    assert (await browser.post(url, data={})).status_code == 403
+    assert (await browser.post(url, data={"csrf": "0" * 64})).status_code == 403
+    assert (await client.get("/quarantine")).json()["items"]  # still there
+    done = await browser.post(url, data={"csrf": csrf_of(page.text)})
+    assert done.status_code == 303 and f"discarded={item['id']}" in done.headers["location"]
+    assert f"Delivery {item['id']} discarded." in (await browser.get(done.headers["location"])).text
+    assert (await client.get("/quarantine")).json()["items"] == []
+    again = await browser.post(url, data={"csrf": csrf_of(page.text)})
+    assert again.status_code == 404
+
+
+class ReconcilerWithTimes(FakeReconciler):
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    async def status(self):
+        return {
+            "ok": True,
+            "reconciler": "embedded",
+            "interval": 30,
+            "last_pass_at": "2026-01-01T00:00:00Z",
+            "last_pass": {"at": self.now - 300, "duration": 1.5, "checked": 4},
+            "providers": {"seedance": {"state": "paused", "paused_until": self.now + 300}},
+            "oldest_unfinished_age": 7200.25,
+        }
+
+
+async def test_health_shows_readable_times_not_raw_json(client, app):
+    now = time.time()
+    await app.state.taskhook.services.start(ReconcilerWithTimes(now))
+    html = (await client.get("/dashboard/health")).text
+    assert "5 min ago" in html and re.search(r"in [45] min", html)
+    assert iso_time(now - 300) in html
+    assert "2 h" in html  # oldest unfinished age, in words
+    assert str(now - 300) not in html and str(round(now - 300, 3)) not in html
+    assert "<pre>" not in html  # no raw JSON dump

@@ -141,3 +141,76 @@ def test_sign_in_filter_open_and_replay(tmp_path):
                 browser.close()
     finally:
         server.stop()
+
+
+def test_every_page_fits_a_phone(tmp_path):
+    """At 375 px nothing is wider than the screen, and no table hides a column off to the side."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    server = ServerProcess(tmp_path / "taskhook.db", env={"PYTHONPATH": str(ROOT)}).start()
+    shots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        ids = seed(server)
+        long_url = "https://cdn.example/results/" + "x" * 400 + ".mp4?sig=" + "y" * 200
+        body = seedance(ids["seedance"].replace("-", "")[:8] + "-long")
+        body["data"]["video_url"] = long_url
+        with httpx.Client(base_url=server.url) as http:
+            assert http.post(callback_path("seedance"), content=dumps(body)).status_code == 200
+        long_task = body["task_id"]
+        now = time.time()
+        with sqlite3.connect(server.db_path) as db:
+            db.execute(
+                "INSERT INTO archives (task_key, url, status, error, message, attempts,"
+                " next_attempt_at, expires_at, created_at, updated_at)"
+                " VALUES (?, ?, 'failed', 'download_failed', ?, 5, ?, ?, ?, ?)",
+                (
+                    long_task.lower().replace("-", ""),
+                    long_url,
+                    f"GET {long_url} answered 403",
+                    now,
+                    now + 86400,
+                    now,
+                    now,
+                ),
+            )
+        pages = {
+            "overview": "/dashboard",
+            "task": f"/dashboard/tasks/{long_task}",
+            "quarantine": "/dashboard/quarantine",
+            "health": "/dashboard/health",
+            "stuck": "/dashboard/stuck?hours=0",
+        }
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                phone = browser.new_page(viewport={"width": 375, "height": 812})
+                phone.goto(f"{server.url}/dashboard/login")
+                phone.fill("#token", API_TOKEN)
+                phone.click("button[type=submit]")
+                phone.wait_for_url(f"{server.url}/dashboard")
+                for name, path in pages.items():
+                    phone.goto(f"{server.url}{path}")
+                    width = phone.evaluate("document.documentElement.scrollWidth")
+                    assert width <= 375, (name, width)
+                    cut = phone.evaluate(
+                        "[...document.querySelectorAll('.scroll')]"
+                        ".filter(e => e.scrollWidth > e.clientWidth + 1).length"
+                    )
+                    assert cut == 0, f"{name}: a table is wider than its box"
+                    phone.screenshot(path=str(shots / f"phone-{name}.png"), full_page=True)
+                task_text = phone.goto(f"{server.url}{pages['task']}") and phone.inner_text("main")
+                assert "Not archived: GET https://cdn.example/results/" in task_text
+                assert "{'code'" not in task_text
+                phone.goto(f"{server.url}/dashboard")
+                # Every column of the overview is on screen: each row reads as a card.
+                for label in ("Provider", "Status", "Created", "Deliveries", "Checks"):
+                    cell = phone.locator(f"tbody tr >> nth=0 >> td[data-label={label}]")
+                    box = cell.bounding_box()
+                    assert box is not None and cell.is_visible(), label
+                    assert box["x"] >= 0 and box["x"] + box["width"] <= 375, (label, box)
+            finally:
+                browser.close()
+    finally:
+        server.stop()

@@ -136,3 +136,61 @@ def test_json_logs_of_a_real_server_are_json_and_secret_free(tmp_path):
     assert any(e.get("task_id") == task_id and e["logger"] == "taskhook.callbacks" for e in entries)
     assert any(e["logger"] == "uvicorn.error" and e["event"] == "server" for e in entries)
     assert not any("color_message" in e for e in entries)
+
+
+# -- redaction of near-miss paths (issue 10, item 11) ----------------------------------
+
+TOKEN = callback_token(CALLBACK_SECRET, "seedance")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/callbacks//seedance/{TOKEN}",
+        f"/CALLBACKS/SEEDANCE/{TOKEN}",
+        f"/callbacks/seedance/x/{TOKEN}",
+        f"/callbacks/seed%2Fance/{TOKEN}",
+        f"/callbacks/seed/ance/{TOKEN}",
+        f"/callbacks/seedance/{TOKEN.upper()}",
+        f"/callbacks/seedance/{TOKEN[:-3]}",
+        f"/callbacks/seedance?t={TOKEN}",
+        f"/api/v1/callbacks/seedance/{TOKEN}",
+        f"/anything/{TOKEN}/else",
+        f"/tasks?cursor={TOKEN}&limit=5",
+        f"/%63allbacks/seedance/{TOKEN}",
+    ],
+)
+def test_every_token_shaped_segment_of_any_path_is_redacted(path):
+    logs.configure("text")
+    rec = record("uvicorn.access", '%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "POST", path, "1.1", 404)
+    for line in (logs.JSONFormatter().format(rec), logs.TextFormatter().format(rec)):
+        assert TOKEN not in line and TOKEN.upper() not in line and TOKEN[:-3] not in line, line
+        assert "[redacted]" in line
+
+
+def test_readable_ids_in_paths_stay_readable():
+    for path in (
+        "/tasks/84d1544a-9043-4dde-a98b-e889dacd75f6",
+        "/tasks/362b4fed67bd11f1ad1100163e57d510/deliveries",
+        "/tasks/cgt-20251221230356-sxgt7",
+        "/dashboard/quarantine?cursor=12345678901234567",
+        "/callbacks/seedance",
+    ):
+        assert logs.redact_path(path) == path
+
+
+def test_known_secrets_are_redacted_anywhere_in_any_spelling():
+    logs.hide(["a-long-api-token-value", "short"])
+    text = "x a-long-api-token-value y A-LONG-API-TOKEN-VALUE z short"
+    assert logs.redact(text) == "x [redacted] y [redacted] z short"  # short ones are left
+
+
+def test_passwords_in_urls_are_redacted():
+    line = logs.redact("could not connect to postgresql://taskhook:s3cret-pw@db:5432/x")
+    assert "s3cret-pw" not in line and "postgresql://taskhook:[redacted]@db:5432/x" in line
+
+
+async def test_the_app_hides_its_secrets_from_every_log_line(client, caplog):
+    caplog.set_level(logging.INFO)
+    logging.getLogger("taskhook.test").info("careless %s and %s", API_TOKEN, TOKEN)
+    assert API_TOKEN not in caplog.text and TOKEN not in caplog.text

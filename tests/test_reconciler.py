@@ -24,6 +24,7 @@ from server.settings import Settings
 from server.store import Registration, Store, open_store
 
 from . import payloads
+from .harness import eventually
 
 ACE = "https://ace.test"
 S2 = "https://s2.test"
@@ -353,3 +354,51 @@ async def test_a_partly_filled_batch_is_topped_up_with_tasks_due_soon(store, fak
     await register(store, "seedance", 1)
     await run(providers=["seedance"], now=now + 1)
     assert [len(b) for b in fake_ace.batches[2:]] == [10]  # one call, not one per due task
+
+
+# -- pipelining -------------------------------------------------------------
+
+
+class SlowSettle:
+    """The real store, but each ``ingest_many`` waits until upstream has seen ``calls`` calls."""
+
+    def __init__(self, store, fake: FakeAce) -> None:
+        self._store, self._fake = store, fake
+        self.waited: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def ingest_many(self, items):
+        settling = len(self.waited) + 1  # the answers of call n are being settled
+        # The next call must go out while this one is settled; 10 s only stops a hang.
+        await eventually(
+            lambda: len(self._fake.batches) > settling or settling == 3,
+            what=f"call {settling + 1} sent while call {settling} is settled",
+            within=10,
+        )
+        self.waited.append(len(self._fake.batches))
+        return await self._store.ingest_many(items)
+
+
+async def test_the_next_call_goes_out_while_the_previous_answers_are_settled(
+    store, fake_ace, clients
+):
+    ids = await register(store, "seedance", 25)  # 3 calls of 10, 10, 5
+    fake_ace.finished = set(ids)
+    slow = SlowSettle(store, fake_ace)
+    report = await run_pass(slow, clients, store.settings, now=time.time() + 1)
+    assert slow.waited == [2, 3, 3]  # call n + 1 was out before call n was settled
+    assert len(fake_ace.batches) == 3  # still exactly ceil(25 / 10) calls
+    assert report.providers["seedance"].completed == 25
+
+
+async def test_no_call_is_sent_after_an_error_even_when_pipelined(store, fake_ace, run):
+    await register(store, "seedance", 45)  # 5 calls if all went well
+    fake_ace.faults = [httpx.Response(200, json={"items": [], "count": 0})] + [
+        httpx.Response(500, json={})
+    ] * 4
+    report = await run(providers=["seedance"])
+    assert len(fake_ace.batches) == 2  # the second failed, so no third was sent
+    assert report.providers["seedance"].errors == {"server_error": 1}
+    assert report.providers["seedance"].checked == 10

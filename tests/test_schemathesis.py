@@ -65,3 +65,42 @@ def test_every_operation_answers_as_documented(case, server):
         checks=CHECKS,
         timeout=10,
     )
+
+
+#: Issue 10's parameter cases, against the real server (uvicorn decodes paths itself).
+#: (method, path, expected status)
+HOSTILE_PARAMETERS = [
+    ("GET", "/tasks?limit=%C2%B2", 400),
+    ("GET", "/tasks?limit=" + "9" * 40, 400),
+    ("GET", "/tasks?cursor=OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5", 400),
+    ("GET", "/tasks?status=bogus", 400),
+    ("GET", "/quarantine?cursor=" + "9" * 30, 400),
+    ("GET", "/quarantine?limit=%D9%A1", 400),
+    ("POST", "/quarantine/" + "9" * 30 + "/replay", 404),
+    ("POST", "/quarantine/%C2%B2/replay", 404),
+    ("DELETE", "/quarantine/" + "9" * 30, 404),
+    ("GET", "/dashboard?cursor=" + "9" * 30, 400),
+    ("GET", "/dashboard/quarantine?failed=" + "9" * 30, 400),
+    ("GET", "/dashboard/stuck?hours=abc", 400),
+    ("GET", "/tasks/no%2Fsuch", 404),
+    ("GET", "/tasks/%FF%FE", 404),
+]
+
+
+@pytest.mark.parametrize("method, path, status", HOSTILE_PARAMETERS)
+def test_hostile_parameters_answer_4xx_on_the_real_server(server, method, path, status):
+    answer = httpx.request(
+        method, f"{server.url}{path}", headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
+    assert answer.status_code == status, answer.text
+
+
+def test_a_task_id_with_a_slash_reads_through_the_real_server(server):
+    bearer = {"Authorization": f"Bearer {API_TOKEN}"}
+    with httpx.Client(base_url=server.url, headers=bearer) as http:
+        task = {"provider": "seedance", "task_id": "team/42/render"}
+        assert http.post("/tasks", json=task).status_code == 201
+        assert http.get("/tasks/team%2F42%2Frender").json()["task_id"] == "team/42/render"
+        kept = http.get("/tasks/team%2F42%2Frender/deliveries").json()
+        assert kept == {"task_id": "team/42/render", "deliveries": []}
+        assert http.get("/dashboard/tasks/team%2F42%2Frender").status_code == 200

@@ -144,3 +144,22 @@ async def test_health(client):
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"]["database"]["ok"] is True
+
+
+async def test_discard_deletes_a_quarantined_body_for_good(client):
+    await client.post(callback_path("seedance"), content=b"<html>never json</html>")
+    await client.post(callback_path("seedream"), content=b"{}")
+    items = (await client.get("/quarantine")).json()["items"]
+    assert len(items) == 2
+    gone = await client.delete(f"/quarantine/{items[1]['id']}")
+    assert gone.status_code == 200 and gone.json() == {"ok": True, "discarded": items[1]["id"]}
+    left = (await client.get("/quarantine")).json()["items"]
+    assert [i["id"] for i in left] == [items[0]["id"]]
+    again = await client.delete(f"/quarantine/{items[1]['id']}")
+    assert again.status_code == 404 and again.json()["error"]["code"] == "not_found"
+    assert (await client.post(f"/quarantine/{items[1]['id']}/replay")).status_code == 404
+    unauthorized = await client.delete(
+        f"/quarantine/{items[0]['id']}", headers={"authorization": "Bearer nope"}
+    )
+    assert unauthorized.status_code == 401
+    assert len((await client.get("/quarantine")).json()["items"]) == 1

@@ -25,6 +25,9 @@ The rules, beyond ``merge``:
   became final. No change, no event.
 - The archive: every distinct result URL of a task that changed and is
   ``succeeded``, when archiving is on.
+- Metadata: an item that carries some (a submit's answer) lays it over the
+  task's, whatever the task's state; a repeated body that brings new
+  metadata is not a duplicate. Other items leave it as it is.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from server.core import schedule
 from server.core.merge import merge
@@ -56,6 +60,8 @@ class Incoming:
     answers the reconciler asked for: they advance the task's check schedule.
     ``quarantine_id``: a replay removes its quarantine row in the same commit.
     ``headers``: what to keep with the body if it has to be quarantined.
+    ``metadata``: the submitter's metadata (a submit's answer), laid over the
+    task's own key by key; None leaves the task's metadata as it is.
     """
 
     provider: str
@@ -66,6 +72,7 @@ class Incoming:
     check: bool = False
     quarantine_id: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,9 @@ def decide(
     """
     if current is not None and current.state.provider != item.provider:
         return _unchanged(current, mismatch=current.state.provider)
-    if current is not None and repeat and item.body is not None and not item.check:
+    metadata = _metadata(current, item)
+    repeated = current is not None and repeat and item.body is not None and not item.check
+    if repeated and current is not None and metadata == current.metadata:
         return _unchanged(current, duplicate=True)
 
     state = current.state if current is not None else new_task(item.task_id, item.provider)
@@ -146,7 +155,7 @@ def decide(
     if current is None:
         record = TaskRecord(
             state=merged,
-            metadata={},
+            metadata=metadata,
             created_at=now,
             updated_at=now,
             completed_at=now if merged.is_final else None,
@@ -159,6 +168,7 @@ def decide(
         record = replace(
             current,
             state=merged,
+            metadata=metadata,
             updated_at=now if changed else current.updated_at,
             completed_at=now if became_final else current.completed_at,
             deliveries=current.deliveries + int(keep_body),
@@ -189,6 +199,12 @@ def decide(
         conflict=len(merged.conflicts) > len(state.conflicts),
         events=tuple(events),
     )
+
+
+def _metadata(current: TaskRecord | None, item: Incoming) -> Mapping[str, Any]:
+    """The task's metadata after ``item``: the item's keys laid over the task's."""
+    held: Mapping[str, Any] = current.metadata if current is not None else {}
+    return {**held, **item.metadata} if item.metadata is not None else held
 
 
 def _unchanged(

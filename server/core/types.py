@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 #: Where a raw delivery came from.
-Source = Literal["callback", "reconcile", "replay"]
+Source = Literal["callback", "reconcile", "replay", "submit"]
 
 
 class Status(enum.StrEnum):

@@ -7,9 +7,11 @@ their ``key=value`` pairs lifted into fields, so both shapes come out the same
 in JSON. uvicorn's access lines become ``event: http_request`` with method,
 path and status.
 
-Callback URLs carry a token in their path. It is redacted when a record is
-created (so every handler, pytest's caplog included, sees the redacted text)
-and once more on each formatted line (tracebacks, exception messages).
+Callback URLs carry a token in their path. Secrets are redacted
+(``server.observe.redaction``) when a record is created, so every handler,
+pytest's caplog included, sees the redacted text, and once more on each
+formatted line (tracebacks, exception messages). An access line's path is
+redacted whole: every token-shaped segment of any path, and its query string.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import logging
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
-_CALLBACK_PATH = re.compile(r"(/callbacks/[^/\s?]+/)[^/\s?\"']+")
+from server.observe.redaction import hide, redact, redact_path
+
+__all__ = ["configure", "event", "hide", "redact", "redact_path"]
+
 _KEY_VALUE = re.compile(r"(?<![\w.])([a-z_][a-z0-9_]*)=(\S+)")
 _CALLBACK_PROVIDER = re.compile(r"^/callbacks/([^/?]+)/")
 _TASK_PATH = re.compile(r"^/(?:dashboard/)?tasks/([^/?]+)")
@@ -34,13 +39,6 @@ _STANDARD = frozenset(
 
 #: Chatty libraries whose INFO lines would only repeat what taskhook logs itself.
 _QUIET = ("httpx", "httpcore", "aiosqlite", "asyncio")
-
-
-def redact(text: str) -> str:
-    """Replace the token of every callback path in ``text``."""
-    if "/callbacks/" not in text:  # every log record passes here; skip the regex cheaply
-        return text
-    return _CALLBACK_PATH.sub(r"\1[redacted]", text)
 
 
 def _redact_value(value: Any) -> Any:
@@ -58,10 +56,22 @@ class RedactTokens(logging.Filter):
 def redact_record(record: logging.LogRecord) -> None:
     if isinstance(record.msg, str):
         record.msg = redact(record.msg)
-    if isinstance(record.args, tuple):
+    if _is_access(record):
+        assert isinstance(record.args, tuple)
+        client, method, path, http_version, status = record.args
+        path = redact_path(path) if isinstance(path, str) else path
+        record.args = (client, method, path, http_version, status)
+    elif isinstance(record.args, tuple):
         record.args = tuple(_redact_value(a) for a in record.args)
     elif isinstance(record.args, dict):
         record.args = {k: _redact_value(v) for k, v in record.args.items()}
+
+
+def _is_access(record: logging.LogRecord) -> bool:
+    """uvicorn's access line: ``client - "METHOD path HTTP/x" status`` with those five args."""
+    return (
+        record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5
+    )
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -78,7 +88,8 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     found: dict[str, Any] = {
         k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")
     }
-    if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+    if _is_access(record):
+        assert isinstance(record.args, tuple)
         client, method, path, http_version, status = record.args
         found.setdefault("event", "http_request")
         found.update(client=client, method=method, path=path, status=status)
@@ -166,18 +177,18 @@ class TextFormatter(logging.Formatter):
         return redact(line)
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is now (test runners swap it)."""
 
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: D401 - property
+    @property
+    def stream(self) -> TextIO:  # noqa: D401 - property
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: TextIO) -> None:
         pass
 
 

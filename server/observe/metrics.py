@@ -41,6 +41,13 @@ UPSTREAM_CALLS = Counter(
     ["provider", "outcome"],
     registry=REGISTRY,
 )
+SUBMITS = Counter(
+    "taskhook_submits",
+    "POST /submit requests, by provider and outcome (created, replayed, rejected, "
+    "rate_limited, failed, unknown, in_progress, key_reused, not_configured).",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
 UNKNOWN_STATUS_WORDS = Counter(
     "taskhook_unknown_status_words",
     "Payloads whose status word taskhook does not know (the status was left unchanged), "

@@ -22,6 +22,7 @@ from server.core.types import ErrorInfo, Observation, Result, Status
 from server.errors import UpstreamError, worst
 from server.providers import fields
 from server.providers.base import Answer, Client, Fetch, Poll, Provider
+from server.providers.creation import Creation
 from server.providers.upstream import (
     HTTPClient,
     NotImplementedAction,
@@ -165,11 +166,23 @@ class AceDataProvider(Provider):
     family = "acedata"
     token_settings = ("ACEDATA_API_TOKEN",)
     poll: Poll = "batch"
+    #: Where tasks are created, under ACEDATA_BASE_URL (docs/submit-upstream.md).
+    creation_path: str
 
     def client(self, settings: Settings, http: httpx.AsyncClient) -> Client | None:
         if not settings.acedata_api_token:
             return None
         return AceDataClient(self.name, settings.acedata_base_url, settings.acedata_api_token, http)
+
+    def creation(
+        self, settings: Settings, request: Mapping[str, Any], callback_url: str
+    ) -> Creation | None:
+        """``POST {base}{creation_path}`` with taskhook's ``callback_url`` and ``async: true``."""
+        if not settings.acedata_api_token:
+            return None
+        url = f"{settings.acedata_base_url.rstrip('/')}{self.creation_path}"
+        body = {**request, "callback_url": callback_url, "async": True}
+        return Creation(self.name, url, settings.acedata_api_token, "ACEDATA_API_TOKEN", body)
 
     def body_task_id(self, body: Mapping[str, Any]) -> str | None:
         """Where a bare body names its task (the wrapper's ``id`` wins over it)."""
@@ -233,6 +246,7 @@ class SeeDream(AceDataProvider):
 
     name = "seedream"
     result_kind = "image"
+    creation_path = "/seedream/images"
 
     def read_data(self, body: Mapping[str, Any]) -> DataReading:
         data = body.get("data")
@@ -322,10 +336,12 @@ def _video_url(obj: Mapping[str, Any]) -> str | None:
 
 class SeeDance(AceDataVideo):
     name = "seedance"
+    creation_path = "/seedance/videos"
 
 
 class Dreamina(AceDataVideo):
     name = "dreamina"
+    creation_path = "/dreamina/videos"
     id_in_data = True
     # The portrait and voice the caller sent: inputs, already in the raw delivery.
     input_keys = frozenset({"image_url", "audio_url"})

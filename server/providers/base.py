@@ -6,6 +6,8 @@ module it lives in), the settings that hold its token, how it is polled
 (``batch``: many ids per call; ``single``: one call per id) and what its
 results are. ``parse`` turns one decoded payload into an ``Observation``;
 ``client`` builds the ``Client`` the reconciler asks, or None without a token.
+``creation`` builds the call that creates a task upstream (``POST
+/submit/{provider}``), which ``create`` makes once (``server.providers.creation``).
 
 A ``Client`` answers ``fetch(ids)``: one entry per distinct id asked that got
 an answer or a "not yet", the outcome of each upstream call it made, and the
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
 
 from server.core.types import Observation, Status
 from server.errors import NoTaskId, UpstreamError
-from server.providers import fields
+from server.providers import creation, fields
+from server.providers.creation import Created, Creation
 
 if TYPE_CHECKING:
     import httpx
@@ -97,6 +100,32 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def client(self, settings: Settings, http: httpx.AsyncClient) -> Client | None:
         """The client for this provider's tasks endpoint; None when its token is not set."""
+
+    @abc.abstractmethod
+    def creation(
+        self, settings: Settings, request: Mapping[str, Any], callback_url: str
+    ) -> Creation | None:
+        """The call that creates the task ``request`` describes; None when its token is not set.
+
+        ``request`` is the user's body as the provider documents it; the call
+        carries it with what taskhook owns set by the provider: where it calls
+        back (``callback_url``, taskhook's own for this provider) and how.
+        """
+
+    async def create(
+        self,
+        settings: Settings,
+        request: Mapping[str, Any],
+        callback_url: str,
+        *,
+        within: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Created:
+        """Create the task upstream, once (never retried): ``creation.send``'s guarantees."""
+        call = self.creation(settings, request, callback_url)
+        if call is None:
+            raise ValueError(f"{self.name} has no token; check configured() first")
+        return await creation.send(call, within, transport=transport)
 
     def configured(self, settings: Settings) -> bool:
         """True when every token setting of this provider has a value."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from server.core.ids import task_key
 from server.core.types import Status
 
 #: Longer "ids" are junk, not ids (AceData's are 36 characters, Seedance 2.0's about 41).
@@ -58,9 +59,12 @@ def text(value: Any) -> str | None:
 
 
 def task_id(value: Any) -> str | None:
-    """A string that can be a task id: non-blank, storable, not absurdly long."""
+    """A string that can be a task id: non-blank, storable, not absurdly long, and not
+    made of dashes only (ids match without dashes, so those would have no key)."""
     found = text(value)
-    return found if found is not None and len(found) <= MAX_TASK_ID_LENGTH else None
+    if found is None or len(found) > MAX_TASK_ID_LENGTH or not task_key(found):
+        return None
+    return found
 
 
 def mapping(value: Any) -> Mapping[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 from typing import Any, NoReturn
@@ -42,7 +43,9 @@ def decode(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise NotJSON(f"body is not UTF-8 text (invalid byte at offset {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(
+            text, parse_constant=_reject_constant, parse_float=_finite, parse_int=_finite_int
+        )
     except RecursionError:
         raise NotJSON("body nests JSON arrays/objects deeper than we read") from None
     except json.JSONDecodeError as exc:
@@ -55,6 +58,27 @@ def decode(body: bytes) -> Any:
 
 def _reject_constant(name: str) -> NoReturn:
     raise NotJSON(f"body is not valid JSON: {name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one that overflows a double (``1e999``) is refused."""
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise NotJSON(f"body holds the number {text[:40]}, which overflows a double")
+    return value
+
+
+def _finite_int(text: str) -> int:
+    """A JSON integer; one beyond a double's range (over about 1.8e308) is refused."""
+    value = int(text)
+    if len(text) > 300:
+        try:
+            float(value)
+        except OverflowError:
+            raise NotJSON(
+                f"body holds a {len(text)}-digit integer, which overflows a double"
+            ) from None
+    return value
 
 
 def parse_body(provider: str, body: bytes) -> Observation:

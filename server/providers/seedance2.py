@@ -19,6 +19,7 @@ from server.core.types import ErrorInfo, Observation, Result, Status
 from server.errors import UpstreamError, worst
 from server.providers import fields
 from server.providers.base import Answer, Client, Fetch, Poll, Provider
+from server.providers.creation import Creation
 from server.providers.upstream import (
     Fetched,
     HTTPClient,
@@ -108,6 +109,16 @@ class Seedance2(Provider):
         if not settings.seedance2_api_key:
             return None
         return Seedance2Client(settings.seedance2_base_url, settings.seedance2_api_key, http)
+
+    def creation(
+        self, settings: Settings, request: Mapping[str, Any], callback_url: str
+    ) -> Creation | None:
+        """``POST {base}/v1/video/generations``, no callback: the gateway has none; it is polled."""
+        if not settings.seedance2_api_key:
+            return None
+        url = f"{settings.seedance2_base_url.rstrip('/')}/v1/video/generations"
+        body = {k: v for k, v in request.items() if k != "callback_url"}
+        return Creation(self.name, url, settings.seedance2_api_key, "SEEDANCE2_API_KEY", body)
 
     def parse_body(self, body: Mapping[str, Any], wrapper: Mapping[str, Any]) -> Observation:
         data = fields.mapping(body.get("data"))

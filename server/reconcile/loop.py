@@ -99,7 +99,9 @@ class ReconcilerLoop:
             return
         done, _ = await asyncio.wait({task}, timeout=grace)
         if not done:
-            log.warning("reconciler pass still running after %.1fs at shutdown; cancelling", grace)
+            event(
+                log, "reconcile_pass_cancelled", logging.WARNING, reason="shutdown", grace_s=grace
+            )
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -117,7 +119,7 @@ class ReconcilerLoop:
             try:
                 await self.tick()
             except Exception:  # a pass never takes the loop (or the server) down
-                log.exception("reconciler tick failed; trying again next interval")
+                log.exception("reconciler_tick_failed retry_in_s=%s", self.interval)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)
 
@@ -239,7 +241,7 @@ class EmbeddedReconciler:
         self._http = default_http_client()
         clients = build_clients(self.settings, self._http)
         if not clients:
-            log.warning("reconciler: %s", NO_TOKEN)
+            event(log, "reconciler_idle", logging.WARNING, reason=NO_TOKEN)
             return None
         self.loop = ReconcilerLoop(self.store, self.settings, clients)
         return self.loop.start()

@@ -15,6 +15,7 @@ its ``ProviderHealth``; a pass never raises because of upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from server.core.types import TaskRecord
 from server.errors import UpstreamError
 from server.ingest import answer
 from server.observe import metrics
+from server.observe.logs import event
 from server.providers import NAMES, get
 from server.providers.base import Answer, Client, Fetch
 from server.providers.upstream import (
@@ -60,6 +62,8 @@ class _Context:
     now: float
     dry_run: bool
     progress: Progress | None
+    #: Send each provider's next call while the previous answers are settled.
+    pipeline: bool = True
 
 
 async def run_pass(
@@ -75,12 +79,17 @@ async def run_pass(
     health: HealthBoard | None = None,
     limit: int = TASKS_PER_PROVIDER_PASS,
     progress: Progress | None = None,
+    pipeline: bool = True,
 ) -> PassReport:
-    """Check the due unfinished tasks of every (or the named) provider once."""
+    """Check the due unfinished tasks of every (or the named) provider once.
+
+    ``pipeline=False`` sends a provider's next call only after the previous
+    answers were settled (what passes did before; the benchmark compares both).
+    """
     now = time.time() if now is None else now
     health = health or HealthBoard()
     report = PassReport(started_at=now, dry_run=dry_run)
-    ctx = _Context(store, settings, now, dry_run, progress)
+    ctx = _Context(store, settings, now, dry_run, progress, pipeline)
     started = time.perf_counter()
     jobs = []
     for provider in providers or NAMES:
@@ -94,7 +103,7 @@ async def run_pass(
     results = await asyncio.gather(*jobs, return_exceptions=True)
     for provider, result in zip(report.providers, results, strict=True):
         if isinstance(result, BaseException):  # a bug or the store; never upstream
-            log.error("reconcile pass failed provider=%s", provider, exc_info=result)
+            log.error("reconcile_provider_failed provider=%s", provider, exc_info=result)
             report.providers[provider].errors["internal"] += 1
     report.duration = time.perf_counter() - started
     if not dry_run:
@@ -144,25 +153,52 @@ async def _provider_pass(
         await _settle(ctx, rep, [], [t for t in due if _too_old(ctx, t)])
         return
     assert client is not None
-    for start in range(0, len(due), size):
-        chunk = due[start : start + size]
-        ids = [t.task_id for t in chunk]
-        answers, error = await _ask(client, rep, ids)
-        if error is None:
-            health.succeeded(ctx.now)
-        else:
-            _trouble(ctx, rep, health, error)
-        asked = [i for i in ids if i in answers]
-        items = [_incoming(rep.provider, task_id, answers[task_id]) for task_id in asked]
-        rep.checked += len(items)
-        rest = chunk if error is None else due[start:]
-        await _settle(ctx, rep, items, [t for t in rest if _too_old(ctx, t)])
-        if ctx.progress:
-            ctx.progress(rep.provider, rep.checked, rep.due)
-        if error is not None:
-            if isinstance(error, BadAnswer) and not ctx.dry_run:
-                await _keep_bad_answer(ctx.store, rep.provider, error)
-            return
+    await _ask_and_settle(ctx, rep, client, health, due)
+
+
+async def _ask_and_settle(
+    ctx: _Context, rep: ProviderReport, client: Client, health: ProviderHealth, due: list[DueTask]
+) -> None:
+    """Ask upstream chunk by chunk, each chunk's answers settled as they come.
+
+    Pipelined, one call ahead: the call for chunk n+1 goes out as soon as the
+    answers to chunk n are in, so settling chunk n (parse, merge, commit)
+    overlaps upstream's latency instead of adding to it. At most one call per
+    provider is in flight, and the next is sent only after the previous one
+    succeeded, so the calls are exactly as without pipelining, one per chunk,
+    and none after an error.
+    """
+    size = ctx.settings.reconcile_batch_size
+    chunks = [due[start : start + size] for start in range(0, len(due), size)]
+    ahead: asyncio.Task[Asked] | None = None
+    try:
+        for index, chunk in enumerate(chunks):
+            ids = [t.task_id for t in chunk]
+            asking, ahead = ahead or asyncio.create_task(_ask(client, rep, ids)), None
+            answers, error = await asking
+            if error is None and ctx.pipeline and index + 1 < len(chunks):
+                following = [t.task_id for t in chunks[index + 1]]
+                ahead = asyncio.create_task(_ask(client, rep, following))
+            if error is None:
+                health.succeeded(ctx.now)
+            else:
+                _trouble(ctx, rep, health, error)
+            asked = [i for i in ids if i in answers]
+            items = [_incoming(rep.provider, task_id, answers[task_id]) for task_id in asked]
+            rep.checked += len(items)
+            rest = chunk if error is None else [t for c in chunks[index:] for t in c]
+            await _settle(ctx, rep, items, [t for t in rest if _too_old(ctx, t)])
+            if ctx.progress:
+                ctx.progress(rep.provider, rep.checked, rep.due)
+            if error is not None:
+                if isinstance(error, BadAnswer) and not ctx.dry_run:
+                    await _keep_bad_answer(ctx.store, rep.provider, error)
+                return
+    finally:
+        if ahead is not None and not ahead.done():  # the pass was cancelled or failed
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ahead
 
 
 def _fill(due: list[DueTask], soon: list[DueTask]) -> list[DueTask]:
@@ -197,7 +233,7 @@ async def _keep_bad_answer(store: Store, provider: str, exc: BadAnswer) -> None:
     try:
         await store.quarantine(provider, exc.content, {}, "bad_upstream_answer", exc.detail)
     except Exception:  # keeping it is best effort; the pass goes on
-        log.exception("could not quarantine a bad answer provider=%s", provider)
+        log.exception("bad_answer_not_quarantined provider=%s", provider)
 
 
 def _trouble(
@@ -209,23 +245,23 @@ def _trouble(
     rep.errors[kind] += 1
     if isinstance(exc, UpstreamUnauthorized):
         health.unauthorized(ctx.now, exc.detail)
-        log.error(
-            "token rejected provider=%s; probing again in %.0fs", rep.provider, health.auth_delay
-        )
+        level, name = logging.ERROR, "token_rejected"
     elif isinstance(exc, RateLimited):
         health.rate_limited(ctx.now, exc.retry_after, exc.detail)
-        log.warning(
-            "rate limited provider=%s; pausing %.1fs", rep.provider, health.paused_until - ctx.now
-        )
+        level, name = logging.WARNING, "rate_limited"
     else:
         health.failed(ctx.now, exc.detail)
-        log.warning(
-            "upstream trouble provider=%s kind=%s; backing off %.1fs: %s",
-            rep.provider,
-            kind,
-            health.paused_until - ctx.now,
-            exc.detail,
-        )
+        level, name = logging.WARNING, "upstream_trouble"
+    # key=value pairs apart, the free-text reason last: nothing glued to a value.
+    event(
+        log,
+        name,
+        level,
+        provider=rep.provider,
+        kind=kind,
+        paused_s=round(health.paused_until - ctx.now, 1),
+        reason=exc.detail,
+    )
 
 
 async def _settle(
@@ -287,7 +323,7 @@ def _tally(
             continue
         if outcome.status == "expired":
             rep.expired += 1
-            log.info("task expired provider=%s task_id=%s", rep.provider, outcome.task_id)
+            event(log, "task_expired", provider=rep.provider, task_id=outcome.task_id)
             continue
         if outcome.status == "succeeded":
             rep.completed += 1
@@ -295,11 +331,12 @@ def _tally(
             rep.failed += 1
         if not dry_run:
             metrics.GAPS_FILLED.labels(rep.provider).inc()
-            log.info(
-                "gap filled provider=%s task_id=%s status=%s",
-                rep.provider,
-                outcome.task_id,
-                outcome.status,
+            event(
+                log,
+                "gap_filled",
+                provider=rep.provider,
+                task_id=outcome.task_id,
+                status=outcome.status,
             )
     asked = {task_key(i.task_id) for i in batch[:answered]}
     rep.waiting += sum(1 for k in asked if final_status[k] not in FINAL)

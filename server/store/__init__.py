@@ -13,6 +13,7 @@ from __future__ import annotations
 from server.errors import ConfigError
 from server.settings import Settings
 from server.store.base import (
+    CONCERNS,
     ArchiveJob,
     Delivery,
     DueTask,
@@ -22,10 +23,13 @@ from server.store.base import (
     QuarantineItem,
     Registration,
     Store,
+    SubmitRecord,
+    SubmitStart,
     WorkKind,
 )
 
 __all__ = [
+    "CONCERNS",
     "ArchiveJob",
     "Delivery",
     "DueTask",
@@ -35,6 +39,8 @@ __all__ = [
     "QuarantineItem",
     "Registration",
     "Store",
+    "SubmitRecord",
+    "SubmitStart",
     "WorkKind",
     "open_store",
 ]

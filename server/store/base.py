@@ -37,6 +37,9 @@ Guarantees every backend gives (the contract suite in
   made work of that kind.
 - **Closing** finishes queued writes and is idempotent; using a closed store
   raises ``StoreClosed``.
+- **Submit records hold idempotency keys across processes.** At most one
+  record holds a given ``Idempotency-Key`` at a time, whichever process or
+  replica asks (``begin_submit``); the guarantees are on the methods.
 
 Errors a backend raises (all in ``server.errors``): ``StoreClosed``,
 ``StoreUnavailable`` (the database cannot be used now: 503), ``Overloaded``
@@ -59,6 +62,7 @@ from server.errors import ProviderMismatch
 from server.store.webhooks import WebhookStore
 
 __all__ = [
+    "CONCERNS",
     "ArchiveJob",
     "Delivery",
     "DueTask",
@@ -68,8 +72,16 @@ __all__ = [
     "QuarantineItem",
     "Registration",
     "Store",
+    "SubmitRecord",
+    "SubmitStart",
     "WorkKind",
 ]
+
+#: Tasks an operator should look at: ``conflicts`` (a later final report disagreed
+#: with the final state held; recorded, not applied), ``archive_failed`` (a result
+#: copy failed for good, or failed and waits for its next try), ``gap_filled`` (the
+#: final state came from the reconciler: the callback never came).
+CONCERNS: tuple[str, ...] = ("conflicts", "archive_failed", "gap_filled")
 
 #: What ``wait_for_work`` can wait for: archive copies to claim, events to read,
 #: webhook messages made due by hand (redelivery, recovery, a re-enabled endpoint).
@@ -173,6 +185,51 @@ class Event:
     provider: str
     created_at: float
     body: str
+
+
+@dataclass(frozen=True)
+class SubmitStart:
+    """A ``POST /submit`` about to call upstream, as ``begin_submit`` records it.
+
+    ``status``/``body`` is the answer the record gives if it is never
+    finished (its process died during the call): the pessimistic one.
+    """
+
+    provider: str
+    key: str | None  # the Idempotency-Key, if the client sent one
+    fingerprint: str  # a digest of what was asked: the same key with another one is refused
+    status: int
+    body: str  # JSON text
+    lapse_after: float  # seconds the call may take before the record counts as answered
+    hold_for: float  # seconds the key stays held from now (until finish_submit says otherwise)
+    forget_before: float  # records begun before this moment may be dropped
+
+
+@dataclass(frozen=True)
+class SubmitRecord:
+    """One ``POST /submit`` as kept: what was asked, and the answer once there is one."""
+
+    id: int
+    provider: str
+    key: str | None
+    fingerprint: str
+    #: False while the creation call is in flight (see ``lapses_at``).
+    answered: bool
+    #: The answer (HTTP status, JSON text); while in flight, the one given should it lapse.
+    status: int
+    body: str
+    task_id: str | None
+    trace_id: str | None
+    created_at: float
+    answered_at: float | None
+    #: An unanswered record counts as answered with ``status``/``body`` from then on.
+    lapses_at: float
+    #: Until when ``key`` answers with this record (None: it holds no key).
+    holds_key_until: float | None
+
+    def settled(self, now: float) -> bool:
+        """Answered, or lapsed (its call died with its process): ``status``/``body`` stand."""
+        return self.answered or self.lapses_at <= now
 
 
 # -- the contract ----------------------------------------------------------------------
@@ -322,6 +379,27 @@ class Store(WebhookStore, abc.ABC):
     async def get_quarantined(self, quarantine_id: int) -> QuarantineItem | None:
         """One quarantined delivery, or None (also for ids no row could have)."""
 
+    @abc.abstractmethod
+    async def discard_quarantined(self, quarantine_id: int) -> bool:
+        """Delete a quarantined delivery for good; true when it was there (False for ids
+        no row could have)."""
+
+    # -- what an operator should look at (the dashboard) -------------------------------
+
+    @abc.abstractmethod
+    async def find_tasks(self, prefix: str, limit: int = 50) -> list[TaskRecord]:
+        """Tasks whose ``task_key`` starts with ``task_key(prefix)``, by key, with archives."""
+
+    @abc.abstractmethod
+    async def count_concerns(self) -> dict[str, int]:
+        """How many tasks there are of each ``CONCERNS`` kind, by kind."""
+
+    @abc.abstractmethod
+    async def list_concern(
+        self, concern: str, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[TaskRecord], str | None]:
+        """The tasks of one ``CONCERNS`` kind, newest first, paged like ``list_tasks``."""
+
     # -- small values, counters, secrets -----------------------------------------------
 
     @abc.abstractmethod
@@ -449,6 +527,44 @@ class Store(WebhookStore, abc.ABC):
     @abc.abstractmethod
     async def prune_events(self, before: float) -> int:
         """Drop the events committed before ``before`` (EVENT_RETENTION); how many."""
+
+    # -- submits -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def begin_submit(self, start: SubmitStart) -> tuple[SubmitRecord, bool]:
+        """Record a submit about to call upstream, or return the record holding its key.
+
+        Atomic across processes. When ``start.key`` is None, or no record
+        holds that key now (none has it, or its hold ran out), a new
+        unanswered record is kept, holding the key for ``start.hold_for``
+        seconds, and returned with True: the caller may call upstream. Else
+        the record holding the key is returned unchanged with False (the
+        caller compares fingerprints and answers from it). At most one record
+        holds a key at any moment. Records begun before ``start.forget_before``
+        that hold no key may be dropped in the same transaction.
+        """
+
+    @abc.abstractmethod
+    async def finish_submit(
+        self,
+        submit_id: int,
+        status: int,
+        body: str,
+        *,
+        task_id: str | None = None,
+        trace_id: str | None = None,
+        hold_for: float | None = None,
+    ) -> SubmitRecord:
+        """Record the answer of submit ``submit_id``; returns the record as kept.
+
+        ``hold_for`` None lets go of the key at once (the client may use it
+        again); a number keeps it held for that many seconds from now, so the
+        key answers with this record until then. Committed before it returns.
+        """
+
+    @abc.abstractmethod
+    async def get_submit(self, submit_id: int) -> SubmitRecord | None:
+        """The submit record ``submit_id``, or None (also for ids no record could have)."""
 
     # -- work signals ------------------------------------------------------------------
 

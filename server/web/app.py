@@ -10,46 +10,64 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from server.archive.archiver import Archiver
 from server.archive.storage import ArchiveStorage, storage_for
+from server.core.tokens import callback_token
 from server.delivery.worker import Delivery
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.http.limit import ConcurrencyLimit
 from server.observe import logs
+from server.providers import PROVIDERS
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
-from server.secrets import load_secrets
+from server.secrets import Secrets, load_secrets
 from server.service import Service
 from server.settings import Settings
 from server.startup import banner
 from server.store import Store, open_store
 from server.store.retention import EventRetention
+from server.web.responses import JSONResponse
 from server.web.routes import ROUTES
 from server.web.runtime import Runtime
 
 log = logging.getLogger("taskhook.app")
 
+
+
+def secret_values(secrets: Secrets) -> list[str]:
+    """Every secret this process holds, for the log redactor: tokens derived from them too."""
+    values = [secrets.api_token, *secrets.callback_secrets]
+    values += [callback_token(s, p) for s in secrets.callback_secrets for p in PROVIDERS]
+    return values
+
+
 async def taskhook_error(request: Request, exc: Exception) -> JSONResponse:
     """Any error of ours: its class says the status and the code."""
     assert isinstance(exc, TaskhookError)
-    return JSONResponse(exc.body(), exc.http_status, headers=exc.headers)
+    # A message may quote what the client sent (an id, a path): no secret goes back out.
+    return JSONResponse(
+        error_body(exc.code, logs.redact(exc.message)), exc.http_status, headers=exc.headers
+    )
 
 
 async def starlette_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = HTTP_STATUS_CODES.get(exc.status_code, "http_error")
+    # The path is never echoed: a near-miss callback path carries a real token.
     if exc.status_code == 404:
-        message = f"no route serves {request.method} {request.url.path}; see /openapi.json"
+        message = f"no route serves {request.method} on this path; see /openapi.json"
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
+        allowed = exc.headers.get("Allow", "") if exc.headers else ""
+        message = f"{request.method} is not allowed on this path" + (
+            f"; it allows {allowed}" if allowed else ""
+        )
     else:
-        message = str(exc.detail)
+        message = logs.redact(str(exc.detail))
     return JSONResponse(error_body(code, message), exc.status_code, headers=exc.headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    log.exception("unexpected error on %s %s", request.method, logs.redact_path(request.url.path))
     return JSONResponse(
         error_body("internal_error", "taskhook failed to handle this request; see its logs"), 500
     )
@@ -82,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await store.open()
         try:
             secrets = await load_secrets(store, settings)
+            logs.hide(secret_values(secrets))
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
             app.state.taskhook = rt = Runtime(settings, store, secrets)

@@ -9,11 +9,13 @@ route is documented.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.routing import BaseRoute, Mount, Route
 
 from server import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -35,10 +37,10 @@ def doc(
     query: Iterable[str] = (),
     body: str | None = None,
     auth: bool = False,
-) -> Callable:
+) -> Callable[[F], F]:
     """Attach OpenAPI facts to an endpoint function."""
 
-    def attach(endpoint: Callable) -> Callable:
+    def attach(endpoint: F) -> F:
         endpoint.__openapi__ = {  # type: ignore[attr-defined]
             "summary": summary,
             "responses": responses,

@@ -12,6 +12,7 @@ from server.secrets import Secrets
 from server.service import Services
 from server.settings import Settings
 from server.store import Store
+from server.web.throttle import SignInThrottle
 
 
 @dataclass
@@ -24,7 +25,10 @@ class Runtime:
     services: Services = field(default_factory=Services)
     #: Where archived files live (``/files`` serves from it, whether ARCHIVE is on or off).
     archive_storage: ArchiveStorage | None = None
+    #: Wrong dashboard sign-ins per client address (this process only).
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
 
 
 def runtime(request: Request) -> Runtime:
-    return request.app.state.taskhook
+    rt: Runtime = request.app.state.taskhook
+    return rt

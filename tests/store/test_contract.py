@@ -18,7 +18,7 @@ from server.core.decide import ARCHIVED, FAILED, STATUS_CHANGED, SUCCEEDED
 from server.core.render import task_json
 from server.core.types import ErrorInfo, Observation, Result, Status
 from server.errors import BadCursor, ProviderMismatch, StoreClosed
-from server.store import Incoming, Registration, Store
+from server.store import CONCERNS, Incoming, Registration, Store
 
 from .conftest import OpenStore
 
@@ -224,6 +224,54 @@ async def test_quarantine_pages_and_lookups(store: Store) -> None:
     item = await store.get_quarantined(ids[0])
     assert item is not None and item.body == b"<0>" and item.provider == "seedream"
     assert await store.get_quarantined(2**70) is None and await store.get_quarantined(-1) is None
+
+
+async def test_a_discarded_quarantine_row_is_gone_for_good(store: Store) -> None:
+    kept = await store.quarantine("seedance", b"junk", {}, "not_json", "m")
+    other = await store.quarantine("seedance", b"more junk", {}, "not_json", "m")
+    assert await store.discard_quarantined(kept) is True
+    assert await store.get_quarantined(kept) is None
+    assert await store.discard_quarantined(kept) is False
+    assert await store.discard_quarantined(2**70) is False
+    assert await store.discard_quarantined(-1) is False
+    page, _ = await store.list_quarantine()
+    assert [q.id for q in page] == [other]
+
+
+async def test_tasks_are_found_by_an_id_prefix_without_case_or_dashes(store: Store) -> None:
+    ids = ["0A1B2C3D-aaaa-4000", "0a1b2c3d-BBBB-4000", "0a1b2c3e-cccc-4000", "zz"]
+    await store.register([Registration("seedance", task_id) for task_id in ids])
+    found = await store.find_tasks("0a1b-2c3d")
+    assert sorted(r.state.task_id for r in found) == sorted(ids[:2])
+    assert [r.state.task_id for r in await store.find_tasks("0A1B2C3DBBBB")] == [ids[1]]
+    assert len(await store.find_tasks("0a1b2c3", limit=2)) == 2
+    assert await store.find_tasks("---") == [] and await store.find_tasks("0a1b2c3f") == []
+
+
+async def test_concerns_count_and_list_conflicts_failing_copies_and_gap_fills(
+    store: Store,
+) -> None:
+    assert await store.count_concerns() == dict.fromkeys(CONCERNS, 0)
+    conflicted, gap_filled = new_id(), new_id()
+    await store.ingest(observed(conflicted, Status.SUCCEEDED))
+    await store.ingest(observed(conflicted, Status.FAILED))  # recorded as a conflict
+    await store.ingest(observed(gap_filled, Status.SUCCEEDED, source="reconcile", check=True))
+    copy_failed = await succeeded_with_files(store, "https://a/1.mp4")
+    jobs = await store.claim_archives("me", limit=50, lease=60)
+    (job,) = [j for j in jobs if j.url == "https://a/1.mp4"]
+    await store.fail_archive(job, "me", "too_large", "big", retry_at=None)
+    await store.release_archives("me")
+    await store.ingest(observed(new_id(), Status.SUCCEEDED))  # nothing wrong with this one
+    assert await store.count_concerns() == {"conflicts": 1, "archive_failed": 1, "gap_filled": 1}
+    for concern, task_id in (
+        ("conflicts", conflicted),
+        ("archive_failed", copy_failed),
+        ("gap_filled", gap_filled),
+    ):
+        listed, cursor = await store.list_concern(concern)
+        assert [r.state.task_id for r in listed] == [task_id] and cursor is None, concern
+    with pytest.raises(BadCursor):
+        await store.list_concern("conflicts", cursor="not-a-cursor")
 
 
 async def test_due_overdue_stuck_and_counts(store: Store) -> None:

@@ -195,6 +195,28 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX attempts_time ON attempts(attempted_at)",
         "CREATE INDEX messages_finished ON messages(finished_at) WHERE status != 'pending'",
     ],
+    # 8: submits (POST /submit): each creation call and its answer; a record
+    # holds its Idempotency-Key while key_held_until is set (one holder per key).
+    [
+        """CREATE TABLE submits (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            idempotency_key TEXT,
+            fingerprint TEXT NOT NULL,
+            answered INTEGER NOT NULL DEFAULT 0,
+            status INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            task_id TEXT,
+            trace_id TEXT,
+            created_at REAL NOT NULL,
+            answered_at REAL,
+            lapses_at REAL NOT NULL,
+            key_held_until REAL
+        )""",
+        "CREATE UNIQUE INDEX submits_held_key ON submits(idempotency_key)"
+        " WHERE key_held_until IS NOT NULL",
+        "CREATE INDEX submits_created ON submits(created_at)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

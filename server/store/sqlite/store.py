@@ -25,6 +25,7 @@ from server.core.types import TaskRecord
 from server.errors import BadCursor, StoreClosed
 from server.settings import Settings
 from server.store.base import (
+    CONCERNS,
     Delivery,
     DueTask,
     Event,
@@ -49,11 +50,20 @@ from server.store.sqlite.rows import (
     task_record,
 )
 from server.store.sqlite.schema import migrate
+from server.store.sqlite.submits import SubmitRecords
 from server.store.sqlite.webhooks import WebhookQueue
 from server.store.sqlite.writer import Writer, connect
 
 T = TypeVar("T")
 READERS = 3
+#: ``CONCERNS`` as SQL conditions on ``tasks`` (see ``server.store.base.CONCERNS``).
+_CONCERNS: dict[str, str] = {
+    "conflicts": "status IN ('succeeded', 'failed')"
+    " AND json_array_length(state, '$.conflicts') > 0",
+    "archive_failed": "key IN (SELECT task_key FROM archives WHERE status = 'failed'"
+    " OR (status IN ('pending', 'running') AND error IS NOT NULL))",
+    "gap_filled": "final_source = 'reconcile'",
+}
 #: SQLite's integers are 64-bit: no row id or cursor is at or past this.
 MAX_ROW_ID = 2**63 - 1
 
@@ -87,7 +97,7 @@ def _seq_cursor(text: str | None) -> int | None:
     raise BadCursor(f"cursor {text[:40]!r} is not one this API gave out")
 
 
-class SQLiteStore(ArchiveQueue, WebhookQueue):
+class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue):
     """The embedded backend: one SQLite file in WAL mode."""
 
     def __init__(
@@ -336,6 +346,48 @@ class SQLiteStore(ArchiveQueue, WebhookQueue):
             f"SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE id = ?", (quarantine_id,)
         )
         return quarantined(row) if row else None
+
+    async def discard_quarantined(self, quarantine_id: int) -> bool:
+        if not 0 < quarantine_id <= MAX_ROW_ID:
+            return False
+        return await self._writer.run(lambda c: writes.discard_quarantined(c, quarantine_id))
+
+    # -- what an operator should look at ------------------------------------
+
+    async def find_tasks(self, prefix: str, limit: int = 50) -> list[TaskRecord]:
+        start = task_key(prefix)
+        if not start:
+            return []
+        # Every key with this prefix sorts in [start, start with its last character + 1).
+        end = start[:-1] + chr(min(ord(start[-1]) + 1, 0x10FFFF))
+        rows = await self._fetchall(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE key >= ? AND key < ?"
+            " AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?",
+            (start, end, len(start), start, limit),
+        )
+        return await self._with_archives([task_record(r) for r in rows])
+
+    async def count_concerns(self) -> dict[str, int]:
+        counts = (f"(SELECT count(*) FROM tasks WHERE {_CONCERNS[c]})" for c in CONCERNS)
+        row = await self._fetchone("SELECT " + ", ".join(counts))
+        return dict(zip(CONCERNS, row, strict=True))
+
+    async def list_concern(
+        self, concern: str, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[TaskRecord], str | None]:
+        after = _seq_cursor(cursor)
+        where, params = [_CONCERNS[concern]], []
+        if after is not None:
+            where.append("seq < ?")
+            params.append(after)
+        rows = await self._fetchall(
+            f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)}"
+            " ORDER BY seq DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        records = [task_record(r[1:]) for r in rows[:limit]]
+        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+        return await self._with_archives(records), next_cursor
 
     # -- small values -------------------------------------------------------
 

@@ -382,12 +382,17 @@ def finish(
     if owned:
         status, next_at = nxt.status, nxt.next_attempt_at
         if outcome == "delivered":
-            conn.execute("UPDATE endpoints SET failing_since = NULL WHERE id = ?", (endpoint.id,))
+            if endpoint.failing_since is not None:
+                conn.execute(
+                    "UPDATE endpoints SET failing_since = NULL WHERE id = ?", (endpoint.id,)
+                )
         else:
             failing_since = endpoint.failing_since if endpoint.failing_since is not None else now
-            conn.execute(
-                "UPDATE endpoints SET failing_since = ? WHERE id = ?", (failing_since, endpoint.id)
-            )
+            if endpoint.failing_since is None:
+                conn.execute(
+                    "UPDATE endpoints SET failing_since = ? WHERE id = ?",
+                    (failing_since, endpoint.id),
+                )
             if not endpoint.disabled:
                 disabled = nxt.disable or disable_reason(failing_since, now, disable_after)
             if status == "pending" and (endpoint.disabled or disabled is not None):
@@ -499,8 +504,7 @@ def recover(conn: sqlite3.Connection, endpoint_id: str, since: float, now: float
 def prune(conn: sqlite3.Connection, before: float, limit: int) -> int:
     """Drop up to ``limit`` attempts and ``limit`` finished messages older than ``before``."""
     dropped = conn.execute(
-        "DELETE FROM attempts WHERE id IN"
-        " (SELECT id FROM attempts WHERE attempted_at < ? LIMIT ?)",
+        "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE attempted_at < ? LIMIT ?)",
         (before, limit),
     ).rowcount
     dropped += conn.execute(

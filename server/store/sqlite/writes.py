@@ -107,15 +107,16 @@ def _apply(
     encoded = _dumps(state_to_dict(state))
     if decision.created:
         conn.execute(
-            "INSERT INTO tasks (key, task_id, provider, status, state, created_at, updated_at,"
-            " completed_at, next_check_at, deliveries, checks, last_source, final_source)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (key, task_id, provider, status, state, metadata, created_at,"
+            " updated_at, completed_at, next_check_at, deliveries, checks, last_source,"
+            " final_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 state.task_id,
                 state.provider,
                 state.status.value,
                 encoded,
+                _dumps(dict(record.metadata)),
                 record.created_at,
                 record.updated_at,
                 record.completed_at,
@@ -128,12 +129,13 @@ def _apply(
         )
         return
     conn.execute(
-        "UPDATE tasks SET status = ?, state = ?, next_check_at = ?, deliveries = ?, checks = ?,"
-        " updated_at = ?, completed_at = ?, last_source = ?,"
+        "UPDATE tasks SET status = ?, state = ?, metadata = ?, next_check_at = ?, deliveries = ?,"
+        " checks = ?, updated_at = ?, completed_at = ?, last_source = ?,"
         " final_source = COALESCE(?, final_source) WHERE key = ?",
         (
             state.status.value,
             encoded,
+            _dumps(dict(record.metadata)),
             record.next_check_at,
             record.deliveries,
             record.checks,
@@ -249,3 +251,8 @@ def quarantine(
     if dropped:
         bump_counter(conn, "quarantine_dropped", dropped)
     return new_id
+
+
+def discard_quarantined(conn: sqlite3.Connection, quarantine_id: int) -> bool:
+    """Drop one quarantined delivery for good; true when it was there."""
+    return conn.execute("DELETE FROM quarantine WHERE id = ?", (quarantine_id,)).rowcount == 1

@@ -14,12 +14,14 @@ from server.web.routes import (
     health,
     metrics,
     quarantine,
+    submit,
     tasks,
 )
 
 ROUTES: list[Route] = [
     *callbacks.ROUTES,
     *tasks.ROUTES,
+    *submit.ROUTES,
     *quarantine.ROUTES,
     *endpoints.ROUTES,
     *events.ROUTES,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from server.core.tokens import token_accepted
@@ -14,6 +13,7 @@ from server.ingest import Quarantined, receive
 from server.observe.metrics import CALLBACKS, QUARANTINED
 from server.providers import PROVIDERS
 from server.web.openapi import doc
+from server.web.responses import JSONResponse
 from server.web.routes.body import read_limited
 from server.web.runtime import runtime
 
@@ -38,7 +38,10 @@ async def receive_callback(request: Request) -> JSONResponse:
     rt = runtime(request)
     if provider not in PROVIDERS:
         CALLBACKS.labels("unknown", "unknown_provider").inc()
-        raise NotFound(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
+        # The name is not echoed: a misplaced callback token may sit where it was expected.
+        raise NotFound(
+            f"unknown provider in the callback path; expected one of {', '.join(PROVIDERS)}"
+        )
     if not token_accepted(request.path_params["token"], provider, rt.secrets.callback_secrets):
         CALLBACKS.labels(provider, "unauthorized").inc()
         raise Unauthorized(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlencode
@@ -17,19 +18,23 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from server.core.ids import task_key
 from server.core.render import task_json
-from server.core.types import Status
+from server.core.types import Status, TaskRecord
+from server.errors import BadRequest
 from server.ingest import Quarantined, receive
 from server.observe.logs import event
 from server.observe.metrics import task_snapshot
 from server.providers import PROVIDERS
+from server.store import CONCERNS, QuarantineItem, Store
+from server.web import params
+from server.web.id_route import IdRoute
 from server.web.routes.dashboard_auth import (
     PAGE_SIZE,
     STYLESHEET,
     Viewer,
     csrf_ok,
     forbidden,
-    http_url,
     login,
     login_form,
     logout,
@@ -39,6 +44,9 @@ from server.web.routes.dashboard_auth import (
     signed_in,
     viewer,
 )
+from server.web.routes.dashboard_views import is_sha256, result_view, timeline
+from server.web.routes.dashboard_views import rows as status_rows
+from server.web.routes.health import service_statuses
 from server.web.runtime import Runtime, runtime
 
 log = logging.getLogger("taskhook.dashboard")
@@ -46,25 +54,67 @@ log = logging.getLogger("taskhook.dashboard")
 
 # -- pages -------------------------------------------------------------------------
 
+STATUSES = tuple(s.value for s in Status)
+#: Search by prefix needs this many characters of an id (ids match without case or dashes).
+MIN_PREFIX = 8
+MAX_SEARCH = 256
+#: The overview's concern counts scan the tasks table; a burst of page loads shares one scan.
+CONCERN_COUNTS_MAX_AGE = 15.0
+_concern_counts: weakref.WeakKeyDictionary[Store, tuple[float, dict[str, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def concern_counts(store: Store) -> dict[str, int]:
+    cached = _concern_counts.get(store)
+    if cached is not None and time.monotonic() - cached[0] < CONCERN_COUNTS_MAX_AGE:
+        return cached[1]
+    counts = await store.count_concerns()
+    _concern_counts[store] = (time.monotonic(), counts)
+    return counts
+
+
+async def search_tasks(store: Store, text: str) -> tuple[list[TaskRecord], str | None]:
+    """The task with this id, else the tasks whose id starts with it (8 characters at least)."""
+    if len(text) > MAX_SEARCH:
+        raise BadRequest(f"search for at most {MAX_SEARCH} characters of a task id")
+    found = await store.get_task(text)
+    if found is not None:
+        return [found], None
+    if len(task_key(text)) < MIN_PREFIX:
+        return [], (
+            f"No task has this id. To search by the start of an id, type at least "
+            f"{MIN_PREFIX} of its characters (dashes and case do not count)."
+        )
+    tasks = await store.find_tasks(text, limit=PAGE_SIZE + 1)
+    if len(tasks) > PAGE_SIZE:
+        return tasks[:PAGE_SIZE], f"The first {PAGE_SIZE} tasks whose id starts with this."
+    return tasks, None
+
 
 @signed_in
 async def overview(request: Request, who: Viewer) -> Response:
     store = runtime(request).store
     q = request.query_params
-    status = q.get("status") if q.get("status") in {s.value for s in Status} else None
-    provider = q.get("provider") if q.get("provider") in PROVIDERS else None
+    status = params.one_of(q.get("status"), "status", STATUSES)
+    provider = params.one_of(q.get("provider"), "provider", PROVIDERS)
+    concern = params.one_of(q.get("concern"), "concern", CONCERNS)
+    cursor = q.get("cursor") or None  # the store refuses one it did not hand out (400)
     search = (q.get("q") or "").strip()
-    raw_cursor = q.get("cursor", "")
-    cursor = raw_cursor if raw_cursor.isdigit() else None
-    next_cursor = None
+    if concern and (status or provider):
+        raise BadRequest("show one concern, or filter by status and provider, not both at once")
+    next_cursor, note = None, None
     if search:
-        found = await store.get_task(search)
-        tasks = [found] if found else []
+        tasks, note = await search_tasks(store, search)
+    elif concern:
+        tasks, next_cursor = await store.list_concern(concern, limit=PAGE_SIZE, cursor=cursor)
     else:
         tasks, next_cursor = await store.list_tasks(
             status=status, provider=provider, limit=PAGE_SIZE, cursor=cursor
         )
-    filters = {"status": status or "", "provider": provider or ""}
+    filters = {
+        k: v for k, v in (("status", status), ("provider", provider), ("concern", concern)) if v
+    }
     older = f"?{urlencode({**filters, 'cursor': next_cursor})}" if next_cursor else None
     return page(
         request,
@@ -72,15 +122,27 @@ async def overview(request: Request, who: Viewer) -> Response:
         {
             "viewer": who,
             "snapshot": await task_snapshot(store),
+            "concerns": await concern_counts(store),
+            "concern_names": CONCERN_NAMES,
             "tasks": tasks,
             "status": status,
             "provider": provider,
+            "concern": concern,
             "search": search,
+            "note": note,
             "paged": cursor is not None,
             "newest": f"?{urlencode(filters)}",
             "older": older,
         },
     )
+
+
+#: How the overview names each concern.
+CONCERN_NAMES = {
+    "conflicts": "with a conflicting final report",
+    "archive_failed": "with a failing archive copy",
+    "gap_filled": "finished by the reconciler (callback missed)",
+}
 
 
 @signed_in
@@ -103,44 +165,33 @@ async def task_page(request: Request, who: Viewer) -> Response:
         {**asdict(d), "pretty": pretty_body(d.body), "bytes": len(d.body)}
         for d in await store.deliveries(record.state.task_id)
     ]
+    view = task_json(record)
     return page(
         request,
         "task.html",
         {
             "viewer": who,
             "task": record,
-            "view": task_json(record),
-            "results": [_result_view(r) for r in task_json(record)["results"]],
-            "deliveries": deliveries,
+            "view": view,
+            "results": [result_view(r) for r in view["results"]],
+            "conflicts": [
+                {**c, "results": [result_view(r) for r in c["results"]]}
+                for c in view.get("conflicts", [])
+            ],
+            "deliveries": timeline(deliveries, record.state),
+            # A task nothing was received for has no source yet (checks alone are not one).
+            "last_source": record.last_source if record.deliveries else None,
         },
     )
 
 
-def _result_view(result: dict[str, Any]) -> dict[str, Any]:
-    archived = result.get("archived") if isinstance(result.get("archived"), dict) else None
-    sha = archived.get("sha256") if archived else None
-    local = f"/dashboard/files/{sha}" if isinstance(sha, str) and _is_sha256(sha) else None
-    return {
-        "kind": result.get("kind"),
-        "url": result.get("url"),
-        "link": http_url(result.get("url")),
-        "local": local,
-        "archived": archived,
-        "archive_error": result.get("archive_error"),
-    }
-
-
-def _is_sha256(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+#: The longest look-back the stuck page takes (ten years, in hours).
+MAX_HOURS = 24 * 365 * 10
 
 
 @signed_in
 async def stuck(request: Request, who: Viewer) -> Response:
-    raw = request.query_params.get("hours", "1")
-    try:
-        hours = max(0.0, float(raw))
-    except ValueError:
-        hours = 1.0
+    hours = params.hours(request.query_params.get("hours"), default=1.0, high=MAX_HOURS)
     now = time.time()
     tasks = await runtime(request).store.stuck_tasks(now - hours * 3600, limit=200)
     return page(request, "stuck.html", {"viewer": who, "tasks": tasks, "hours": hours})
@@ -150,18 +201,16 @@ async def stuck(request: Request, who: Viewer) -> Response:
 async def quarantine(request: Request, who: Viewer) -> Response:
     store = runtime(request).store
     q = request.query_params
-    raw_cursor = q.get("cursor", "")
-    items, next_cursor = await store.list_quarantine(
-        PAGE_SIZE, raw_cursor if raw_cursor.isdigit() else None
-    )
+    replayed = params.row_cursor(q.get("replayed"), "replayed")
+    discarded = params.row_cursor(q.get("discarded"), "discarded")
+    failed_id = params.row_cursor(q.get("failed"), "failed")
+    items, next_cursor = await store.list_quarantine(PAGE_SIZE, q.get("cursor") or None)
     shown = [
         {**asdict(item), "pretty": pretty_body(item.body), "bytes": len(item.body)}
         for item in items
     ]
-    older = f"?cursor={next_cursor}" if next_cursor else None
-    failed = None
-    if q.get("failed", "").isdigit():
-        failed = await store.get_quarantined(int(q["failed"]))
+    older = f"?{urlencode({'cursor': next_cursor})}" if next_cursor else None
+    failed = await store.get_quarantined(failed_id) if failed_id is not None else None
     return page(
         request,
         "quarantine.html",
@@ -169,27 +218,29 @@ async def quarantine(request: Request, who: Viewer) -> Response:
             "viewer": who,
             "items": shown,
             "older": older,
-            "replayed": q.get("replayed") if q.get("replayed", "").isdigit() else None,
+            "replayed": replayed,
             "replayed_task": q.get("task"),
+            "discarded": discarded,
             "failed": failed,
         },
     )
 
 
-async def replay(request: Request) -> Response:
-    who = viewer(request)
+async def quarantine_action(request: Request) -> tuple[Viewer, QuarantineItem] | Response:
+    """The signed-in viewer and the quarantined item a form names, or the page to answer."""
+    who = await viewer(request)
     if who is None:
         return page(
             request,
             "error.html",
-            {"title": "Not signed in", "message": "Sign in to replay deliveries."},
+            {"title": "Not signed in", "message": "Sign in to change the quarantine."},
             401,
         )
     if not csrf_ok(request, who, await read_form(request)):
         return forbidden(request, who)
-    store = runtime(request).store
     raw_id = request.path_params["quarantine_id"]
-    item = await store.get_quarantined(int(raw_id)) if raw_id.isdigit() else None
+    number = params.row_id(raw_id)
+    item = await runtime(request).store.get_quarantined(number) if number is not None else None
     if item is None:
         return page(
             request,
@@ -197,10 +248,20 @@ async def replay(request: Request) -> Response:
             {
                 "viewer": who,
                 "title": "Not in quarantine",
-                "message": f"No quarantined delivery has id {raw_id!r} (already replayed?).",
+                "message": f"No quarantined delivery has id {raw_id[:40]!r} "
+                "(already replayed or discarded?).",
             },
             404,
         )
+    return who, item
+
+
+async def replay(request: Request) -> Response:
+    found = await quarantine_action(request)
+    if isinstance(found, Response):
+        return found
+    _, item = found
+    store = runtime(request).store
     try:
         outcome = await receive(store, item.provider, item.body, quarantine_id=item.id)
     except Quarantined as q:
@@ -225,24 +286,46 @@ async def replay(request: Request) -> Response:
     return RedirectResponse(f"/dashboard/quarantine?{query}", status_code=303)
 
 
+async def discard(request: Request) -> Response:
+    """Drop a quarantined body that will never parse (a probe, a wrong endpoint's payload)."""
+    found = await quarantine_action(request)
+    if isinstance(found, Response):
+        return found
+    _, item = found
+    await runtime(request).store.discard_quarantined(item.id)
+    event(
+        log,
+        "dashboard_discard",
+        provider=item.provider,
+        quarantine_id=item.id,
+        reason=item.reason,
+        bytes=len(item.body),
+    )
+    return RedirectResponse(f"/dashboard/quarantine?discarded={item.id}", status_code=303)
+
+
 @signed_in
 async def health(request: Request, who: Viewer) -> Response:
     rt = runtime(request)
-    services = await rt.services.statuses()
+    now = time.time()
+    services = await service_statuses(rt)
     return page(
         request,
         "health.html",
         {
             "viewer": who,
-            "services": services,
+            "services": {name: status_rows(status, now) for name, status in services.items()},
             "reconciler": services.get("reconciler"),
-            "provider_rows": provider_rows(rt, services.get("reconciler")),
+            "provider_rows": provider_rows(rt, services.get("reconciler"), now),
         },
     )
 
 
-def provider_rows(rt: Runtime, status: dict[str, Any] | None) -> list[dict[str, Any]]:
+def provider_rows(
+    rt: Runtime, status: dict[str, Any] | None, now: float | None = None
+) -> list[dict[str, Any]]:
     """One row per provider: is it configured, and what the reconciler says about it."""
+    now = time.time() if now is None else now
     reported = status.get("providers") if isinstance(status, dict) else None
     reported = reported if isinstance(reported, dict) else {}
     s = rt.settings
@@ -254,7 +337,7 @@ def provider_rows(rt: Runtime, status: dict[str, Any] | None) -> list[dict[str, 
             {
                 "provider": provider,
                 "configured": configured,
-                "detail": detail if isinstance(detail, dict) else None,
+                "detail": status_rows(detail, now) if isinstance(detail, dict) else None,
                 "text": None if isinstance(detail, dict) or detail is None else str(detail),
             }
         )
@@ -275,8 +358,9 @@ class ArchivedFile:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         sha = request.path_params.get("sha256", "")
-        if viewer(request) is None or not _is_sha256(sha):
-            status = 404 if viewer(request) is not None else 401
+        who = await viewer(request)
+        if who is None or not is_sha256(sha):
+            status = 404 if who is not None else 401
             await Response(status_code=status)(scope, receive, send)
             return
         token = runtime(request).secrets.api_token
@@ -300,10 +384,10 @@ ROUTES = [
     Route("/dashboard/login", login_form, methods=["GET"], include_in_schema=False),
     Route("/dashboard/login", login, methods=["POST"], include_in_schema=False),
     Route("/dashboard/logout", logout, methods=["POST"], include_in_schema=False),
-    Route(
-        "/dashboard/tasks/{task_id:path}",
+    IdRoute(
+        "/dashboard/tasks",
         task_page,
-        methods=["GET"],
+        param="task_id",
         name="dashboard_task",
         include_in_schema=False,
     ),
@@ -312,6 +396,12 @@ ROUTES = [
     Route(
         "/dashboard/quarantine/{quarantine_id}/replay",
         replay,
+        methods=["POST"],
+        include_in_schema=False,
+    ),
+    Route(
+        "/dashboard/quarantine/{quarantine_id}/discard",
+        discard,
         methods=["POST"],
         include_in_schema=False,
     ),

@@ -16,25 +16,30 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode
 
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.templating import Jinja2Templates
 
 from server.core.types import Status, iso_time
-from server.errors import BodyTooLarge
-from server.observe.logs import event
+from server.errors import BodyTooLarge, TaskhookError
+from server.observe.logs import event, redact
 from server.providers import NAMES
 from server.web import session
 from server.web.auth import bearer_token
+from server.web.responses import HTMLResponse, dump_json
 from server.web.routes.body import read_limited
+from server.web.routes.dashboard_views import http_url, readable, relative
 from server.web.runtime import runtime
 
 log = logging.getLogger("taskhook.dashboard")
 
 PACKAGE = Path(__file__).resolve().parent.parent
-TEMPLATES = Jinja2Templates(directory=str(PACKAGE / "templates"))
+TEMPLATES = Environment(
+    loader=FileSystemLoader(PACKAGE / "templates"),
+    autoescape=select_autoescape(default=True),
+)
 STYLESHEET = PACKAGE / "static" / "dashboard.css"
 
 PAGE_SIZE = 50
@@ -56,28 +61,17 @@ SECURITY_HEADERS = {
 
 
 def ago(ts: float | None, now: float | None = None) -> str:
-    """``5m ago`` / ``in 3m``: short relative times for tables."""
+    """``5 min ago`` / ``in 3 min``: relative times for tables (the exact time is its title)."""
     if ts is None:
         return "—"
-    delta = (now or time.time()) - ts
-    span = abs(delta)
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if span >= size:
-            text = f"{int(span // size)}{unit}"
-            break
-    else:
-        text = f"{int(span)}s"
-    return f"{text} ago" if delta >= 0 else f"in {text}"
-
-
-def http_url(url: Any) -> str | None:
-    """``url`` when it is http(s), else None: a callback body must not plant javascript: links."""
-    if isinstance(url, str) and urlsplit(url).scheme in ("http", "https"):
-        return url
-    return None
+    return relative(ts, time.time() if now is None else now)
 
 
 def pretty_body(body: bytes) -> str:
+    """A kept body for reading: indented when it is JSON, else its text (bad bytes replaced).
+
+    Any character stays as sent; lone surrogates show as their ``\\udc80`` escape.
+    """
     try:
         text = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
     except (ValueError, RecursionError):
@@ -87,11 +81,30 @@ def pretty_body(body: bytes) -> str:
     return text
 
 
-TEMPLATES.env.filters.update(
+def pretty_json(value: Any) -> str:
+    """Any stored JSON value, indented; one that cannot be written out says so instead."""
+    try:
+        return dump_json(value, indent=2)
+    except (ValueError, TypeError, RecursionError):
+        return "(this value cannot be shown as JSON)"
+
+
+def pathpart(value: Any) -> str:
+    """One path segment: every character escaped, ``/`` and ``.`` included.
+
+    Dots too, because browsers drop ``.`` and ``..`` segments before sending.
+    """
+    return quote(str(value).encode("utf-8", "surrogatepass"), safe="").replace(".", "%2E")
+
+
+TEMPLATES.filters.update(
     ago=ago,
     iso=iso_time,
     http_url=http_url,
-    pathpart=lambda value: quote(str(value), safe=""),
+    pathpart=pathpart,
+    pretty=pretty_json,
+    redact=redact,
+    readable=lambda value, key="", now=None: readable(key, value, now or time.time()),
 )
 
 
@@ -108,14 +121,17 @@ class Viewer:
         return session.csrf_token(api_token, self.session) if self.session else ""
 
 
-def viewer(request: Request) -> Viewer | None:
-    api_token = runtime(request).secrets.api_token
-    if session.token_matches(api_token, bearer_token(request)):
+async def viewer(request: Request) -> Viewer | None:
+    """Who is asking: the bearer header, or a valid session cookie nobody signed out."""
+    rt = runtime(request)
+    if session.token_matches(rt.secrets.api_token, bearer_token(request)):
         return Viewer(None)
     cookie = request.cookies.get(session.COOKIE_NAME)
-    if session.session_valid(api_token, cookie, time.time()):
-        return Viewer(cookie)
-    return None
+    if not cookie or not session.session_valid(rt.secrets.api_token, cookie, time.time()):
+        return None
+    if await rt.store.get_value(session.revocation_key(cookie)) is not None:
+        return None
+    return Viewer(cookie)
 
 
 def signed_in(
@@ -125,10 +141,15 @@ def signed_in(
 
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
-        who = viewer(request)
+        who = await viewer(request)
         if who is None:
             return to_login(request)
-        return await endpoint(request, who)
+        try:
+            return await endpoint(request, who)
+        except TaskhookError as exc:  # a bad filter, cursor or id: the page says what was wrong
+            if exc.http_status >= 500:
+                raise
+            return error_page(request, who, exc)
 
     return guarded
 
@@ -155,9 +176,19 @@ def page(request: Request, name: str, context: dict[str, Any], status_code: int 
         "now": time.time(),
         **context,
     }
-    response = TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
-    response.headers.update(SECURITY_HEADERS)
-    return response
+    content = TEMPLATES.get_template(name).render(context)
+    return HTMLResponse(content, status_code, headers=SECURITY_HEADERS)
+
+
+def error_page(request: Request, who: Viewer | None, exc: TaskhookError) -> Response:
+    """An error of ours as a page: its status, and its message as the text."""
+    titles = {400: "Not understood", 404: "Not found", 409: "Conflict", 413: "Too large"}
+    return page(
+        request,
+        "error.html",
+        {"viewer": who, "title": titles.get(exc.http_status, "Error"), "message": exc.message},
+        exc.http_status,
+    )
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -192,26 +223,54 @@ def forbidden(request: Request, who: Viewer) -> Response:
 
 
 async def login_form(request: Request) -> Response:
-    if viewer(request) is not None:
+    if await viewer(request) is not None:
         return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
     return page(request, "login.html", {"next": safe_next(request.query_params.get("next"))})
 
 
+def secure_cookie(request: Request) -> bool:
+    """``Secure`` whenever the dashboard is reached over https.
+
+    That is: ``PUBLIC_URL`` is https, or this request came over https, directly
+    or through a proxy uvicorn trusts (``FORWARDED_ALLOW_IPS``), whose
+    ``X-Forwarded-Proto`` then sets the request's scheme.
+    """
+    public = runtime(request).settings.base_url
+    return public.lower().startswith("https://") or request.url.scheme == "https"
+
+
 async def login(request: Request) -> Response:
     rt = runtime(request)
+    client = _client(request)
+    wait = rt.throttle.wait(client)
+    if wait:
+        event(log, "dashboard_login_throttled", logging.WARNING, client=client, retry_after=wait)
+        response = page(
+            request,
+            "login.html",
+            {
+                "next": "/dashboard",
+                "error": f"Too many wrong tries from your address. Try again in {wait} s.",
+            },
+            429,
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     try:
         form = await read_form(request)
     except BodyTooLarge:
         form = {}
     target = safe_next(form.get("next"))
     if not session.token_matches(rt.secrets.api_token, form.get("token", "").strip()):
-        event(log, "dashboard_login_failed", logging.WARNING, client=_client(request))
+        rt.throttle.failed(client)
+        event(log, "dashboard_login_failed", logging.WARNING, client=client)
         return page(
             request,
             "login.html",
             {"next": target, "error": "That is not the API token."},
             401,
         )
+    rt.throttle.succeeded(client)
     value = session.new_session(rt.secrets.api_token, time.time())
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
@@ -221,20 +280,31 @@ async def login(request: Request) -> Response:
         path="/dashboard",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=secure_cookie(request),
     )
-    event(log, "dashboard_login", client=_client(request))
+    event(log, "dashboard_login", client=client)
     return response
 
 
 async def logout(request: Request) -> Response:
-    who = viewer(request)
+    """Sign out: the session is revoked in the database, so a copy of the cookie stops too."""
+    who = await viewer(request)
     if who is None:
         return to_login(request)
     if not csrf_ok(request, who, await read_form(request)):
         return forbidden(request, who)
+    if who.session is not None:
+        store = runtime(request).store
+        await store.set_value(session.revocation_key(who.session), session.expires_at(who.session))
+        event(log, "dashboard_logout", client=_client(request))
     response = RedirectResponse("/dashboard/login", status_code=303)
-    response.delete_cookie(session.COOKIE_NAME, path="/dashboard")
+    response.delete_cookie(
+        session.COOKIE_NAME,
+        path="/dashboard",
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookie(request),
+    )
     return response
 
 

@@ -82,7 +82,7 @@ async def endpoint_page(request: Request, who: Viewer) -> Response:
 
 async def _operator(request: Request) -> Viewer | Response:
     """The signed-in viewer of a form post with a good CSRF token, or the page refusing it."""
-    who = viewer(request)
+    who = await viewer(request)
     if who is None:
         return page(
             request,

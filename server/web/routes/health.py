@@ -7,11 +7,12 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from server.observe.logs import redact
 from server.web.openapi import build_schema, doc
-from server.web.runtime import runtime
+from server.web.responses import JSONResponse, dump_json
+from server.web.runtime import Runtime, runtime
 
 #: A database that cannot commit a tiny write in this long is not ready.
 WRITE_CHECK_TIMEOUT = 5.0
@@ -22,6 +23,11 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
+def failure(exc: BaseException) -> str:
+    """An exception as a reason anyone may read: its type and message, secrets redacted."""
+    return redact(f"{type(exc).__name__}: {exc}")[:500]
+
+
 async def database_check(rt: Any) -> dict[str, Any]:
     started = time.perf_counter()
     try:
@@ -29,9 +35,29 @@ async def database_check(rt: Any) -> dict[str, Any]:
     except Exception as exc:  # any failure means "not writable"; say which
         return {
             "ok": False,
-            "reason": f"the database did not take a write: {type(exc).__name__}: {exc}",
+            "reason": f"the database did not take a write: {failure(exc)}",
         }
     return {"ok": True, "write_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+async def service_statuses(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """Every service's status as an answer can carry it; an odd one is itself not ready.
+
+    ``Services`` already turns a ``status()`` that raises into ``ok: false``;
+    here a status that cannot be written as JSON (NaN, an object) or that is
+    not ok without saying why gets a reason too, and every reason is redacted.
+    """
+    checked = {}
+    for name, status in (await rt.services.statuses()).items():
+        try:
+            dump_json(status)
+        except (TypeError, ValueError) as exc:
+            status = {"ok": False, "reason": f"its status cannot be shown: {failure(exc)}"}
+        if not status.get("ok", True):
+            reason = status.get("reason") or "not ok (no reason given)"
+            status = {**status, "reason": redact(str(reason))[:500]}
+        checked[name] = status
+    return checked
 
 
 @doc(
@@ -41,7 +67,7 @@ async def database_check(rt: Any) -> dict[str, Any]:
 async def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
     checks = {"database": await database_check(rt)}
-    checks.update(await rt.services.statuses())
+    checks.update(await service_statuses(rt))
     ok = all(check.get("ok", True) for check in checks.values())
     reasons = [f"{name}: {c['reason']}" for name, c in checks.items() if not c.get("ok", True)]
     return JSONResponse(

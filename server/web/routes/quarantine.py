@@ -7,15 +7,17 @@ import logging
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from server.core.types import iso_time
-from server.errors import BadRequest, NotFound, Unprocessable
+from server.errors import NotFound, Unprocessable
 from server.ingest import Quarantined, receive
+from server.observe.logs import event
 from server.store import QuarantineItem
+from server.web import params
 from server.web.auth import require_api_token
 from server.web.openapi import doc
+from server.web.responses import JSONResponse
 from server.web.runtime import runtime
 
 log = logging.getLogger("taskhook.quarantine")
@@ -54,14 +56,8 @@ def quarantine_view(item: QuarantineItem) -> dict[str, Any]:
 async def list_quarantine(request: Request) -> JSONResponse:
     require_api_token(request)
     q = request.query_params
-    raw_limit, raw_cursor = q.get("limit", "50"), q.get("cursor")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-        raise BadRequest(
-            f"limit {raw_limit!r} must be a whole number from 1 to 500", code="invalid_filter"
-        )
-    page, next_cursor = await runtime(request).store.list_quarantine(
-        int(raw_limit), raw_cursor or None
-    )
+    limit = params.whole_number(q.get("limit"), "limit", default=50, low=1, high=500)
+    page, next_cursor = await runtime(request).store.list_quarantine(limit, q.get("cursor") or None)
     return JSONResponse({"items": [quarantine_view(i) for i in page], "next_cursor": next_cursor})
 
 
@@ -78,17 +74,13 @@ async def list_quarantine(request: Request) -> JSONResponse:
 )
 async def replay(request: Request) -> JSONResponse:
     require_api_token(request)
-    raw_id = request.path_params["quarantine_id"]
     store = runtime(request).store
-    item = await store.get_quarantined(int(raw_id)) if raw_id.isdigit() else None
-    if item is None:
-        raise NotFound(f"no quarantined delivery has id {raw_id!r}")
+    item = await quarantined(request)
     try:
         outcome = await receive(store, item.provider, item.body, quarantine_id=item.id)
     except Quarantined as q:
         raise Unprocessable(
-            f"delivery {item.id} still cannot be merged: {q.error.message}; "
-            "it stays in quarantine",
+            f"delivery {item.id} still cannot be merged: {q.error.message}; it stays in quarantine",
             code=q.error.code,
         ) from None
     log.info(
@@ -103,7 +95,43 @@ async def replay(request: Request) -> JSONResponse:
     )
 
 
+async def quarantined(request: Request) -> QuarantineItem:
+    """The quarantined delivery the path names, or 404 (also for ids no row can have)."""
+    raw_id = request.path_params["quarantine_id"]
+    number = params.row_id(raw_id)
+    item = await runtime(request).store.get_quarantined(number) if number is not None else None
+    if item is None:
+        raise NotFound(f"no quarantined delivery has id {raw_id[:40]!r} (replayed or discarded?)")
+    return item
+
+
+@doc(
+    "Discard a quarantined delivery that will never merge",
+    responses={
+        200: "discarded",
+        401: "no or wrong bearer",
+        404: "no such quarantined delivery",
+    },
+    auth=True,
+)
+async def discard(request: Request) -> JSONResponse:
+    require_api_token(request)
+    item = await quarantined(request)
+    if not await runtime(request).store.discard_quarantined(item.id):
+        raise NotFound(f"quarantined delivery {item.id} was removed meanwhile")
+    event(
+        log,
+        "quarantine_discarded",
+        provider=item.provider,
+        quarantine_id=item.id,
+        reason=item.reason,
+        bytes=len(item.body),
+    )
+    return JSONResponse({"ok": True, "discarded": item.id})
+
+
 ROUTES = [
     Route("/quarantine", list_quarantine, methods=["GET"], name="list_quarantine"),
     Route("/quarantine/{quarantine_id}/replay", replay, methods=["POST"], name="replay"),
+    Route("/quarantine/{quarantine_id}", discard, methods=["DELETE"], name="discard_quarantined"),
 ]

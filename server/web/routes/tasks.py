@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from server.core.ids import task_key
 from server.core.render import task_json
 from server.core.types import Status, iso_time
-from server.errors import BadRequest, NotFound, Unprocessable
+from server.errors import NotFound, NotJSON, Unprocessable
 from server.providers import PROVIDERS
+from server.providers.parse import decode
 from server.store import Registration
+from server.web import params
 from server.web.auth import require_api_token
+from server.web.id_route import IdRoute
 from server.web.openapi import doc
-from server.web.routes.body import read_json
+from server.web.responses import JSONResponse
+from server.web.routes.body import json_problem, read_json
 from server.web.runtime import runtime
 
 MAX_REGISTRATIONS = 1000
 REGISTER_BODY_LIMIT = 16 * 1024 * 1024
 MAX_LIMIT = 500
+#: Deeper kept bodies are shown as text: rendering them as JSON would recurse too far.
+VIEW_DEPTH = 200
 
 
 def _registration(item: Any, where: str) -> Registration:
@@ -30,14 +35,15 @@ def _registration(item: Any, where: str) -> Registration:
             f"{where} must be an object with 'provider' and 'task_id'", code="invalid_task"
         )
     provider, task_id = item.get("provider"), item.get("task_id")
-    if provider not in PROVIDERS:
+    if not isinstance(provider, str) or provider not in PROVIDERS:
         raise Unprocessable(
             f"{where}.provider is {provider!r}; expected one of {', '.join(PROVIDERS)}",
             code="invalid_task",
         )
-    if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 200:
+    if not isinstance(task_id, str) or not task_key(task_id) or len(task_id) > 200:
         raise Unprocessable(
-            f"{where}.task_id must be a non-empty string (at most 200 characters)",
+            f"{where}.task_id must be a string of at most 200 characters with something "
+            "besides dashes and spaces (ids match without case or dashes)",
             code="invalid_task",
         )
     trace_id, metadata = item.get("trace_id"), item.get("metadata")
@@ -108,37 +114,28 @@ async def get_task(request: Request) -> JSONResponse:
 async def list_tasks(request: Request) -> JSONResponse:
     require_api_token(request)
     q = request.query_params
-    status, provider = q.get("status") or None, q.get("provider") or None
-    if status is not None and status not in {s.value for s in Status}:
-        raise BadRequest(
-            f"status {status!r} is not one of {', '.join(s.value for s in Status)}",
-            code="invalid_filter",
-        )
-    if provider is not None and provider not in PROVIDERS:
-        raise BadRequest(
-            f"provider {provider!r} is not one of {', '.join(PROVIDERS)}", code="invalid_filter"
-        )
-    raw_limit = q.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise BadRequest(
-            f"limit {raw_limit!r} must be a whole number from 1 to {MAX_LIMIT}",
-            code="invalid_filter",
-        )
+    status = params.one_of(q.get("status"), "status", [s.value for s in Status])
+    provider = params.one_of(q.get("provider"), "provider", PROVIDERS)
+    limit = params.whole_number(q.get("limit"), "limit", default=50, low=1, high=MAX_LIMIT)
     records, next_cursor = await runtime(request).store.list_tasks(
-        status=status,
-        provider=provider,
-        limit=int(raw_limit),
-        cursor=q.get("cursor") or None,
+        status=status, provider=provider, limit=limit, cursor=q.get("cursor") or None
     )
     return JSONResponse({"tasks": [task_json(r) for r in records], "next_cursor": next_cursor})
 
 
 def body_view(body: bytes) -> Any:
-    """A kept body as JSON when it is JSON, else as text (invalid UTF-8 replaced)."""
+    """A kept body as JSON when it reads as JSON we can answer with, else as text.
+
+    Lone surrogate escapes stay (the answer writes them back as escapes); a body
+    kept before the door refused NaN or overflowing numbers is shown as text.
+    """
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
+        value = decode(body)
+    except NotJSON:
         return body.decode("utf-8", "replace")
+    if json_problem(value, max_depth=VIEW_DEPTH, surrogates=False):
+        return body.decode("utf-8", "replace")
+    return value
 
 
 @doc(
@@ -171,6 +168,9 @@ async def task_deliveries(request: Request) -> JSONResponse:
 ROUTES = [
     Route("/tasks", register_tasks, methods=["POST"], name="register_tasks"),
     Route("/tasks", list_tasks, methods=["GET"], name="list_tasks"),
-    Route("/tasks/{task_id}", get_task, methods=["GET"], name="get_task"),
-    Route("/tasks/{task_id}/deliveries", task_deliveries, methods=["GET"], name="task_deliveries"),
+    # The task id may hold any character, "/" included (see server.web.id_route).
+    IdRoute("/tasks", get_task, param="task_id", siblings=("deliveries",), name="get_task"),
+    IdRoute(
+        "/tasks", task_deliveries, param="task_id", suffix="deliveries", name="task_deliveries"
+    ),
 ]
