@@ -63,9 +63,9 @@ _DELIVERY = (
     " changed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _UPDATE = (
-    "UPDATE tasks SET task_id = %s, provider = %s, status = %s, state = %s, created_at = %s,"
-    " updated_at = %s, completed_at = %s, next_check_at = %s, deliveries = %s, checks = %s,"
-    " last_source = %s, final_source = COALESCE(%s, final_source) WHERE key = %s"
+    "UPDATE tasks SET task_id = %s, provider = %s, status = %s, state = %s, metadata = %s,"
+    " created_at = %s, updated_at = %s, completed_at = %s, next_check_at = %s, deliveries = %s,"
+    " checks = %s, last_source = %s, final_source = COALESCE(%s, final_source) WHERE key = %s"
 )
 _ARCHIVE = (
     "INSERT INTO archives (task_key, url, status, next_attempt_at, expires_at, created_at,"
@@ -227,6 +227,7 @@ def _task_row(key: str, record: TaskRecord, final_source: str | None) -> tuple[A
         state.provider,
         state.status.value,
         dumps(state_to_dict(state)),
+        dumps(dict(record.metadata)),
         record.created_at,
         record.updated_at,
         record.completed_at,

@@ -40,6 +40,7 @@ from server.core.types import Status, TaskRecord
 from server.errors import BadCursor, StoreClosed
 from server.settings import Settings
 from server.store.base import (
+    CONCERNS,
     ArchiveJob,
     Delivery,
     DueTask,
@@ -67,12 +68,22 @@ from server.store.postgres.rows import (
     task_record,
 )
 from server.store.postgres.schema import migrate
+from server.store.postgres.submits import PostgresSubmits
 from server.store.postgres.webhooks import PostgresWebhooks
 from server.store.postgres.writer import RETRYABLE, GroupWriter
 from server.store.signals import KINDS, WorkSignals
 
 T = TypeVar("T")
 MAX_ROW_ID = 2**63 - 1
+#: ``CONCERNS`` as SQL conditions on ``tasks`` (see ``server.store.base.CONCERNS``). The
+#: state is read as ``json``, not ``jsonb``: it may hold ``\u0000``, which jsonb refuses.
+_CONCERNS: dict[str, str] = {
+    "conflicts": "status IN ('succeeded', 'failed')"
+    " AND json_array_length(state::json -> 'conflicts') > 0",
+    "archive_failed": "key IN (SELECT task_key FROM archives WHERE status = 'failed'"
+    " OR (status IN ('pending', 'running') AND error IS NOT NULL))",
+    "gap_filled": "final_source = 'reconcile'",
+}
 #: A health check's write must find a connection within this long.
 CHECK_TIMEOUT = 2.0
 
@@ -92,7 +103,7 @@ def _row_cursor(text: str | None) -> int | None:
     raise BadCursor(f"cursor {text[:40]!r} is not one this API gave out")
 
 
-class PostgresStore(PostgresWebhooks, Store):
+class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
     """The store on a PostgreSQL server (``DATABASE_URL=postgresql://…``)."""
 
     def __init__(
@@ -415,6 +426,59 @@ class PostgresStore(PostgresWebhooks, Store):
             (quarantine_id,),
         )
         return quarantined(row) if row else None
+
+    async def discard_quarantined(self, quarantine_id: int) -> bool:
+        if not 0 < quarantine_id <= MAX_ROW_ID:
+            return False
+
+        async def discard(conn: psycopg.AsyncConnection) -> bool:
+            cur = await conn.execute("DELETE FROM quarantine WHERE id = %s", (quarantine_id,))
+            return cur.rowcount == 1
+
+        return await self._write("discarding a quarantined delivery", discard)
+
+    # -- what an operator should look at -----------------------------------------------
+
+    async def find_tasks(self, prefix: str, limit: int = 50) -> list[TaskRecord]:
+        """Keys compared byte by byte (``COLLATE "C"``, index ``tasks_key_bytes``), as SQLite."""
+        start = task_key(prefix)
+        if not start:
+            return []
+        after = min(ord(start[-1]) + 1, 0x10FFFF)
+        end = start[:-1] + chr(0xE000 if 0xD800 <= after <= 0xDFFF else after)  # no surrogate
+        rows = await self._fetchall(
+            "finding tasks",
+            f"SELECT {TASK_COLUMNS} FROM tasks"
+            ' WHERE key COLLATE "C" >= %s AND key COLLATE "C" < %s AND starts_with(key, %s)'
+            ' ORDER BY key COLLATE "C" LIMIT %s',
+            (start, end, start, limit),
+        )
+        return await self._with_archives([task_record(r) for r in rows])
+
+    async def count_concerns(self) -> dict[str, int]:
+        counts = (f"(SELECT count(*) FROM tasks WHERE {_CONCERNS[c]})" for c in CONCERNS)
+        row = await self._fetchone("counting concerns", "SELECT " + ", ".join(counts))
+        assert row is not None
+        return {c: int(n) for c, n in zip(CONCERNS, row, strict=True)}
+
+    async def list_concern(
+        self, concern: str, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[TaskRecord], str | None]:
+        after = _row_cursor(cursor)
+        where: list[str] = [_CONCERNS[concern]]
+        params: list[Any] = []
+        if after is not None:
+            where.append("seq < %s")
+            params.append(after)
+        rows = await self._fetchall(
+            "listing concerns",
+            f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)}"
+            " ORDER BY seq DESC LIMIT %s",
+            [*params, limit + 1],
+        )
+        records = [task_record(r[1:]) for r in rows[:limit]]
+        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+        return await self._with_archives(records), next_cursor
 
     # -- small values, counters, secrets -----------------------------------------------
 
