@@ -1,18 +1,29 @@
-"""Ingest benchmark: taskhook's durable callback path against a bare-ack baseline.
+"""Ingest benchmark: taskhook's durable callback path against bare-ack baselines.
 
-Not a test. One run starts two servers under the same uvicorn settings, pinned
+Not a test. One run starts three servers under the same uvicorn settings, pinned
 to one CPU:
 
-* ``baseline`` - a minimal Starlette app whose POST handler reads the body,
-  parses it as JSON and answers 200 without storing anything;
+* ``bare`` - a minimal Starlette app whose POST handler reads the body,
+  parses it as JSON and answers 200 without storing anything, uvicorn's
+  access log off and no logging configured (the ceiling issue 18 measures
+  against);
+* ``logged`` - the same app with taskhook's logging and uvicorn's access
+  line for every request (what per-request logging costs);
 * ``taskhook`` - ``python -m server serve`` on a fresh temporary database
   (RECONCILER=off, ARCHIVE=off, SQLITE_SYNCHRONOUS as asked);
 
-and drives both, from another CPU, with the same load: ~1.5 KB SeeDance
+and drives them all, from another CPU, with the same load: ~1.5 KB SeeDance
 callback bodies, a distinct task id per request, at each connection count,
-alternating baseline and taskhook. It prints requests/s and p50/p99 latency
-for both and the ratios, then stops taskhook and checks that every callback it
-acknowledged with 200 is in the database.
+alternating the baselines and taskhook. It prints requests/s and p50/p99
+latency for each and taskhook's ratios to each baseline, then stops taskhook
+and checks that every callback it acknowledged with 200 is in the database.
+It also reads each server's CPU time (user + system, every thread, from
+``/proc``) around each run and prints it per answered request: when other
+work shares the machine, CPU per request is much steadier than requests/s,
+and ``bare CPU ÷ CPU`` is the throughput ratio a CPU-bound server reaches
+when it has its core to itself.
+``--before CHECKOUT`` adds a fourth server, taskhook from another checkout,
+so a change is measured against its parent in the same run.
 
 The load generator is ``wrk`` (with a Lua script that varies the task id) when
 installed, else an asyncio httpx driver; the output says which. Traffic goes
@@ -77,8 +88,12 @@ def body_template() -> str:
 # -- the baseline server ------------------------------------------------------
 
 
-def serve_baseline(port: int) -> None:
-    """The bare-ack app under the same uvicorn settings as ``server.cli.main.serve``."""
+def serve_baseline(port: int, logged: bool) -> None:
+    """The bare-ack app under the same uvicorn settings as ``server.cli.serve``.
+
+    ``logged``: taskhook's log set-up and uvicorn's access line per request;
+    otherwise the access log is off and nothing else logs per request.
+    """
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -92,8 +107,16 @@ def serve_baseline(port: int) -> None:
         return JSONResponse({"ok": True, "task_id": payload.get("task_id"), "status": "succeeded"})
 
     app = Starlette(routes=[Route("/callbacks/{provider}/{token}", ack, methods=["POST"])])
-    logs.configure("text")
-    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=20)
+    if logged:
+        logs.configure("text")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=logged,
+        timeout_graceful_shutdown=20,
+    )
 
 
 # -- processes ----------------------------------------------------------------
@@ -130,21 +153,26 @@ class Target:
     port: int
     proc: subprocess.Popen
     path: str
+    db: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.path}"
 
 
-def start_baseline(cpu: int | None, log_file) -> Target:
+def start_baseline(cpu: int | None, log_file, logged: bool) -> Target:
     port = free_port()
     argv = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(port)]
+    if logged:
+        argv.append("--baseline-logged")
     proc = subprocess.Popen(pinned(cpu, argv), cwd=ROOT, stdout=log_file, stderr=log_file)
     wait_listening(port, proc)
-    return Target("baseline", port, proc, f"/callbacks/{PROVIDER}/bench")
+    return Target("logged" if logged else "bare", port, proc, f"/callbacks/{PROVIDER}/bench")
 
 
-def start_taskhook(cpu: int | None, workdir: Path, synchronous: str, log_file) -> Target:
+def start_taskhook(
+    cpu: int | None, workdir: Path, synchronous: str, log_file, checkout: Path = ROOT
+) -> Target:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACEDATA", "SEEDANCE2"))}
     env.update(
@@ -158,10 +186,12 @@ def start_taskhook(cpu: int | None, workdir: Path, synchronous: str, log_file) -
         SQLITE_SYNCHRONOUS=synchronous,
     )
     argv = [sys.executable, "-m", "server", "serve"]
-    proc = subprocess.Popen(pinned(cpu, argv), cwd=ROOT, env=env, stdout=log_file, stderr=log_file)
+    proc = subprocess.Popen(
+        pinned(cpu, argv), cwd=checkout, env=env, stdout=log_file, stderr=log_file
+    )
     wait_listening(port, proc)
     path = f"/callbacks/{PROVIDER}/{callback_token(CALLBACK_SECRET, PROVIDER)}"
-    return Target("taskhook", port, proc, path)
+    return Target("taskhook", port, proc, path, workdir / "bench.db")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -185,6 +215,17 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    #: Server CPU time (user + system, all threads) per answered request, in µs.
+    cpu_us: float = 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 WRK_SCRIPT = """
@@ -351,17 +392,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=int, default=5, help="length of each measured run")
     p.add_argument("--connections", default="16,64", help="comma-separated connection counts")
-    p.add_argument("--rounds", type=int, default=2, help="baseline/taskhook alternations")
+    p.add_argument("--rounds", type=int, default=2, help="alternations of all servers")
     p.add_argument("--synchronous", choices=("full", "normal"), default="full")
     p.add_argument("--driver", choices=("auto", "wrk", "httpx"), default="auto")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        help="also run taskhook from this other checkout (e.g. a worktree of main) in the same run",
+    )
     p.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--baseline-logged", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--httpx-load", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.serve_baseline:
-        serve_baseline(args.serve_baseline)
+        serve_baseline(args.serve_baseline, args.baseline_logged)
         return 0
     if args.httpx_load:
         url, connections, seconds, prefix = json.loads(args.httpx_load)
@@ -383,9 +430,20 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         log_file = open(workdir / "servers.log", "ab")  # noqa: SIM115 - closed below
         script = write_wrk_script(workdir) if driver == "wrk" else None
-        baseline = start_baseline(args.server_cpu, log_file)
+        bare = start_baseline(args.server_cpu, log_file, logged=False)
+        logged = start_baseline(args.server_cpu, log_file, logged=True)
         taskhook = start_taskhook(args.server_cpu, workdir, args.synchronous, log_file)
-        acked = 0
+        targets = [bare, logged, taskhook]
+        if args.before:
+            before_dir = workdir / "before"
+            before_dir.mkdir()
+            before = start_taskhook(
+                args.server_cpu, before_dir, args.synchronous, log_file, Path(args.before)
+            )
+            before.name = "before"
+            targets.append(before)
+        stores = [t for t in targets if t.db is not None]
+        acked = {t.name: 0 for t in stores}
         results: dict[tuple[str, int], list[Result]] = {}
         run_number = 0
 
@@ -393,60 +451,83 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal run_number
             run_number += 1
             prefix = f"r{run_number}"
+            used = cpu_seconds(target.proc.pid)
             if driver == "wrk":
                 assert script is not None
-                return run_wrk(target, connections, seconds, args.load_cpu, script, prefix)
-            return run_httpx(target, connections, seconds, args.load_cpu, prefix)
+                result = run_wrk(target, connections, seconds, args.load_cpu, script, prefix)
+            else:
+                result = run_httpx(target, connections, seconds, args.load_cpu, prefix)
+            used = cpu_seconds(target.proc.pid) - used
+            result.cpu_us = used / max(1, result.requests) * 1e6
+            return result
 
         try:
-            for target in (baseline, taskhook):  # warm up both (imports, caches, the db file)
-                acked += load(target, counts[0], 1.0).ok if target is taskhook else 0
+            for target in targets:  # warm up all (imports, caches, the db file)
+                result = load(target, counts[0], 1.0)
+                if target.db is not None:
+                    acked[target.name] += result.ok
             for connections in counts:
                 for _ in range(args.rounds):
-                    for target in (baseline, taskhook):
+                    for target in targets:
                         result = load(target, connections, args.seconds)
                         results.setdefault((target.name, connections), []).append(result)
-                        if target is taskhook:
-                            acked += result.ok
+                        if target.db is not None:
+                            acked[target.name] += result.ok
                         print(
-                            f"  {target.name:<9} c={connections:<3} {result.rps:8.0f} req/s"
+                            f"  {target.name:<8} c={connections:<3} {result.rps:8.0f} req/s"
                             f"  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
-                            f"  ok {result.ok} errors {result.errors}",
+                            f"  ok {result.ok} errors {result.errors}"
+                            f"  server CPU {result.cpu_us:5.0f} µs/request",
                             flush=True,
                         )
         finally:
-            stop(baseline.proc)
-            stop(taskhook.proc)
+            for target in targets:
+                stop(target.proc)
             log_file.close()
 
-        print("\nsummary (median of rounds):")
+        def med(rs: list[Result], attr: str) -> float:
+            return statistics.median(getattr(r, attr) for r in rs)
+
+        print("\nsummary (median of rounds; ratios are taskhook / baseline, same run):")
         print(
-            f"{'conns':>5} {'baseline req/s':>15} {'taskhook req/s':>15} {'ratio':>6}"
-            f" {'base p50':>9} {'th p50':>8} {'base p99':>9} {'th p99':>8} {'p99 ratio':>9}"
+            f"{'conns':>5} {'server':<8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
+            f" {'÷bare':>6} {'p99÷bare':>8} {'÷logged':>7} {'p99÷logged':>10}"
+            f" {'CPU µs/req':>10} {'bare CPU÷CPU':>12}"
         )
         for connections in counts:
-            base = results[("baseline", connections)]
-            mine = results[("taskhook", connections)]
+            b = results[("bare", connections)]
+            lg = results[("logged", connections)]
+            for target in targets:
+                mine = results[(target.name, connections)]
+                rps, p99 = med(mine, "rps"), med(mine, "p99_ms")
+                line = (
+                    f"{connections:>5} {target.name:<8} {rps:>7.0f} {med(mine, 'p50_ms'):>7.2f}"
+                    f" {p99:>7.2f}"
+                )
+                if target is not bare:
+                    line += f" {rps / med(b, 'rps'):>6.2f} {p99 / med(b, 'p99_ms'):>8.2f}"
+                else:
+                    line += " " * 16
+                if target.db is not None:
+                    line += f" {rps / med(lg, 'rps'):>7.2f} {p99 / med(lg, 'p99_ms'):>10.2f}"
+                else:
+                    line += " " * 19
+                cpu = med(mine, "cpu_us")
+                line += f" {cpu:>10.0f} {med(b, 'cpu_us') / cpu if cpu else 0:>12.2f}"
+                line += f"   req/s by round: {', '.join(f'{r.rps:.0f}' for r in mine)}"
+                print(line)
 
-            def med(rs: list[Result], attr: str) -> float:
-                return statistics.median(getattr(r, attr) for r in rs)
-
-            b_rps, t_rps = med(base, "rps"), med(mine, "rps")
-            b_p99, t_p99 = med(base, "p99_ms"), med(mine, "p99_ms")
+        verdict = "ok"
+        for target in stores:
+            assert target.db is not None
+            tasks, deliveries = count_rows(target.db)
+            fine = tasks >= acked[target.name] and deliveries >= acked[target.name]
+            verdict = verdict if fine else "LOST CALLBACKS"
             print(
-                f"{connections:>5} {b_rps:>15.0f} {t_rps:>15.0f} {t_rps / b_rps:>6.2f}"
-                f" {med(base, 'p50_ms'):>9.2f} {med(mine, 'p50_ms'):>8.2f}"
-                f" {b_p99:>9.2f} {t_p99:>8.2f} {t_p99 / b_p99:>9.2f}"
+                f"\ndurability ({target.name}): {acked[target.name]} callbacks acknowledged with"
+                f" 200; the database holds {tasks} tasks and {deliveries} deliveries:"
+                f" {'ok' if fine else 'LOST CALLBACKS'}"
             )
-            spread = [f"{r.rps:.0f}" for r in mine]
-            print(f"      taskhook req/s per round: {', '.join(spread)}")
-
-        tasks, deliveries = count_rows(workdir / "bench.db")
-        verdict = "ok" if tasks >= acked and deliveries >= acked else "LOST CALLBACKS"
-        print(
-            f"\ndurability: {acked} callbacks acknowledged with 200; the database holds "
-            f"{tasks} tasks and {deliveries} deliveries: {verdict}"
-        )
         return 0 if verdict == "ok" else 1
 
 

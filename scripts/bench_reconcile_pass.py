@@ -197,6 +197,7 @@ async def one_pass(
 ) -> tuple[PassReport, dict]:
     before = fake.stats()["calls"]
     last_answer: dict[str, float] = {}
+    cpu_started = time.process_time()
     started = time.perf_counter()
 
     def progress(provider: str, checked: int, total: int) -> None:
@@ -213,13 +214,15 @@ async def one_pass(
             progress=progress,
             pipeline=pipeline,
         )
+        cpu = time.process_time() - cpu_started  # this process, every thread (writer included)
         unfinished = await store.due_tasks(time.time(), 10, ignore_schedule=True)
     after = fake.stats()["calls"]
     calls = {
         p: sum(after.get(p, {}).values()) - sum(before.get(p, {}).values())
         for p in report.providers
     }
-    return report, {"calls": calls, "per_provider": last_answer, "left": len(unfinished)}
+    seen = {"calls": calls, "per_provider": last_answer, "left": len(unfinished), "cpu": cpu}
+    return report, seen
 
 
 def model_seconds(provider: str, due: int, batch: int, latency: float) -> tuple[int, float]:
@@ -234,7 +237,8 @@ def model_seconds(provider: str, due: int, batch: int, latency: float) -> tuple[
 def print_pass(label: str, report: PassReport, seen: dict, batch: int, latency: float) -> float:
     errors = {p: dict(r.errors) for p, r in report.providers.items() if r.errors}
     print(
-        f"\n== {label}: pass {report.duration:.2f}s, tasks still unfinished after it: "
+        f"\n== {label}: pass {report.duration:.2f}s (CPU {seen['cpu']:.2f}s in this process, "
+        f"load average {os.getloadavg()[0]:.1f}), tasks still unfinished after it: "
         f"{seen['left']}, errors: {errors or 'none'}"
     )
     print(

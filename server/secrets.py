@@ -4,6 +4,13 @@ Generating a secret is policy and lives here, not in a store backend: this
 module draws a candidate and asks the store to keep it unless one is kept
 already (``Store.ensure_secret``), so several processes starting together
 all end with the one secret that was stored first.
+
+The stored callback secrets are one comma-separated value, newest first:
+``rotate_callback`` puts a new one in front (compare-and-set, so two rotations
+at once both land) and the older ones keep being accepted. Running servers
+re-read the stored secrets when a callback's token matches none they hold
+(``reload_secrets``, at most once a second), so a rotation reaches them
+within seconds without a restart.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from server.errors import ConfigError
 from server.settings import Settings
 from server.store.base import Store
 
@@ -30,16 +38,71 @@ def new_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
 
 
+CALLBACK = "callback_secret"
+API_TOKEN = "api_token"
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part for part in value.split(",") if part)
+
+
 async def load_secrets(store: Store, settings: Settings) -> Secrets:
     """The secrets to use: those configured, else the stored ones (generated on first use)."""
     generated: list[str] = []
     callback = settings.callback_secrets
     if not callback:
-        value, new = await store.ensure_secret("callback_secret", new_secret())
-        callback = (value,)
+        value, new = await store.ensure_secret(CALLBACK, new_secret())
+        callback = _split(value)
         generated += ["CALLBACK_SECRETS"] if new else []
     token = settings.api_token
     if not token:
-        token, new = await store.ensure_secret("api_token", new_secret())
+        token, new = await store.ensure_secret(API_TOKEN, new_secret())
         generated += ["API_TOKEN"] if new else []
     return Secrets(tuple(callback), token, tuple(generated))
+
+
+async def reload_secrets(store: Store, settings: Settings) -> Secrets:
+    """The secrets in effect now, read without writing (configured ones win, as at start)."""
+    callback = settings.callback_secrets or _split(await store.get_secret(CALLBACK) or "")
+    token = settings.api_token or await store.get_secret(API_TOKEN) or ""
+    return Secrets(tuple(callback), token)
+
+
+async def rotate_callback(store: Store, settings: Settings) -> tuple[str, ...]:
+    """Put a new callback secret first in the stored ones; returns them all, newest first.
+
+    Raises ``ConfigError`` when ``CALLBACK_SECRETS`` is configured: the stored
+    secrets are not in use then, and the variable is what to change.
+    """
+    if settings.callback_secrets:
+        raise ConfigError(
+            "CALLBACK_SECRETS is set in the environment, so the stored secrets are not used; "
+            "change the variable instead: put a new secret first and keep the old ones "
+            "(CALLBACK_SECRETS=<new>,<old>), then restart"
+        )
+    await load_secrets(store, settings)  # a database that never started has none yet
+    while True:
+        current = await store.get_secret(CALLBACK) or ""
+        rotated = ",".join([new_secret(), *_split(current)])
+        if await store.replace_secret(CALLBACK, current, rotated):
+            return _split(rotated)
+
+
+async def mismatch_warning(store: Store, settings: Settings) -> str | None:
+    """One line when configured secrets differ from stored ones (neither value shown)."""
+    differ = []
+    stored_token = await store.get_secret(API_TOKEN)
+    if settings.api_token and stored_token and stored_token != settings.api_token:
+        differ.append("API_TOKEN")
+    stored_callback = _split(await store.get_secret(CALLBACK) or "")
+    if settings.callback_secrets and set(stored_callback) - set(settings.callback_secrets):
+        differ.append("CALLBACK_SECRETS")
+    if not differ:
+        return None
+    names = " and ".join(differ)
+    return (
+        f"{names} from the environment {'differ' if len(differ) > 1 else 'differs'} from the "
+        "value stored in the database at first start: clients and callback URLs that use the "
+        f"stored one get 401 while it is set; unset {names} to use the stored value "
+        "(python -m server secrets show prints it)"
+    )

@@ -259,6 +259,8 @@ class Settings:
     log_format: str = setting("text", "log line format", choices=("text", "json"))
     sqlite_synchronous: str = setting("full", "SQLite fsync policy", choices=("full", "normal"))
     quarantine_max_rows: int = setting(100_000, "quarantined deliveries kept", minimum=1)
+    quarantine_max_bytes: int = setting(1 << 30, "quarantined body bytes kept", minimum=1)
+    retention_days: int = setting(30, "days final tasks keep raw bodies (0: ever)", minimum=0)
     submit_timeout: float = setting(
         60.0, "seconds POST /submit waits for the creation answer", minimum=0.001, maximum=600
     )

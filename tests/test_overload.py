@@ -58,9 +58,17 @@ class Slowloris:
                 return
 
     async def answer(self) -> bytes:
-        """Everything the server sent until it closed the connection."""
+        """Everything the server sent until it closed the connection (b"reset": reset).
+
+        The server answers 408 and closes; bytes this client sent meanwhile
+        make the server's kernel reset the connection, which may discard the
+        408 before it is read. Either way the client was cut off.
+        """
         assert self.reader is not None
-        return await self.reader.read()
+        try:
+            return await self.reader.read()
+        except ConnectionResetError:
+            return b"reset"
 
     async def close(self) -> None:
         if self.dribbling is not None:
@@ -86,7 +94,9 @@ async def test_300_slowloris_clients_do_not_stall_callbacks_and_are_cut_off(tmp_
 
         # Each slow client is answered 408 in the error shape, then disconnected.
         endings = await asyncio.wait_for(asyncio.gather(*(c.answer() for c in clients)), 60)
-        for ending in endings:
+        answered = [e for e in endings if e != b"reset"]
+        assert answered, "no slow client read the 408"
+        for ending in answered:
             assert ending.startswith(b"HTTP/1.1 408 "), ending[:80]
             assert b'"code": "request_timeout"' in ending and b"HEADER_TIMEOUT" in ending
         assert await refused(server, "header_timeout") == 300

@@ -1,30 +1,133 @@
-"""Secrets: configured ones win; otherwise generated once, stored, and the same afterwards."""
+"""Secrets: show, rotate (old URLs keep working, running servers take new ones without a
+restart), and one line at start-up when the environment disagrees with the database."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import subprocess
+import sys
+from pathlib import Path
 
-from server.secrets import load_secrets
+import httpx
+import pytest
+
+from server.core.tokens import callback_token
+from server.secrets import load_secrets, rotate_callback
+from server.settings import ConfigError, Settings
 from server.store import open_store
 
-
-async def test_secrets_are_generated_once(settings):
-    bare = replace(settings, callback_secrets=(), api_token="")
-    async with open_store(bare) as store:
-        first = await load_secrets(store, bare)
-    async with open_store(bare) as store:
-        second = await load_secrets(store, bare)
-    assert set(first.generated) == {"API_TOKEN", "CALLBACK_SECRETS"}
-    assert second.generated == ()
-    assert (second.api_token, second.callback_secrets) == (first.api_token, first.callback_secrets)
-    assert len(first.api_token) >= 40 and first.api_token != first.callback_secrets[0]
-    assert first.api_token not in repr(first) and first.callback_secrets[0] not in repr(first)
+from .harness import ServerProcess, eventually
+from .payloads import dumps, seedance
 
 
-async def test_configured_secrets_are_used_and_nothing_is_generated(settings):
+def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def stored_env(tmp_path: Path) -> dict[str, str]:
+    """A process environment that leaves both secrets to the database."""
+    env = ServerProcess(tmp_path / "t.db").env()
+    env.update(API_TOKEN="", CALLBACK_SECRETS="")
+    return env
+
+
+async def test_rotation_puts_a_new_secret_first_and_keeps_the_old(tmp_path):
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/t.db")
     async with open_store(settings) as store:
-        got = await load_secrets(store, settings)
-        assert got.generated == ()
-        assert got.api_token == settings.api_token
-        assert got.callback_secrets == settings.callback_secrets
-        assert await store.get_secret("api_token") is None
+        first = await load_secrets(store, settings)
+        rotated = await rotate_callback(store, settings)
+        again = await rotate_callback(store, settings)
+        now = await load_secrets(store, settings)
+    assert rotated[1:] == first.callback_secrets and rotated[0] not in first.callback_secrets
+    assert again[1:] == rotated and now.callback_secrets == again
+    assert now.generated == () and now.api_token == first.api_token
+
+
+async def test_rotation_refuses_configured_callback_secrets(tmp_path):
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/t.db", callback_secrets=("env",))
+    async with open_store(settings) as store:
+        with pytest.raises(ConfigError, match="change the variable instead"):
+            await rotate_callback(store, settings)
+
+
+@pytest.mark.e2e
+def test_secrets_show_prints_what_is_in_effect(tmp_path):
+    env = stored_env(tmp_path)
+    shown = cli(env, tmp_path, "secrets", "show")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert [line.split("=", 1)[0] for line in lines] == ["API_TOKEN", "CALLBACK_SECRETS"]
+    assert all(len(line.split("=", 1)[1]) >= 40 for line in lines)
+    assert cli(env, tmp_path, "secrets", "show").stdout == shown.stdout  # stored, not regenerated
+    configured = cli({**env, "API_TOKEN": "from-env"}, tmp_path, "secrets", "show")
+    assert configured.stdout.splitlines()[0] == "API_TOKEN=from-env"
+    assert "API_TOKEN comes from the environment" in configured.stderr
+
+
+@pytest.mark.e2e
+def test_rotate_callback_refuses_when_the_environment_sets_the_secrets(tmp_path):
+    env = {**stored_env(tmp_path), "CALLBACK_SECRETS": "from-env"}
+    refused = cli(env, tmp_path, "secrets", "rotate-callback")
+    assert refused.returncode == 2
+    assert "CALLBACK_SECRETS is set in the environment" in refused.stderr
+    assert "from-env" not in refused.stderr + refused.stdout
+
+
+@pytest.mark.e2e
+async def test_a_running_server_accepts_rotated_urls_within_seconds_and_old_ones_still(tmp_path):
+    env = stored_env(tmp_path)
+    server = ServerProcess(tmp_path / "t.db", env={"API_TOKEN": "", "CALLBACK_SECRETS": ""})
+    server.start()
+    try:
+        before = cli(env, tmp_path, "callback-url", "seedance").stdout.strip()
+        rotated = cli(env, tmp_path, "secrets", "rotate-callback")
+        assert rotated.returncode == 0, rotated.stderr
+        new_url = next(
+            line.split()[-1] for line in rotated.stdout.splitlines() if "seedance " in line
+        )
+        assert new_url != before
+        assert cli(env, tmp_path, "callback-url", "seedance").stdout.strip() == new_url
+        local = server.url + "/callbacks/"
+
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def accepted() -> bool:
+                target = new_url.replace(new_url.split("/callbacks/")[0] + "/callbacks/", local)
+                answer = await http.post(target, content=dumps(seedance("new-url")))
+                return answer.status_code == 200
+
+            await eventually(accepted, "the running server to accept the new URL")
+            old = before.replace(before.split("/callbacks/")[0] + "/callbacks/", local)
+            assert (await http.post(old, content=dumps(seedance("old-url")))).status_code == 200
+            forged = local + "seedance/" + callback_token("not-a-secret", "seedance")
+            assert (await http.post(forged, content=dumps(seedance("x")))).status_code == 401
+    finally:
+        server.stop()
+
+
+@pytest.mark.e2e
+def test_start_up_warns_in_one_line_when_the_environment_differs_from_the_database(tmp_path):
+    env = stored_env(tmp_path)
+    stored = dict(
+        line.split("=", 1) for line in cli(env, tmp_path, "secrets", "show").stdout.splitlines()
+    )
+    server = ServerProcess(
+        tmp_path / "t.db", env={"API_TOKEN": "dev", "CALLBACK_SECRETS": "dev"}
+    ).start()
+    server.stop()
+    log = server.logs()
+    warnings = [line for line in log.splitlines() if "from the environment differ" in line]
+    assert len(warnings) == 1
+    assert "API_TOKEN and CALLBACK_SECRETS" in warnings[0]
+    for secret in (stored["API_TOKEN"], stored["CALLBACK_SECRETS"], "=dev"):
+        assert secret not in log
+
+    same = ServerProcess(tmp_path / "t.db", env=dict(stored)).start()
+    same.stop()
+    assert "from the environment" not in same.logs()

@@ -12,8 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, copy_db
+from server.cli import backup as backup_cli
 from server.cli import endpoint as endpoint_cli
+from server.cli import prune as prune_cli
 from server.cli import reconcile as reconcile_cli
+from server.cli import secrets as secrets_cli
 from server.cli.database import database_problem
 from server.core.tokens import callback_url
 from server.errors import ConfigError
@@ -36,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     archive.add_argument(
         "--retry-failed", action="store_true", help="also try again copies that failed for good"
     )
+    secrets_cli.add_parser(commands)
+    backup_cli.add_parser(commands)
+    prune_cli.add_parser(commands)
     copy_db.add_parser(commands)
     endpoint_cli.add_parser(commands)
     return p
@@ -88,6 +94,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         from server.cli import archive as archive_command
 
         return asyncio.run(archive_command.run(settings, retry_failed=args.retry_failed))
+    if command == "prune":
+        return asyncio.run(prune_cli.run(settings))
+    if command == "backup":
+        return backup_cli.run(settings, args.path)
+    if command == "secrets":
+        return asyncio.run(secrets_cli.run(settings, args))
     if command == "copy-db":
         return copy_db.run(settings, args.to)
     if command == "endpoint":

@@ -46,10 +46,16 @@ def _redact_value(value: Any) -> Any:
 
 
 class RedactTokens(logging.Filter):
-    """Redacts callback tokens from a record's message and arguments."""
+    """Redacts callback tokens from a record's message and arguments.
+
+    A record our factory made was redacted when it was created and is passed
+    as it is; any other record (``makeLogRecord``, another factory) is
+    redacted here.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        redact_record(record)
+        if not getattr(record, "_redacted", False):
+            redact_record(record)
         return True
 
 
@@ -162,9 +168,20 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        """The default ``asctime`` (local time, milliseconds); the seconds made once a second."""
+        second = int(record.created)
+        cached = self._cached  # one tuple: threads never see a second with another's text
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
+            self._cached = cached
+        return f"{cached[1]},{int(record.msecs):03d}"
+
+    _cached: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        message = record.getMessage()
+        message = record.message  # set by super().format
         extras = {
             k: v
             for k, v in vars(record).items()
@@ -198,6 +215,7 @@ _previous_factory = logging.getLogRecordFactory()
 def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record = _previous_factory(*args, **kwargs)
     redact_record(record)
+    record._redacted = True  # type: ignore[attr-defined]  # (not a field: starts with _)
     return record
 
 

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+
+def _register_storage() -> None:
+    from server.observe.storage import StorageCollector
+
+    REGISTRY.register(StorageCollector())
+
 CALLBACKS = Counter(
     "taskhook_callbacks_received",
     "Callbacks received, by provider and outcome (accepted, duplicate, unauthorized, "
@@ -200,6 +206,9 @@ async def task_snapshot(store: Store, max_age: float = SNAPSHOT_MAX_AGE) -> Task
 
 async def exposition(store: Store) -> bytes:
     """The Prometheus text for this process, database gauges refreshed first."""
+    from server.observe import storage
+
+    await storage.refresh(store)
     snapshot = await task_snapshot(store)
     for status, count in snapshot.counts.items():
         TASKS.labels(status).set(count)
@@ -221,3 +230,6 @@ async def _webhook_gauges(store: Store) -> None:
         oldest = row.oldest_pending
         WEBHOOK_OLDEST.labels(row.endpoint_id).set(max(0.0, now - oldest) if oldest else 0)
         WEBHOOK_ENDPOINT_DISABLED.labels(row.endpoint_id).set(int(row.disabled_at is not None))
+
+
+_register_storage()

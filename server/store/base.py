@@ -58,12 +58,13 @@ from typing import Any, Literal
 from server.core.decide import Incoming
 from server.core.ids import task_key
 from server.core.types import TaskRecord
-from server.errors import ProviderMismatch
+from server.errors import ConfigError, ProviderMismatch
 from server.store.webhooks import WebhookStore
 
 __all__ = [
     "CONCERNS",
     "ArchiveJob",
+    "Pruned",
     "Delivery",
     "DueTask",
     "Event",
@@ -169,6 +170,16 @@ class ArchiveJob:
     url: str
     attempts: int  # failed attempts so far
     expires_at: float
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one ``Store.prune`` dropped."""
+
+    bodies: int = 0
+    bytes: int = 0
+    quarantine_rows: int = 0
+    quarantine_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -426,6 +437,43 @@ class Store(WebhookStore, abc.ABC):
     @abc.abstractmethod
     async def get_secret(self, name: str) -> str | None:
         """The secret stored under ``name``, or None."""
+
+    # -- operations --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def prune(self, cutoff: float | None) -> Pruned:
+        """Drop what retention allows now; safe beside running writers.
+
+        The raw bodies of deliveries of tasks that became final before
+        ``cutoff`` (None: none) are dropped, each delivery's row staying with
+        its ``sha256`` and metadata, so a repeat is still recognised as one;
+        the quarantine is held to ``QUARANTINE_MAX_ROWS`` and
+        ``QUARANTINE_MAX_BYTES``, oldest first. Works in small transactions,
+        each costing what a day brought, not the whole history. Counters
+        ``pruned_bodies``, ``pruned_bytes``, ``quarantine_dropped`` and
+        ``quarantine_dropped_bytes`` add up what was dropped, and
+        ``quarantine_bytes`` is what the quarantine holds, as bodies arrive.
+        """
+
+    @abc.abstractmethod
+    async def database_bytes(self) -> int:
+        """The database's size on disk (bytes), for ``/metrics``."""
+
+    async def backup(self, path: str) -> int:
+        """Write a consistent copy of the live database to the new file ``path``; its bytes.
+
+        Backends whose database has its own tools for this (PostgreSQL:
+        ``pg_dump``) raise ``ConfigError`` saying which.
+        """
+        raise ConfigError("this database is backed up with its own tools, not by taskhook")
+
+    @abc.abstractmethod
+    async def replace_secret(self, name: str, expected: str, value: str) -> bool:
+        """Store ``value`` under ``name`` only if it still holds ``expected`` (compare-and-set).
+
+        True when replaced. Atomic across processes: of two replacements of the
+        same ``expected`` exactly one succeeds.
+        """
 
     # -- leases ------------------------------------------------------------------------
 

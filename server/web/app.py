@@ -20,7 +20,8 @@ from server.http.limit import ConcurrencyLimit
 from server.observe import logs
 from server.providers import PROVIDERS
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
-from server.secrets import Secrets, load_secrets
+from server.retention import RetentionService
+from server.secrets import Secrets, load_secrets, mismatch_warning
 from server.service import Service
 from server.settings import Settings
 from server.startup import banner
@@ -84,6 +85,7 @@ def background_services(
     services.append(EventRetention(store, settings.event_retention))
     if settings.delivery:
         services.append(Delivery(settings, store))
+    services.append(RetentionService(store, settings))
     return services
 
 
@@ -103,6 +105,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             logs.hide(secret_values(secrets))
             if secrets.generated:
                 logs.print_banner(banner(settings, secrets), settings.log_format)
+            if warning := await mismatch_warning(store, settings):
+                log.warning("%s", warning)
             app.state.taskhook = rt = Runtime(settings, store, secrets)
             rt.archive_storage = archive = storage_for(settings)  # /files serves from it
             try:

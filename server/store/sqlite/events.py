@@ -15,7 +15,8 @@ from dataclasses import replace
 from typing import Any
 
 from server.core.ids import event_id
-from server.core.render import dumps, event_text, task_json
+from server.core.jsontext import dumps
+from server.core.render import event_text, task_json
 from server.core.types import TaskRecord
 from server.errors import BadCursor
 from server.store.base import Event

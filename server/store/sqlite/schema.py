@@ -217,6 +217,23 @@ MIGRATIONS: list[list[str]] = [
         " WHERE key_held_until IS NOT NULL",
         "CREATE INDEX submits_created ON submits(created_at)",
     ],
+    # 9: retention (``retention.py``). Tasks in the order they became final, to
+    # prune their old bodies; a running total of quarantined body bytes, kept by
+    # triggers whoever inserts or deletes, to hold QUARANTINE_MAX_BYTES.
+    [
+        "CREATE INDEX tasks_completed ON tasks(completed_at, key)"
+        " WHERE completed_at IS NOT NULL",
+        "INSERT OR REPLACE INTO settings (key, value) SELECT 'counter.quarantine_bytes',"
+        " CAST(COALESCE(SUM(length(body)), 0) AS TEXT) FROM quarantine",
+        """CREATE TRIGGER quarantine_bytes_added AFTER INSERT ON quarantine BEGIN
+            UPDATE settings SET value = CAST(CAST(value AS INTEGER) + length(NEW.body) AS TEXT)
+            WHERE key = 'counter.quarantine_bytes';
+        END""",
+        """CREATE TRIGGER quarantine_bytes_removed AFTER DELETE ON quarantine BEGIN
+            UPDATE settings SET value = CAST(CAST(value AS INTEGER) - length(OLD.body) AS TEXT)
+            WHERE key = 'counter.quarantine_bytes';
+        END""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -16,6 +16,8 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -31,12 +33,14 @@ from server.store.base import (
     Event,
     Incoming,
     IngestOutcome,
+    Pruned,
     QuarantineItem,
     Registration,
     WorkKind,
 )
 from server.store.signals import WorkSignals
-from server.store.sqlite import events, values, writes
+from server.store.sqlite import backup as sqlite_backup
+from server.store.sqlite import events, retention, values, writes
 from server.store.sqlite.archive_queue import ArchiveQueue
 from server.store.sqlite.checkpoint import Checkpointer
 from server.store.sqlite.rows import (
@@ -125,6 +129,7 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue):
             grace=settings.reconcile_grace,
             archive=settings.archive,
             quarantine_max_rows=settings.quarantine_max_rows,
+            quarantine_max_bytes=settings.quarantine_max_bytes,
         )
 
     # -- lifecycle ----------------------------------------------------------
@@ -323,8 +328,11 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue):
         self, provider: str, body: bytes, headers: Mapping[str, str], reason: str, message: str
     ) -> int:
         now, cap = time.time(), self.settings.quarantine_max_rows
+        max_bytes = self.settings.quarantine_max_bytes
         return await self._writer.run(
-            lambda c: writes.quarantine(c, provider, body, headers, reason, message, now, cap),
+            lambda c: writes.quarantine(
+                c, provider, body, headers, reason, message, now, cap, max_bytes
+            ),
             size=len(body),
         )
 
@@ -409,6 +417,33 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue):
     async def get_secret(self, name: str) -> str | None:
         row = await self._fetchone("SELECT value FROM settings WHERE key = ?", (f"secret.{name}",))
         return str(row[0]) if row else None
+
+    async def replace_secret(self, name: str, expected: str, value: str) -> bool:
+        return await self._writer.run(lambda c: values.replace_secret(c, name, expected, value))
+
+    async def backup(self, path: str) -> int:
+        return await asyncio.to_thread(sqlite_backup.backup, self.path, Path(path))
+
+    async def prune(self, cutoff: float | None) -> Pruned:
+        bodies = size = 0
+        while cutoff is not None:
+            step = await self._writer.run(partial(retention.prune_step, cutoff=cutoff))
+            bodies, size = bodies + step.bodies, size + step.bytes
+            if not step.more:
+                break
+        max_rows, max_bytes = self.settings.quarantine_max_rows, self.settings.quarantine_max_bytes
+        by_rows = await self._writer.run(lambda c: retention.enforce_quarantine_rows(c, max_rows))
+        by_bytes = await self._writer.run(
+            lambda c: retention.enforce_quarantine_bytes(c, max_bytes)
+        )
+        return Pruned(bodies, size, by_rows[0] + by_bytes[0], by_rows[1] + by_bytes[1])
+
+    async def database_bytes(self) -> int:
+        def size() -> int:
+            files = (self.path, Path(f"{self.path}-wal"))
+            return sum(f.stat().st_size for f in files if f.exists())
+
+        return await asyncio.to_thread(size)
 
     # -- leases -------------------------------------------------------------
 

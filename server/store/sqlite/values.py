@@ -38,6 +38,17 @@ def ensure_secret(conn: sqlite3.Connection, name: str, candidate: str) -> tuple[
     return row[0], stored == 1
 
 
+def replace_secret(conn: sqlite3.Connection, name: str, expected: str, value: str) -> bool:
+    """Compare-and-set of the stored secret ``name``; True when it held ``expected``."""
+    return (
+        conn.execute(
+            "UPDATE settings SET value = ? WHERE key = ? AND value = ?",
+            (value, f"secret.{name}", expected),
+        ).rowcount
+        == 1
+    )
+
+
 def take_lease(
     conn: sqlite3.Connection, name: str, holder: str, ttl: float, now: float
 ) -> int | None:

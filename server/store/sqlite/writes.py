@@ -7,7 +7,6 @@ These are plain synchronous functions of a ``sqlite3.Connection``; the
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,25 +16,28 @@ from server.core import schedule
 from server.core.codec import state_to_dict
 from server.core.decide import Decision, Incoming, decide, new_task
 from server.core.ids import task_key
+from server.core.jsontext import dumps
 from server.core.types import Status
 from server.store.base import IngestOutcome, Registration
 from server.store.sqlite.archive_writes import enqueue_archives
 from server.store.sqlite.events import add_events
+from server.store.sqlite.retention import enforce_quarantine_bytes
 from server.store.sqlite.rows import TASK_COLUMNS, task_record
 from server.store.sqlite.values import bump_counter
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return dumps(value)
 
 
 @dataclass(frozen=True)
 class Rules:
-    """The settings an ingest applies: RECONCILE_GRACE, ARCHIVE, QUARANTINE_MAX_ROWS."""
+    """The settings an ingest applies: RECONCILE_GRACE, ARCHIVE, QUARANTINE_MAX_ROWS/_BYTES."""
 
     grace: float = 60.0
     archive: bool = False
     quarantine_max_rows: int = 100_000
+    quarantine_max_bytes: int | None = None
 
 
 def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -> IngestOutcome:
@@ -59,7 +61,7 @@ def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -
     )
     decision = decide(current, item, now, repeat=repeat, grace=rules.grace, archive=rules.archive)
     if decision.mismatch is not None:
-        return _mismatch(conn, item, decision, now, rules.quarantine_max_rows)
+        return _mismatch(conn, item, decision, now, rules)
     _apply(conn, key, item, decision, digest, now)
     if decision.write or decision.duplicate:
         _remove_quarantined(conn, item)
@@ -149,7 +151,7 @@ def _apply(
 
 
 def _mismatch(
-    conn: sqlite3.Connection, item: Incoming, decision: Decision, now: float, max_rows: int
+    conn: sqlite3.Connection, item: Incoming, decision: Decision, now: float, rules: Rules
 ) -> IngestOutcome:
     """A delivery naming a task held under another provider: quarantined, task untouched."""
     held = decision.record.state
@@ -166,7 +168,8 @@ def _mismatch(
             "provider_mismatch",
             message,
             now,
-            max_rows,
+            rules.quarantine_max_rows,
+            rules.quarantine_max_bytes,
         )
     status = held.status.value
     return IngestOutcome(
@@ -230,8 +233,9 @@ def quarantine(
     message: str,
     now: float,
     max_rows: int,
+    max_bytes: int | None = None,
 ) -> int:
-    """Keep a delivery we could not merge; drop the oldest beyond ``max_rows``."""
+    """Keep a delivery we could not merge; drop the oldest beyond ``max_rows``/``max_bytes``."""
     cursor = conn.execute(
         "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -250,6 +254,8 @@ def quarantine(
     dropped = conn.execute("DELETE FROM quarantine WHERE id <= ?", (new_id - max_rows,)).rowcount
     if dropped:
         bump_counter(conn, "quarantine_dropped", dropped)
+    if max_bytes is not None:
+        enforce_quarantine_bytes(conn, max_bytes)
     return new_id
 
 

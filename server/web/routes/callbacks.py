@@ -42,7 +42,10 @@ async def receive_callback(request: Request) -> JSONResponse:
         raise NotFound(
             f"unknown provider in the callback path; expected one of {', '.join(PROVIDERS)}"
         )
-    if not token_accepted(request.path_params["token"], provider, rt.secrets.callback_secrets):
+    token = request.path_params["token"]
+    if not token_accepted(token, provider, rt.secrets.callback_secrets) and not (
+        await rt.reload_secrets() and token_accepted(token, provider, rt.secrets.callback_secrets)
+    ):
         CALLBACKS.labels(provider, "unauthorized").inc()
         raise Unauthorized(
             "the token in this callback URL is not valid for this provider; "

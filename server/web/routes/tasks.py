@@ -158,7 +158,9 @@ async def task_deliveries(request: Request) -> JSONResponse:
             "sha256": d.sha256,
             "status": d.status,
             "changed": d.changed,
-            "body": body_view(d.body),
+            # An empty body was dropped by retention (RETENTION_DAYS); its sha256 stays.
+            "body": body_view(d.body) if d.body else None,
+            **({"body_dropped": True} if not d.body else {}),
         }
         for d in await store.deliveries(task_id)
     ]
