@@ -151,6 +151,10 @@ class ScratchDatabases:
         self._admin.close()
 
 
+#: Rows the migrations seed, kept by the reset (then set back to their first value).
+_KEEP = {"settings": " WHERE key <> 'counter.quarantine_bytes'"}
+
+
 def _reset(conn: psycopg.Connection) -> bool:
     """Empty every table of taskhook's schema and restart its identities; False if blocked."""
     existing = {
@@ -165,11 +169,13 @@ def _reset(conn: psycopg.Connection) -> bool:
         with conn.transaction():
             conn.execute("SET LOCAL lock_timeout = '2s'")
             for table in tables:
-                conn.execute(f'DELETE FROM "{table}"')
+                conn.execute(f'DELETE FROM "{table}"' + _KEEP.get(table, ""))
             for table, column in identities:
                 conn.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" RESTART')
             if "event_counter" in existing:
                 conn.execute("UPDATE event_counter SET seq = 0")
+            # The rows the migrations seed, as a fresh database has them.
+            conn.execute("UPDATE settings SET value = '0' WHERE key = 'counter.quarantine_bytes'")
     except psycopg.errors.LockNotAvailable:
         return False
     return True

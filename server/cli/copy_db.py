@@ -30,6 +30,9 @@ from server.settings import Settings, database_path, hide_password
 BATCH = 2000
 #: At most one progress line per table this often (seconds), plus one at its end.
 PROGRESS_EVERY = 2.0
+#: Rows the migrations themselves make (a fresh database holds them): not "data" when
+#: judging whether the target is empty, and replaced by the source's during the copy.
+SEEDED: dict[str, tuple[str, ...]] = {"settings": ("counter.quarantine_bytes",)}
 
 
 class Tables(Protocol):
@@ -37,7 +40,8 @@ class Tables(Protocol):
 
     def migrate(self) -> int: ...
     def tables(self) -> dict[str, list[str]]: ...
-    def count(self, table: str) -> int: ...
+    def count(self, table: str, skip_keys: tuple[str, ...] = ()) -> int: ...
+    def delete_keys(self, table: str, keys: tuple[str, ...]) -> None: ...
     def snapshot(self) -> None: ...
     def rows(self, table: str, columns: list[str], batch: int) -> Any: ...
     def write(self, table: str, columns: list[str], rows: Any) -> None: ...
@@ -99,7 +103,7 @@ def run(settings: Settings, target_url: str, out: TextIO = sys.stderr) -> int:
                 file=out,
             )
             return EXIT_FAILED
-        held = {t: n for t in sorted(columns) if (n := target.count(t))}
+        held = {t: n for t in sorted(columns) if (n := target.count(t, SEEDED.get(t, ())))}
         if held:
             listed = ", ".join(f"{t} ({n} rows)" for t, n in held.items())
             print(
@@ -130,6 +134,8 @@ def _copy(
     source: Tables, target: Tables, columns: dict[str, list[str]], out: TextIO
 ) -> dict[str, int]:
     totals = {table: source.count(table) for table in sorted(columns)}
+    for table, keys in SEEDED.items():
+        target.delete_keys(table, keys)  # the source's own come with its rows
     copied: dict[str, int] = {}
     for table, total in totals.items():
         done, shown_at = 0, time.monotonic()

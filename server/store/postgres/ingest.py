@@ -75,11 +75,12 @@ _ARCHIVE = (
 
 @dataclass(frozen=True)
 class Rules:
-    """The settings an ingest applies: RECONCILE_GRACE, ARCHIVE, QUARANTINE_MAX_ROWS."""
+    """The settings an ingest applies: RECONCILE_GRACE, ARCHIVE, QUARANTINE_MAX_ROWS/_BYTES."""
 
     grace: float = 60.0
     archive: bool = False
     quarantine_max_rows: int = 100_000
+    quarantine_max_bytes: int | None = None
 
 
 @dataclass
@@ -162,7 +163,7 @@ async def apply_group(
             if task.dirty and task.record is not None:
                 await conn.execute(_UPDATE, _task_row(key, task.record, task.final_source))
         if quarantined:
-            await values.cap_quarantine(conn, rules.quarantine_max_rows)
+            await values.cap_quarantine(conn, rules.quarantine_max_rows, rules.quarantine_max_bytes)
         if any(e.archives for e in pending):
             await conn.execute("SELECT pg_notify(%s, 'archive')", (CHANNEL,))
         if writes:

@@ -232,6 +232,31 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX submits_created ON submits(created_at)",
         'CREATE INDEX tasks_key_bytes ON tasks(key COLLATE "C")',
     ],
+    # 9: retention. Tasks in the order they became final, to prune their old
+    # bodies; a running total of quarantined body bytes, kept by triggers whoever
+    # inserts or deletes, to hold QUARANTINE_MAX_BYTES.
+    [
+        "CREATE INDEX tasks_completed ON tasks(completed_at, key) WHERE completed_at IS NOT NULL",
+        "INSERT INTO settings (key, value) SELECT 'counter.quarantine_bytes',"
+        " COALESCE(sum(length(body)), 0)::text FROM quarantine"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        """CREATE FUNCTION taskhook_quarantine_bytes() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                UPDATE settings SET value = (value::bigint + length(NEW.body))::text
+                WHERE key = 'counter.quarantine_bytes';
+            ELSE
+                UPDATE settings SET value = (value::bigint - length(OLD.body))::text
+                WHERE key = 'counter.quarantine_bytes';
+            END IF;
+            RETURN NULL;
+        END $$""",
+        "CREATE TRIGGER quarantine_bytes_added AFTER INSERT ON quarantine"
+        " FOR EACH ROW EXECUTE FUNCTION taskhook_quarantine_bytes()",
+        "CREATE TRIGGER quarantine_bytes_removed AFTER DELETE ON quarantine"
+        " FOR EACH ROW EXECUTE FUNCTION taskhook_quarantine_bytes()",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

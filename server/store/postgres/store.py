@@ -37,7 +37,7 @@ from server.core.codec import state_to_dict
 from server.core.decide import new_task
 from server.core.ids import task_key
 from server.core.types import Status, TaskRecord
-from server.errors import BadCursor, StoreClosed
+from server.errors import BadCursor, ConfigError, StoreClosed
 from server.settings import Settings
 from server.store.base import (
     CONCERNS,
@@ -47,12 +47,13 @@ from server.store.base import (
     Event,
     Incoming,
     IngestOutcome,
+    Pruned,
     QuarantineItem,
     Registration,
     Store,
     WorkKind,
 )
-from server.store.postgres import archive, connection, ingest, values
+from server.store.postgres import archive, connection, ingest, retention, values
 from server.store.postgres import events as outbox
 from server.store.postgres.listener import Listener
 from server.store.postgres.rows import (
@@ -121,6 +122,7 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
             grace=settings.reconcile_grace,
             archive=settings.archive,
             quarantine_max_rows=settings.quarantine_max_rows,
+            quarantine_max_bytes=settings.quarantine_max_bytes,
         )
         self._writer: GroupWriter[Sequence[Incoming], list[IngestOutcome]] = GroupWriter(
             self._pool.connection,
@@ -393,6 +395,7 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
         self, provider: str, body: bytes, headers: Mapping[str, str], reason: str, message: str
     ) -> int:
         now, cap = time.time(), self.settings.quarantine_max_rows
+        max_bytes = self.settings.quarantine_max_bytes
 
         async def keep(conn: psycopg.AsyncConnection) -> int:
             cur = await values.insert_quarantine(
@@ -400,7 +403,7 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
             )
             row = await cur.fetchone()
             assert row is not None
-            await values.cap_quarantine(conn, cap)
+            await values.cap_quarantine(conn, cap, max_bytes)
             return int(row[0])
 
         return await self._write("keeping a delivery in quarantine", keep)
@@ -508,6 +511,47 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
             "reading a secret", "SELECT value FROM settings WHERE key = %s", (f"secret.{name}",)
         )
         return str(row[0]) if row else None
+
+    async def replace_secret(self, name: str, expected: str, value: str) -> bool:
+        return await self._write(
+            "replacing a secret", lambda c: values.replace_secret(c, name, expected, value)
+        )
+
+    # -- operations --------------------------------------------------------------------
+
+    async def prune(self, cutoff: float | None) -> Pruned:
+        """Small transactions (see ``retention``): callbacks commit between them."""
+        bodies = size = 0
+        while cutoff is not None:
+            step = await self._write(
+                "pruning old bodies", lambda c: retention.prune_step(c, cutoff)
+            )
+            bodies, size = bodies + step.bodies, size + step.bytes
+            if not step.more:
+                break
+        max_rows, max_bytes = self.settings.quarantine_max_rows, self.settings.quarantine_max_bytes
+        by_rows = await self._write(
+            "holding the quarantine to its rows",
+            lambda c: retention.enforce_quarantine_rows(c, max_rows),
+        )
+        by_bytes = await self._write(
+            "holding the quarantine to its bytes",
+            lambda c: retention.enforce_quarantine_bytes(c, max_bytes),
+        )
+        return Pruned(bodies, size, by_rows[0] + by_bytes[0], by_rows[1] + by_bytes[1])
+
+    async def database_bytes(self) -> int:
+        row = await self._fetchone(
+            "measuring the database", "SELECT pg_database_size(current_database())"
+        )
+        return int(row[0]) if row else 0
+
+    async def backup(self, path: str) -> int:
+        raise ConfigError(
+            f"DATABASE_URL={connection.label(self._url)!r} is PostgreSQL: back it up with its own"
+            f" tools, e.g. pg_dump --format=custom --file={path} '<DATABASE_URL>',"
+            " or your provider's backups"
+        )
 
     # -- leases ------------------------------------------------------------------------
 

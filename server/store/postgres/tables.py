@@ -31,6 +31,15 @@ JSON_COLUMNS = {
 }
 
 
+#: The quarantine's byte counter, from the rows copied (its triggers saw them arrive
+#: before the source's counter did).
+_QUARANTINE_BYTES = (
+    "INSERT INTO settings (key, value) SELECT 'counter.quarantine_bytes',"
+    " COALESCE(sum(length(body)), 0)::text FROM quarantine"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+
 class PostgresTables:
     """One PostgreSQL database, table by table."""
 
@@ -66,9 +75,20 @@ class PostgresTables:
             self._types.setdefault(table, {})[column] = data_type
         return found
 
-    def count(self, table: str) -> int:
-        row = self._conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+    def count(self, table: str, skip_keys: tuple[str, ...] = ()) -> int:
+        """Rows of ``table``, leaving out those whose ``key`` is one of ``skip_keys``."""
+        if skip_keys:
+            row = self._conn.execute(
+                f'SELECT count(*) FROM "{table}" WHERE key <> ALL(%s)', (list(skip_keys),)
+            ).fetchone()
+        else:
+            row = self._conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
         return int(row[0]) if row else 0
+
+    def delete_keys(self, table: str, keys: tuple[str, ...]) -> None:
+        """In the copy's transaction: drop the rows of ``table`` whose ``key`` is in ``keys``."""
+        self._writing()
+        self._conn.execute(f'DELETE FROM "{table}" WHERE key = ANY(%s)', (list(keys),))
 
     def snapshot(self) -> None:
         """Read everything from here on from one consistent snapshot."""
@@ -120,6 +140,7 @@ class PostgresTables:
                 f' FROM "{table}" HAVING max("{column}") IS NOT NULL',
                 (table, column),
             )
+        self._conn.execute(_QUARANTINE_BYTES)
         self._conn.execute(
             "UPDATE event_counter"
             " SET seq = GREATEST(%s, (SELECT coalesce(max(seq), 0) FROM events))",

@@ -54,9 +54,24 @@ async def insert_quarantine(
     )
 
 
-async def cap_quarantine(conn: psycopg.AsyncConnection, cap: int) -> None:
-    """Drop the oldest quarantine rows beyond ``cap``, counting them (quarantine_dropped)."""
+async def cap_quarantine(
+    conn: psycopg.AsyncConnection, cap: int, max_bytes: int | None = None
+) -> None:
+    """Drop the oldest quarantine rows beyond ``cap`` (and beyond ``max_bytes`` of bodies),
+    counting them (quarantine_dropped, quarantine_dropped_bytes)."""
     await conn.execute(_CAP_QUARANTINE, {"cap": cap})
+    if max_bytes is not None:
+        from server.store.postgres.retention import enforce_quarantine_bytes
+
+        await enforce_quarantine_bytes(conn, max_bytes)
+
+
+async def bump_counter(conn: psycopg.AsyncConnection, name: str, by: int = 1) -> None:
+    await conn.execute(
+        "INSERT INTO settings (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE"
+        " SET value = (settings.value::bigint + %s)::text",
+        (f"counter.{name}", str(by), by),
+    )
 
 
 async def set_value(conn: psycopg.AsyncConnection, key: str, value: str) -> None:
@@ -91,6 +106,21 @@ async def ensure_secret(
 
 #: The database server's clock, as Unix seconds: every replica compares lease times to it.
 DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
+
+
+async def replace_secret(
+    conn: psycopg.AsyncConnection, name: str, expected: str, value: str
+) -> bool:
+    """Compare-and-set of the stored secret ``name``; True when it held ``expected``.
+
+    The ``UPDATE`` re-checks its condition on the row's newest version after
+    waiting for a concurrent one, so of two replacements of one value one wins.
+    """
+    cur = await conn.execute(
+        "UPDATE settings SET value = %s WHERE key = %s AND value = %s",
+        (value, f"secret.{name}", expected),
+    )
+    return cur.rowcount == 1
 
 
 async def take_lease(

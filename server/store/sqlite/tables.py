@@ -43,8 +43,18 @@ class SQLiteTables:
         ]
         return {n: [r[1] for r in self._conn.execute(f'PRAGMA table_info("{n}")')] for n in names}
 
-    def count(self, table: str) -> int:
-        return int(self._conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+    def count(self, table: str, skip_keys: tuple[str, ...] = ()) -> int:
+        """Rows of ``table``, leaving out those whose ``key`` is one of ``skip_keys``."""
+        where = f" WHERE key NOT IN ({', '.join('?' * len(skip_keys))})" if skip_keys else ""
+        sql = f'SELECT count(*) FROM "{table}"{where}'
+        return int(self._conn.execute(sql, skip_keys).fetchone()[0])
+
+    def delete_keys(self, table: str, keys: tuple[str, ...]) -> None:
+        """In the copy's transaction: drop the rows of ``table`` whose ``key`` is in ``keys``."""
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN IMMEDIATE")
+        marks = ", ".join("?" * len(keys))
+        self._conn.execute(f'DELETE FROM "{table}" WHERE key IN ({marks})', keys)
 
     def snapshot(self) -> None:
         """Read everything from here on from one consistent snapshot."""
@@ -80,6 +90,12 @@ class SQLiteTables:
         """Commit the copy; event numbers continue after every number the source handed out."""
         if not self._conn.in_transaction:
             self._conn.execute("BEGIN IMMEDIATE")
+        # The quarantine's byte counter, from the rows copied (its triggers saw them
+        # arrive before the source's counter did).
+        self._conn.execute(
+            "INSERT OR REPLACE INTO settings (key, value) SELECT 'counter.quarantine_bytes',"
+            " CAST(COALESCE(SUM(length(body)), 0) AS TEXT) FROM quarantine"
+        )
         updated = self._conn.execute(
             "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'events'",
             (event_high_water,),
