@@ -197,6 +197,9 @@ class Settings:
         example="sqlite:///./data/taskhook.db",
         check=_database_url,
     )
+    database_pool_size: int = setting(
+        10, "PostgreSQL connections per process", minimum=1, maximum=1000
+    )
     host: str = setting("127.0.0.1", "listen address", example="127.0.0.1")
     port: int = setting(8000, "listen port", minimum=1, maximum=65535)
     public_url: str = setting(

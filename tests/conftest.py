@@ -9,6 +9,7 @@ from server.core.tokens import callback_token
 from server.settings import Settings
 from server.web.app import create_app
 
+from . import pgserver
 from .harness import API_TOKEN, CALLBACK_SECRET
 
 
@@ -23,6 +24,20 @@ def settings(tmp_path) -> Settings:
         archive_dir=str(tmp_path / "files"),
         delivery=False,  # no background writes unless a test starts the service itself
     )
+
+
+@pytest.fixture(scope="session")
+def pg_databases():
+    """Scratch databases on the test PostgreSQL server (skips without one; see pgserver)."""
+    databases = pgserver.ScratchDatabases(pgserver.require_server())
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture
+def postgres_url(pg_databases) -> str:
+    """A migrated PostgreSQL database of this session, emptied for this test."""
+    return pg_databases.empty()
 
 
 @pytest.fixture

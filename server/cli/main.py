@@ -1,4 +1,4 @@
-"""``python -m server``: serve, reconcile, check, callback-url, archive.
+"""``python -m server``: serve, reconcile, check, callback-url, archive, copy-db.
 
 Exit codes: 0 done, 1 the work ran but something failed, 2 usage or
 configuration error (the message says the remedy).
@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from server.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, copy_db
 from server.cli import backup as backup_cli
 from server.cli import endpoint as endpoint_cli
 from server.cli import prune as prune_cli
@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     secrets_cli.add_parser(commands)
     backup_cli.add_parser(commands)
     prune_cli.add_parser(commands)
+    copy_db.add_parser(commands)
     endpoint_cli.add_parser(commands)
     return p
 
@@ -99,6 +100,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return backup_cli.run(settings, args.path)
     if command == "secrets":
         return asyncio.run(secrets_cli.run(settings, args))
+    if command == "copy-db":
+        return copy_db.run(settings, args.to)
     if command == "endpoint":
         return asyncio.run(endpoint_cli.run(settings, args))
     return EXIT_USAGE

@@ -101,6 +101,28 @@ def after_attempt(
     return Next("failed", "failed", None, made)
 
 
+#: What a lost attempt's record says (its holder stopped before recording an outcome).
+LOST_ATTEMPT = "no outcome: the process sending it stopped before recording one (its claim lapsed)"
+
+
+def disable_reason(failing_since: float, now: float, disable_after: float) -> str | None:
+    """Why an endpoint failing since ``failing_since`` is disabled now, or None (every backend
+    records this reason)."""
+    if not should_disable(failing_since, now, disable_after):
+        return None
+    return (
+        f"every attempt failed for {_span(now - failing_since)}"
+        f" (DELIVERY_DISABLE_AFTER={disable_after:g})"
+    )
+
+
+def _span(seconds: float) -> str:
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
 def should_disable(failing_since: float, now: float, disable_after: float) -> bool:
     """An endpoint whose every attempt failed since ``failing_since`` is disabled after
     ``disable_after`` seconds of it (0: never)."""

@@ -3,7 +3,9 @@
 ``server.store.base`` states the contract (``Store``) and its records;
 ``open_store(settings)`` picks the backend from ``DATABASE_URL``'s scheme.
 ``server.store.sqlite`` is the embedded backend (one writer thread, group
-commit, WAL readers); nothing outside this package imports it.
+commit, WAL readers); ``server.store.postgres`` is the one several replicas
+share (a pool per process, group commit, row locks, LISTEN/NOTIFY); nothing
+outside this package imports them.
 """
 
 from __future__ import annotations
@@ -49,8 +51,7 @@ def open_store(settings: Settings) -> Store:
 
     Open it with ``async with open_store(settings) as store:`` (or ``await
     store.open()`` / ``await store.close()``). ``sqlite:///…`` is the embedded
-    backend; ``postgresql://``/``postgres://`` raise ``ConfigError`` until that
-    backend exists.
+    backend; ``postgresql://…`` (or ``postgres://…``) the PostgreSQL one.
     """
     url = settings.database_url
     scheme = url.partition(":")[0].lower()
@@ -59,10 +60,9 @@ def open_store(settings: Settings) -> Store:
 
         return SQLiteStore(settings)
     if scheme in ("postgresql", "postgres"):
-        raise ConfigError(
-            "DATABASE_URL names PostgreSQL, whose store backend is not built yet; "
-            "use sqlite:///path/to/taskhook.db for now."
-        )
+        from server.store.postgres.store import PostgresStore
+
+        return PostgresStore(settings)
     raise ConfigError(
         f"DATABASE_URL has the scheme {scheme!r}, which taskhook does not know; "
         "use sqlite:///relative/path.db or sqlite:////absolute/path.db."

@@ -37,6 +37,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from server.delivery.schedule import Next, Outcome
 
@@ -158,6 +159,27 @@ class Backlog:
     pending: int
     #: Commit time of its oldest undelivered event (None: nothing pending).
     oldest_pending: float | None
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def take_turns(queues: Sequence[tuple[K, list[V]]], limit: int) -> list[tuple[K, V]]:
+    """Up to ``limit`` items, one from each queue in turn (so one endpoint's backlog does
+    not starve the others); each queue keeps its own order."""
+    picked: list[tuple[K, V]] = []
+    heads = [0] * len(queues)
+    while len(picked) < limit:
+        progressed = False
+        for n, (owner, items) in enumerate(queues):
+            if heads[n] < len(items) and len(picked) < limit:
+                picked.append((owner, items[heads[n]]))
+                heads[n] += 1
+                progressed = True
+        if not progressed:
+            return picked
+    return picked
 
 
 class WebhookStore(abc.ABC):

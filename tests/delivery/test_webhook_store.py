@@ -1,4 +1,4 @@
-"""The webhook side of the store on SQLite: fan-out, order per task, claims, settling."""
+"""The webhook side of the store, on every backend: fan-out, order per task, claims, settling."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import time
 
 import pytest
 
-from server.delivery.schedule import Answer, after_attempt
+from server.delivery.schedule import LOST_ATTEMPT, Answer, after_attempt
 from server.errors import BadCursor
 from server.settings import Settings
 from server.store import open_store
-from server.store.sqlite.webhook_writes import LOST_ATTEMPT
 from server.store.webhooks import Attempt, Claim
 
 from .outbox import add_events
@@ -21,9 +20,16 @@ OK = "task.succeeded"
 SCHEDULE = "0,10,10"
 
 
-def make_settings(tmp_path, **overrides) -> Settings:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path}/taskhook.db"
+
+
+def make_settings(database_url, **overrides) -> Settings:
     values = dict(
-        database_url=f"sqlite:///{tmp_path}/taskhook.db",
+        database_url=database_url,
         reconciler="off",
         archive=False,
         delivery_retry_schedule=SCHEDULE,
@@ -33,8 +39,8 @@ def make_settings(tmp_path, **overrides) -> Settings:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    async with open_store(make_settings(tmp_path)) as s:
+async def store(database_url):
+    async with open_store(make_settings(database_url)) as s:
         yield s
 
 
@@ -111,8 +117,8 @@ async def test_a_claimed_message_is_not_claimed_by_another_holder(store):
     assert await claim(store, "h3") == []
 
 
-async def test_two_stores_on_one_file_claim_disjoint_messages(tmp_path):
-    settings = make_settings(tmp_path)
+async def test_two_stores_on_one_database_claim_disjoint_messages(database_url):
+    settings = make_settings(database_url)
     async with open_store(settings) as one, open_store(settings) as two:
         await endpoint(one)
         await add_events(one, *[(S, f"t{i}") for i in range(40)])
@@ -172,8 +178,8 @@ async def test_410_disables_the_endpoint_and_fails_what_waits_for_it(store):
     assert [c.event_id for c in await claim(store)] == fresh
 
 
-async def test_an_endpoint_failing_longer_than_disable_after_is_disabled(tmp_path):
-    async with open_store(make_settings(tmp_path, delivery_disable_after=0.001)) as store:
+async def test_an_endpoint_failing_longer_than_disable_after_is_disabled(database_url):
+    async with open_store(make_settings(database_url, delivery_disable_after=0.001)) as store:
         ep = await endpoint(store)
         await add_events(store, (S, "a"), (S, "b"))
         a, b = await claim(store)

@@ -19,7 +19,7 @@ import pytest
 from server.settings import Settings
 from server.store import Store, open_store
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 OpenStore = Callable[..., Awaitable[Store]]
 
@@ -30,10 +30,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty database of ``backend``, dropped after the test."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path}/contract.db"
+        return
+    if backend == "postgresql":  # emptied for this test; see tests/pgserver.py
+        yield request.getfixturevalue("postgres_url")
         return
     raise AssertionError(f"no database for backend {backend!r}")  # pragma: no cover
 

@@ -165,8 +165,7 @@ MIGRATIONS: list[list[str]] = [
         " WHERE status = 'pending' AND head = 1",
         "CREATE INDEX messages_next ON messages(next_attempt_at)"
         " WHERE status = 'pending' AND head = 1",
-        "CREATE INDEX messages_oldest ON messages(endpoint_id, event_seq)"
-        " WHERE status = 'pending'",
+        "CREATE INDEX messages_oldest ON messages(endpoint_id, event_seq) WHERE status = 'pending'",
         "CREATE INDEX messages_claimed ON messages(endpoint_id) WHERE claim IS NOT NULL",
         "CREATE INDEX messages_failed ON messages(endpoint_id, committed_at)"
         " WHERE status = 'failed'",
@@ -222,8 +221,7 @@ MIGRATIONS: list[list[str]] = [
     # prune their old bodies; a running total of quarantined body bytes, kept by
     # triggers whoever inserts or deletes, to hold QUARANTINE_MAX_BYTES.
     [
-        "CREATE INDEX tasks_completed ON tasks(completed_at, key)"
-        " WHERE completed_at IS NOT NULL",
+        "CREATE INDEX tasks_completed ON tasks(completed_at, key) WHERE completed_at IS NOT NULL",
         "INSERT OR REPLACE INTO settings (key, value) SELECT 'counter.quarantine_bytes',"
         " CAST(COALESCE(SUM(length(body)), 0) AS TEXT) FROM quarantine",
         """CREATE TRIGGER quarantine_bytes_added AFTER INSERT ON quarantine BEGIN

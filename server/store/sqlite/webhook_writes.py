@@ -17,8 +17,16 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from server.delivery.schedule import Next, Outcome, should_disable
-from server.store.webhooks import Attempt, Claim, Claims, Endpoint, Redelivery, Settled
+from server.delivery.schedule import LOST_ATTEMPT, Next, Outcome, disable_reason
+from server.store.webhooks import (
+    Attempt,
+    Claim,
+    Claims,
+    Endpoint,
+    Redelivery,
+    Settled,
+    take_turns,
+)
 
 ENDPOINT_COLUMNS = (
     "id, url, events, description, secret, previous_secret, previous_until,"
@@ -29,7 +37,6 @@ ATTEMPT_COLUMNS = (
 )
 #: Events turned into messages per endpoint per fan-out (the rest next time).
 FAN_OUT_BATCH = 2000
-LOST_ATTEMPT = "no outcome: the process sending it stopped before recording one (its claim lapsed)"
 
 
 def endpoint_row(row: Sequence[Any]) -> Endpoint:
@@ -265,13 +272,7 @@ def claim(
         ).fetchall()
         if rows:
             queues.append((endpoint, rows))
-    picked: list[tuple[Endpoint, Any]] = []
-    turn = 0
-    while len(picked) < limit and any(rows for _, rows in queues):  # endpoints take turns
-        endpoint, rows = queues[turn % len(queues)]
-        if rows:
-            picked.append((endpoint, rows.pop(0)))
-        turn += 1
+    picked = take_turns(queues, limit)
     items = []
     for endpoint, row in picked:
         item = _claim_one(conn, endpoint, row, holder, token(), lease, first_delay, now)
@@ -393,13 +394,7 @@ def finish(
                     (failing_since, endpoint.id),
                 )
             if not endpoint.disabled:
-                if nxt.disable is not None:
-                    disabled = nxt.disable
-                elif should_disable(failing_since, now, disable_after):
-                    disabled = (
-                        f"every attempt failed for {_span(now - failing_since)}"
-                        f" (DELIVERY_DISABLE_AFTER={disable_after:g})"
-                    )
+                disabled = nxt.disable or disable_reason(failing_since, now, disable_after)
             if status == "pending" and (endpoint.disabled or disabled is not None):
                 status, next_at, outcome = "failed", None, "failed"
         _settle(
@@ -432,13 +427,6 @@ def finish(
     if disabled is not None:
         disable_endpoint(conn, item.endpoint_id, disabled, first_delay, now)
     return Settled(owned, outcome, disabled)
-
-
-def _span(seconds: float) -> str:
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.1f} s"
 
 
 def release(conn: sqlite3.Connection, holder: str) -> int:

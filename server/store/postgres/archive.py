@@ -1,0 +1,233 @@
+"""The archive queue on PostgreSQL: queue, claim, renew, finish and release copies.
+
+Claims are exclusive across replicas and hosts: ``claim`` picks due rows
+with ``FOR UPDATE SKIP LOCKED`` inside the ``UPDATE`` that marks them
+running, so two replicas claiming at once never take the same row and never
+wait for each other. A claim holds until ``claimed_until``, which its holder
+pushes forward while it works (``renew``); a replica that died stops pushing,
+and once the time has passed its rows are due again for anyone. Claim times
+are the database server's clock (``clock_timestamp()``), so replicas whose
+clocks disagree still agree on when a claim lapsed.
+
+Every function that settles a copy locks the task row first (the order every
+writer uses: the task, then its archive rows, then the event counter), so
+the copies of one task settle one after another and exactly one of them sees
+the last one settled and commits ``task.archived``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import psycopg
+
+from server.archive.download import url_expiry
+from server.core.codec import state_from_dict
+from server.core.decide import ARCHIVED
+from server.core.types import ArchiveOutcome
+from server.store.base import ArchiveJob
+from server.store.postgres import events as outbox
+from server.store.postgres.listener import CHANNEL
+from server.store.postgres.rows import (
+    ARCHIVE_COLUMNS,
+    ARCHIVE_JOB_COLUMNS,
+    TASK_COLUMNS,
+    archive_job,
+    archive_outcome,
+    task_record,
+)
+from server.store.postgres.values import DB_NOW
+
+_CLAIM = f"""
+WITH due AS (
+    SELECT task_key, url FROM archives
+    WHERE (status = 'pending' AND next_attempt_at <= %(due)s)
+       OR (status = 'running' AND claimed_until < {DB_NOW})
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE archives AS a
+SET status = 'running', claimed_by = %(holder)s, claimed_until = {DB_NOW} + %(lease)s,
+    updated_at = %(now)s
+FROM due WHERE a.task_key = due.task_key AND a.url = due.url
+RETURNING a.{ARCHIVE_JOB_COLUMNS.replace(", ", ", a.")}, a.next_attempt_at
+"""
+
+_INSERT = (
+    "INSERT INTO archives (task_key, url, status, next_attempt_at, expires_at, created_at,"
+    " updated_at) VALUES (%s, %s, 'pending', %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+
+
+async def enqueue_missing(conn: psycopg.AsyncConnection, now: float) -> int:
+    """Queue every result of every succeeded task that has no archive row yet; how many.
+
+    URLs count from the task's completion when they do not say when they expire.
+    """
+    rows = await (
+        await conn.execute(
+            "SELECT t.key, t.state, t.completed_at FROM tasks t WHERE t.status = 'succeeded'"
+            " AND NOT EXISTS (SELECT 1 FROM archives a WHERE a.task_key = t.key) ORDER BY t.key"
+        )
+    ).fetchall()
+    added = 0
+    for key, encoded, completed_at in rows:
+        state = state_from_dict(json.loads(encoded))
+        finished = completed_at if completed_at is not None else now
+        for url in sorted({r.url for r in state.results}):
+            cur = await conn.execute(_INSERT, (key, url, now, url_expiry(url, finished), now, now))
+            added += max(cur.rowcount, 0)
+    if added:
+        await conn.execute("SELECT pg_notify(%s, 'archive')", (CHANNEL,))
+    return added
+
+
+async def claim(
+    conn: psycopg.AsyncConnection,
+    holder: str,
+    limit: int,
+    lease: float,
+    now: float,
+    due_by: float | None,
+) -> list[ArchiveJob]:
+    """Mark up to ``limit`` due rows running for ``holder`` (see the module docstring)."""
+    params = {
+        "due": now if due_by is None else due_by,
+        "limit": limit,
+        "holder": holder,
+        "lease": lease,
+        "now": now,
+    }
+    rows = await (await conn.execute(_CLAIM, params)).fetchall()
+    rows.sort(key=lambda r: r[-1])  # the longest due first, as they were picked
+    return [archive_job(r[:-1]) for r in rows]
+
+
+async def renew(conn: psycopg.AsyncConnection, holder: str, lease: float) -> int:
+    cur = await conn.execute(
+        f"UPDATE archives SET claimed_until = {DB_NOW} + %s"
+        " WHERE status = 'running' AND claimed_by = %s",
+        (lease, holder),
+    )
+    return max(cur.rowcount, 0)
+
+
+async def reschedule(conn: psycopg.AsyncConnection, now: float, include_failed: bool) -> int:
+    statuses = ["pending", "failed"] if include_failed else ["pending"]
+    cur = await conn.execute(
+        "UPDATE archives SET status = 'pending', next_attempt_at = %s, updated_at = %s"
+        " WHERE status = ANY(%s)",
+        (now, now, statuses),
+    )
+    if cur.rowcount:
+        await conn.execute("SELECT pg_notify(%s, 'archive')", (CHANNEL,))
+    return max(cur.rowcount, 0)
+
+
+async def finish(
+    conn: psycopg.AsyncConnection,
+    job: ArchiveJob,
+    holder: str,
+    sha256: str,
+    size: int,
+    content_type: str,
+    now: float,
+) -> tuple[str, ...]:
+    """Record a copy while ``holder`` holds the claim; the ``task.archived`` event ids."""
+    await _lock_task(conn, job.task_key)
+    cur = await conn.execute(
+        "UPDATE archives SET status = 'done', sha256 = %s, bytes = %s, content_type = %s,"
+        " error = NULL, message = NULL, claimed_by = NULL, claimed_until = NULL,"
+        " updated_at = %s WHERE task_key = %s AND url = %s AND claimed_by = %s",
+        (sha256, size, content_type, now, job.task_key, job.url, holder),
+    )
+    return await _archived_event(conn, job.task_key, now) if cur.rowcount == 1 else ()
+
+
+async def fail(
+    conn: psycopg.AsyncConnection,
+    job: ArchiveJob,
+    holder: str,
+    error: str,
+    message: str,
+    retry_at: float | None,
+    now: float,
+) -> tuple[str, ...]:
+    """Record a failed attempt: pending again at ``retry_at``, or failed for good (None)."""
+    await _lock_task(conn, job.task_key)
+    cur = await conn.execute(
+        "UPDATE archives SET status = %s, error = %s, message = %s, attempts = attempts + 1,"
+        " next_attempt_at = COALESCE(%s, next_attempt_at), claimed_by = NULL,"
+        " claimed_until = NULL, updated_at = %s"
+        " WHERE task_key = %s AND url = %s AND claimed_by = %s",
+        (
+            "failed" if retry_at is None else "pending",
+            error,
+            message,
+            retry_at,
+            now,
+            job.task_key,
+            job.url,
+            holder,
+        ),
+    )
+    if cur.rowcount != 1 or retry_at is not None:
+        return ()
+    return await _archived_event(conn, job.task_key, now)
+
+
+async def release(conn: psycopg.AsyncConnection, holder: str, now: float) -> int:
+    cur = await conn.execute(
+        "UPDATE archives SET status = 'pending', claimed_by = NULL, claimed_until = NULL,"
+        " next_attempt_at = %s, updated_at = %s WHERE status = 'running' AND claimed_by = %s",
+        (now, now, holder),
+    )
+    if cur.rowcount:
+        await conn.execute("SELECT pg_notify(%s, 'archive')", (CHANNEL,))
+    return max(cur.rowcount, 0)
+
+
+async def shown(
+    conn: psycopg.AsyncConnection, keys: Sequence[str]
+) -> dict[str, dict[str, ArchiveOutcome]]:
+    """What each task's results show of their copies: copied, or a failure to tell."""
+    rows = await (
+        await conn.execute(
+            f"SELECT {ARCHIVE_COLUMNS} FROM archives WHERE task_key = ANY(%s)"
+            " AND (status = 'done' OR error IS NOT NULL)",
+            (list(keys),),
+        )
+    ).fetchall()
+    by_key: dict[str, dict[str, ArchiveOutcome]] = {}
+    for key, url, outcome in map(archive_outcome, rows):
+        by_key.setdefault(key, {})[url] = outcome
+    return by_key
+
+
+async def _lock_task(conn: psycopg.AsyncConnection, key: str) -> None:
+    await conn.execute("SELECT 1 FROM tasks WHERE key = %s FOR UPDATE", (key,))
+
+
+async def _archived_event(conn: psycopg.AsyncConnection, key: str, now: float) -> tuple[str, ...]:
+    """``task.archived`` once every copy of the task is done or failed for good."""
+    row = await (
+        await conn.execute(
+            "SELECT count(*) FROM archives"
+            " WHERE task_key = %s AND status NOT IN ('done', 'failed')",
+            (key,),
+        )
+    ).fetchone()
+    if row is None or row[0]:
+        return ()
+    task = await (
+        await conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = %s", (key,))
+    ).fetchone()
+    if task is None:
+        return ()
+    outcomes = (await shown(conn, [key])).get(key, {})
+    pending = outbox.render(key, task_record(task), outcomes, [ARCHIVED], now)
+    await conn.execute("SELECT pg_notify(%s, 'events')", (CHANNEL,))
+    await outbox.add_events(conn, pending)
+    return tuple(e.id for e in pending)
