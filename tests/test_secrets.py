@@ -131,3 +131,18 @@ def test_start_up_warns_in_one_line_when_the_environment_differs_from_the_databa
     same = ServerProcess(tmp_path / "t.db", env=dict(stored)).start()
     same.stop()
     assert "from the environment" not in same.logs()
+
+
+def test_the_banner_prints_export_lines_and_points_at_public_url_only_when_local():
+    from server.secrets import Secrets
+    from server.startup import banner
+
+    secrets = Secrets(("cb-secret",), "api-token", ("API_TOKEN", "CALLBACK_SECRETS"))
+    local = banner(Settings(), secrets)
+    assert "  export API_TOKEN=api-token" in local.splitlines()
+    assert "  export CALLBACK_SECRETS=cb-secret" in local.splitlines()
+    assert local.splitlines()[-1].startswith("These URLs name this machine")
+    assert "PUBLIC_URL=" in local.splitlines()[-1]
+    public = banner(Settings(public_url="https://hooks.example.com"), secrets)
+    assert "These URLs name this machine" not in public
+    assert "https://hooks.example.com/callbacks/seedance/" in public
