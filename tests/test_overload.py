@@ -61,13 +61,13 @@ class Slowloris:
         """Everything the server sent until it closed the connection (b"reset": reset).
 
         The server answers 408 and closes; bytes this client sent meanwhile
-        make the server's kernel reset the connection, which may discard the
-        408 before it is read. Either way the client was cut off.
+        make the server's kernel reset the connection (or break the pipe), which
+        may discard the 408 before it is read. Either way the client was cut off.
         """
         assert self.reader is not None
         try:
             return await self.reader.read()
-        except ConnectionResetError:
+        except ConnectionError:  # reset, or a broken pipe: cut off either way
             return b"reset"
 
     async def close(self) -> None:

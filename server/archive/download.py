@@ -138,7 +138,7 @@ def url_expiry(url: str, finished_at: float) -> float:
 
 
 def _whole_number(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    return int(value) if value and value.isascii() and value.isdigit() else None
 
 
 def _basic_iso_time(value: str | None) -> float | None:
@@ -256,4 +256,4 @@ def _parse(location: str, base: httpx.URL | None = None) -> httpx.URL:
 def _declared_length(response: httpx.Response) -> int | None:
     value = response.headers.get("content-length", "")
     encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
-    return int(value) if value.isdigit() and not encoded else None
+    return int(value) if value.isascii() and value.isdigit() and not encoded else None

@@ -126,7 +126,7 @@ def _scalar(text: str) -> Any:
     """``42`` -> 42, ``True`` -> true, ``None`` -> null; anything else stays a string."""
     if text in _WORDS:
         return _WORDS[text]
-    if text.isdigit() and len(text) < 16:
+    if text.isascii() and text.isdigit() and len(text) < 16:
         return int(text)
     return text
 
@@ -215,7 +215,7 @@ _previous_factory = logging.getLogRecordFactory()
 def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record = _previous_factory(*args, **kwargs)
     redact_record(record)
-    record._redacted = True  # type: ignore[attr-defined]  # (not a field: starts with _)
+    record._redacted = True  # (not a field: starts with _)
     return record
 
 

@@ -126,7 +126,7 @@ async def test_attempts_parameters_are_checked(client):
     base = f"/endpoints/{body['id']}/attempts"
     assert (await client.get(base)).json() == {"items": [], "next_cursor": None}
     assert (await client.get(f"{base}?outcome=failed&limit=500")).status_code == 200
-    for query in ("outcome=ok", "limit=0", "limit=501", "limit=x"):
+    for query in ("outcome=ok", "limit=0", "limit=501", "limit=x", "limit=%C2%B2"):
         assert_error_shape(await client.get(f"{base}?{query}"), 400, "invalid_filter")
     assert_error_shape(await client.get(f"{base}?cursor=zz"), 400, "invalid_cursor")
     assert_error_shape(await client.get("/endpoints/ep_nope/attempts"), 404, "unknown_endpoint")

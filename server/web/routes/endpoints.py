@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +26,7 @@ from server.store import Store
 from server.store.webhooks import Attempt, Endpoint
 from server.web.auth import require_api_token
 from server.web.openapi import doc
+from server.web.params import one_of, whole_number
 from server.web.routes.body import read_json
 from server.web.runtime import runtime
 
@@ -191,22 +192,12 @@ async def enable_endpoint(request: Request) -> JSONResponse:
 async def list_attempts(request: Request) -> JSONResponse:
     require_api_token(request)
     q = request.query_params
-    outcome = q.get("outcome") or None
-    outcomes = get_args(Outcome)
-    if outcome is not None and outcome not in outcomes:
-        raise BadRequest(
-            f"outcome {outcome!r} is not one of {', '.join(outcomes)}", code="invalid_filter"
-        )
-    raw_limit = q.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise BadRequest(
-            f"limit {raw_limit[:40]!r} must be a whole number from 1 to {MAX_LIMIT}",
-            code="invalid_filter",
-        )
+    outcome = cast(Outcome | None, one_of(q.get("outcome"), "outcome", get_args(Outcome)))
+    limit = whole_number(q.get("limit"), "limit", default=50, low=1, high=MAX_LIMIT)
     store = runtime(request).store
     endpoint = await _endpoint(store, request.path_params["endpoint_id"])
     attempts, next_cursor = await store.list_attempts(
-        endpoint.id, outcome=outcome, limit=int(raw_limit), cursor=q.get("cursor") or None
+        endpoint.id, outcome=outcome, limit=limit, cursor=q.get("cursor") or None
     )
     return JSONResponse({"items": [attempt_view(a) for a in attempts], "next_cursor": next_cursor})
 
