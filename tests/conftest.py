@@ -12,11 +12,55 @@ from server.web.app import create_app
 from . import pgserver
 from .harness import API_TOKEN, CALLBACK_SECRET
 
+#: Every backend the route, crash and hostile-input tests run on (ids ``[sqlite]``, ``[postgres]``).
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(why): the test is about SQLite itself (a file, a PRAGMA, sqlite3's backup);"
+        " it runs on the sqlite backend only, and says why",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that needs a database (``backend``) once per backend.
+
+    A test marked ``sqlite_only("why")`` runs on SQLite only; the reason is required.
+    """
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("sqlite_only")
+    if marker is not None and not (marker.args and str(marker.args[0]).strip()):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: sqlite_only needs a reason")
+    names = ["sqlite"] if marker is not None else list(BACKENDS)
+    metafunc.parametrize("backend", names, indirect=True, ids=names)
+
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
+def backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or ``postgres`` (parametrised by ``pytest_generate_tests``)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> str:
+    """An empty, migrated-on-open database of ``backend`` for this test.
+
+    SQLite: a file in the test's folder. PostgreSQL: the session's scratch
+    database, emptied for this test (skips without a server, fails instead
+    under TASKHOOK_REQUIRE_POSTGRES=1; see tests/pgserver.py).
+    """
+    if backend == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path}/taskhook.db"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path) -> Settings:
     return Settings(
-        database_url=f"sqlite:///{tmp_path}/taskhook.db",
+        database_url=database_url,
         callback_secrets=(CALLBACK_SECRET,),
         api_token=API_TOKEN,
         reconciler="off",

@@ -48,8 +48,13 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         port: int | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        database_url: str | None = None,
     ):
+        """``db_path``: the SQLite file, whose folder is the child's working directory and
+        holds its log; ``database_url`` (e.g. a PostgreSQL database) is used instead of
+        that file when given."""
         self.db_path = db_path
+        self.database_url = database_url or f"sqlite:///{db_path}"
         self.port = port or free_port()
         self.extra_env = env or {}
         self.preexec_fn = preexec_fn  # runs in the child before exec (e.g. to lower a limit)
@@ -63,7 +68,7 @@ class ServerProcess:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ACEDATA", "SEEDANCE2"))}
         env.update(
-            DATABASE_URL=f"sqlite:///{self.db_path}",
+            DATABASE_URL=self.database_url,
             HOST="127.0.0.1",
             PORT=str(self.port),
             API_TOKEN=API_TOKEN,
@@ -143,17 +148,24 @@ async def eventually(
         await asyncio.sleep(0.01)
 
 
-def edit_sqlite(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
-    """Change a SQLite database behind the server's back (tests standing in for time or a fix).
+def run_sql(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """One statement on a database behind the server's back (tests standing in for time,
+    a fix, or a look at what is stored); its rows, if it returns any.
 
-    A connection of its own, as another process would: the server's store
-    reads the change on its next query.
+    ``?`` placeholders, on either backend. A connection of its own, as another
+    process would: the server's store reads the change on its next query.
     """
-    import sqlite3
+    if database_url.startswith("sqlite:///"):
+        import sqlite3
 
-    conn = sqlite3.connect(db_path, timeout=10)
-    try:
-        with conn:
-            conn.execute(sql, params)
-    finally:
-        conn.close()
+        conn = sqlite3.connect(database_url[len("sqlite:///") :], timeout=10)
+        try:
+            with conn:
+                return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as pg:
+        cur = pg.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description is not None else []

@@ -21,7 +21,7 @@ from server.web.routes.dashboard_views import http_url
 from server.web.routes.dashboard_views import result_view as _result_view
 
 from .conftest import callback_path
-from .harness import API_TOKEN, edit_sqlite
+from .harness import API_TOKEN, run_sql
 from .payloads import dumps, seedance, seedream
 
 
@@ -181,8 +181,8 @@ async def test_stuck_lists_old_unfinished_tasks_with_next_check(client, settings
     done = str(uuid.uuid4())
     await client.post(callback_path("seedance"), content=dumps(seedance(done)))
     # Age one task by rewriting its registration time in the database.
-    edit_sqlite(
-        settings.database_path,
+    run_sql(
+        settings.database_url,
         "UPDATE tasks SET created_at = created_at - 7200 WHERE task_id = ?",
         (old,),
     )

@@ -80,14 +80,15 @@ class RecordingUpstream:
         return httpx.Response(200, json={"items": [], "count": 0})
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(tmp_path, request):
+@pytest.fixture
+def settings(tmp_path, database_url):
     """One database both loops share: a SQLite file, or a PostgreSQL database (see pgserver)."""
-    extra = {}
-    if request.param == "postgresql":
-        extra["database_url"] = request.getfixturevalue("postgres_url")
     return make_settings(
-        tmp_path, reconcile_interval=0.05, reconcile_batch_size=5, reconciler="embedded", **extra
+        tmp_path,
+        reconcile_interval=0.05,
+        reconcile_batch_size=5,
+        reconciler="embedded",
+        database_url=database_url,
     )
 
 

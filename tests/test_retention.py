@@ -25,13 +25,6 @@ from .harness import ServerProcess, eventually
 from .payloads import dumps, seedance
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path) -> str:
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path}/t.db"
-
-
 def settings_for(database_url: str, **values) -> Settings:
     return Settings(database_url=database_url, archive=False, **values)
 

@@ -24,7 +24,7 @@ import pytest
 from scripts.fake_upstream import FakeConfig
 from server.providers import NAMES
 
-from .harness import API_TOKEN, ROOT, ServerProcess, edit_sqlite, free_port, wait_until
+from .harness import API_TOKEN, ROOT, ServerProcess, free_port, run_sql, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -606,7 +606,7 @@ async def test_a_process_killed_during_the_call_leaves_a_key_that_never_creates_
             waiting = await submit(api, "seedream", key=key)
             assert waiting.status_code == 409  # the record is in the database, still in flight
             # Standing in for SUBMIT_TIMEOUT + 30 s passing: the record lapses.
-            edit_sqlite(server.db_path, "UPDATE submits SET lapses_at = 0")
+            run_sql(server.database_url, "UPDATE submits SET lapses_at = 0")
             lapsed = await submit(api, "seedream", key=key)
             assert lapsed.status_code == 504
             assert lapsed.json()["error"]["code"] == "submit_outcome_unknown"

@@ -7,7 +7,7 @@ import uuid
 from server.web.routes import ROUTES
 
 from .conftest import callback_path
-from .harness import edit_sqlite
+from .harness import run_sql
 from .payloads import dumps, seedance, seedream
 
 
@@ -117,8 +117,8 @@ async def test_replay_merges_and_removes_from_quarantine(client, settings):
 
     # ...and once the row is fixed (here: by hand, standing in for a parser fix), replay merges it.
     fixed = dumps(seedream("11111111-2222-3333-4444-555555555555"))
-    edit_sqlite(
-        settings.database_path, "UPDATE quarantine SET body = ? WHERE id = ?", (fixed, item["id"])
+    run_sql(
+        settings.database_url, "UPDATE quarantine SET body = ? WHERE id = ?", (fixed, item["id"])
     )
     replayed = await client.post(f"/quarantine/{item['id']}/replay")
     assert replayed.status_code == 200 and replayed.json()["status"] == "succeeded"

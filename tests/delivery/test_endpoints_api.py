@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from server.web.runtime import Runtime
-from tests.harness import API_TOKEN
+from tests.harness import API_TOKEN, run_sql
 from tests.test_error_shape import assert_error_shape
 
 from .outbox import add_events
@@ -153,11 +153,10 @@ async def test_redeliver_checks_the_event_and_the_endpoint(app, client):
 async def test_redeliver_and_recover_refuse_a_disabled_endpoint(app, client):
     store = store_of(app)
     body = await create(client)
-    await store._webhook_write(  # what a 410 does
-        lambda c: c.execute(
-            "UPDATE endpoints SET disabled_at = 1, disabled_reason = 'gone' WHERE id = ?",
-            (body["id"],),
-        )
+    run_sql(  # what a 410 does
+        store.settings.database_url,
+        "UPDATE endpoints SET disabled_at = 1, disabled_reason = 'gone' WHERE id = ?",
+        (body["id"],),
     )
     (eid,) = await add_events(store, ("task.status_changed", "a"))
     assert_error_shape(

@@ -20,13 +20,6 @@ OK = "task.succeeded"
 SCHEDULE = "0,10,10"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path) -> str:
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path}/taskhook.db"
-
-
 def make_settings(database_url, **overrides) -> Settings:
     values = dict(
         database_url=database_url,

@@ -1,6 +1,6 @@
 """The store contract for submit records (``begin_submit``, ``finish_submit``, ``get_submit``).
 
-On every backend of ``conftest.BACKENDS``; several stores on one database
+On every backend of ``tests.conftest.BACKENDS``; several stores on one database
 stand for several processes.
 """
 

@@ -7,8 +7,12 @@ import contextlib
 import sqlite3
 import threading
 
+import pytest
+
 from tests.conftest import callback_path
 from tests.payloads import dumps, seedance
+
+pytestmark = pytest.mark.sqlite_only("the SQLite writer thread, its queue, PRAGMA max_page_count")
 
 
 def writer_of(app):
