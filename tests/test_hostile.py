@@ -8,10 +8,8 @@ deliveries answered 400 or 422, tasks appear only for 200s, and nothing else
 from __future__ import annotations
 
 import json
-import sqlite3
 import string
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +22,7 @@ from server.providers import NAMES as PROVIDERS
 from server.web.app import create_app
 
 from .conftest import callback_path, serve_app
-from .harness import API_TOKEN
+from .harness import API_TOKEN, run_sql
 from .payloads import BUILDERS, dumps
 
 HYPOTHESIS = settings(
@@ -47,16 +45,12 @@ json_values = st.recursive(
 )
 
 
-def counts(db: Path) -> tuple[int, int, int]:
-    """(tasks, deliveries, quarantined) as committed on disk."""
-    conn = sqlite3.connect(db)
-    try:
-        return tuple(  # type: ignore[return-value]
-            conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("tasks", "deliveries", "quarantine")
-        )
-    finally:
-        conn.close()
+def counts(db: str) -> tuple[int, int, int]:
+    """(tasks, deliveries, quarantined) as committed in the database at URL ``db``."""
+    return tuple(  # type: ignore[return-value]
+        run_sql(db, f"SELECT count(*) FROM {table}")[0][0]
+        for table in ("tasks", "deliveries", "quarantine")
+    )
 
 
 def assert_answer_shape(answer: httpx.Response) -> None:
@@ -70,7 +64,7 @@ def assert_answer_shape(answer: httpx.Response) -> None:
 
 
 async def post_and_check(
-    client: httpx.AsyncClient, db: Path, provider: str, content: Any, **kwargs: Any
+    client: httpx.AsyncClient, db: str, provider: str, content: Any, **kwargs: Any
 ) -> httpx.Response:
     """Post one body and check the answer and exactly what it left in the database."""
     before = counts(db)
@@ -85,8 +79,8 @@ async def post_and_check(
     return answer
 
 
-def db_of(app) -> Path:
-    return app.state.taskhook.settings.database_path
+def db_of(app) -> str:
+    return app.state.taskhook.settings.database_url
 
 
 @HYPOTHESIS
@@ -205,7 +199,7 @@ async def test_sizes_around_the_body_limit(settings, excess, chunked, chunk_size
 
     async with serve_app(config, authorization=f"Bearer {API_TOKEN}") as client:
         answer = await post_and_check(
-            client, config.database_path, "seedance", chunks() if chunked else body
+            client, config.database_url, "seedance", chunks() if chunked else body
         )
     assert answer.status_code == (200 if excess <= 0 else 413)
 

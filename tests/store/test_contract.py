@@ -154,6 +154,22 @@ async def test_registering_is_idempotent_and_keeps_a_known_task(store: Store) ->
     assert again.state.status is Status.RUNNING and dict(again.metadata) == {"k": 1}
 
 
+async def test_a_task_id_may_hold_any_character_nul_included(store: Store) -> None:
+    # PostgreSQL's text refuses NUL; the backend spells such values so it takes them.
+    odd = ["z\x00中😀", "\x1bnul:x", "a\\0\x00\\", "\x00"]
+    records = await store.register([Registration("seedance", t, t, {t: t}) for t in odd])
+    assert [r.state.task_id for r in records] == odd
+    for task_id in odd:
+        outcome = await store.ingest(observed(task_id, Status.SUCCEEDED))
+        assert outcome.task_id == task_id and outcome.changed
+        record = await store.get_task(task_id)
+        assert record is not None and record.state.task_id == task_id
+        assert record.state.trace_id == task_id and dict(record.metadata) == {task_id: task_id}
+        assert len(await store.deliveries(task_id)) == 1
+    page, _ = await store.list_tasks(limit=10)
+    assert sorted(r.state.task_id for r in page) == sorted(odd)
+
+
 async def test_an_item_for_another_providers_task_is_quarantined_untouched(store: Store) -> None:
     task_id = new_id()
     await store.register([Registration("seedance", task_id)])

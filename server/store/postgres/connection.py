@@ -25,6 +25,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 
 from server.errors import ConfigError, StoreUnavailable
+from server.store.postgres.nul import ADAPTERS
 
 #: Seconds a connection attempt may take before it counts as unreachable.
 CONNECT_TIMEOUT = 5
@@ -47,6 +48,7 @@ CONNECT_KWARGS: dict[str, Any] = {
     "keepalives_idle": 15,
     "keepalives_interval": 5,
     "keepalives_count": 4,
+    "context": ADAPTERS,  # text holding NUL, spelled so PostgreSQL takes it (see nul.py)
 }
 
 
