@@ -1,5 +1,6 @@
 """Overload against the real server: slow clients are cut off, a limit answers 503 at once,
 and running out of file descriptors neither floods the log nor stops the server for good.
+On both backends (``[sqlite]``, ``[postgres]``).
 
 Every client runs on loopback and is bounded in number and time.
 """
@@ -78,17 +79,16 @@ class Slowloris:
             self.writer.close()
 
 
-async def test_300_slowloris_clients_do_not_stall_callbacks_and_are_cut_off(tmp_path):
-    server = ServerProcess(tmp_path / "t.db", env={"HEADER_TIMEOUT": "2"}).start()
+async def test_300_slowloris_clients_do_not_stall_callbacks_and_are_cut_off(tmp_path, database_url):
+    server = ServerProcess(
+        tmp_path / "t.db", database_url=database_url, env={"HEADER_TIMEOUT": "2"}
+    ).start()
     clients = [Slowloris(server.port) for _ in range(300)]
     try:
         await asyncio.gather(*(c.open() for c in clients))
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
             answers = await asyncio.gather(
-                *(
-                    http.post(CALLBACK_PATH, content=dumps(seedance(f"real-{i}")))
-                    for i in range(20)
-                )
+                *(http.post(CALLBACK_PATH, content=dumps(seedance(f"real-{i}"))) for i in range(20))
             )
         assert [a.status_code for a in answers] == [200] * 20
 
@@ -108,8 +108,10 @@ async def test_300_slowloris_clients_do_not_stall_callbacks_and_are_cut_off(tmp_
     assert 1 <= len(lines) <= 10  # one line a second at most, not one per client
 
 
-async def test_a_body_slower_than_body_timeout_is_cut_off(tmp_path):
-    server = ServerProcess(tmp_path / "t.db", env={"BODY_TIMEOUT": "1"}).start()
+async def test_a_body_slower_than_body_timeout_is_cut_off(tmp_path, database_url):
+    server = ServerProcess(
+        tmp_path / "t.db", database_url=database_url, env={"BODY_TIMEOUT": "1"}
+    ).start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(
@@ -131,8 +133,10 @@ async def test_a_body_slower_than_body_timeout_is_cut_off(tmp_path):
     assert "Traceback" not in server.logs()
 
 
-async def test_past_limit_concurrency_new_requests_get_503_at_once(tmp_path):
-    server = ServerProcess(tmp_path / "t.db", env={"LIMIT_CONCURRENCY": "2"}).start()
+async def test_past_limit_concurrency_new_requests_get_503_at_once(tmp_path, database_url):
+    server = ServerProcess(
+        tmp_path / "t.db", database_url=database_url, env={"LIMIT_CONCURRENCY": "2"}
+    ).start()
     hogs = []
     try:
         for _ in range(2):  # two requests whose bodies never come: both stay in flight
@@ -173,9 +177,14 @@ def lower_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
 
 
-async def test_running_out_of_file_descriptors_logs_once_a_second_and_recovers(tmp_path):
+async def test_running_out_of_file_descriptors_logs_once_a_second_and_recovers(
+    tmp_path, database_url
+):
     server = ServerProcess(
-        tmp_path / "t.db", env={"HEADER_TIMEOUT": "120"}, preexec_fn=lower_fd_limit
+        tmp_path / "t.db",
+        database_url=database_url,
+        env={"HEADER_TIMEOUT": "120"},
+        preexec_fn=lower_fd_limit,
     ).start()
     hogs: list[asyncio.StreamWriter] = []
     try:

@@ -95,8 +95,8 @@ def make_settings(tmp_path, **kw: Any) -> Settings:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    async with open_store(make_settings(tmp_path)) as s:
+async def store(tmp_path, database_url):
+    async with open_store(make_settings(tmp_path, database_url=database_url)) as s:
         yield s
 
 
