@@ -57,6 +57,25 @@ def database_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> str:
     return f"sqlite:///{tmp_path}/taskhook.db"
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_backend(request: pytest.FixtureRequest) -> str:
+    """``backend`` for module-scoped fixtures (servers a module's tests share)."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def new_database(module_backend: str, request: pytest.FixtureRequest):
+    """``new_database(folder)``: the URL of a new, empty database of ``module_backend``.
+
+    SQLite: a file in ``folder``; PostgreSQL: a new database of the session
+    (copied from its migrated template, dropped at the end of the session).
+    """
+    if module_backend == "postgres":
+        databases = request.getfixturevalue("pg_databases")
+        return lambda folder: databases.fresh()
+    return lambda folder: f"sqlite:///{folder}/taskhook.db"
+
+
 @pytest.fixture
 def settings(database_url: str, tmp_path) -> Settings:
     return Settings(

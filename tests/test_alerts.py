@@ -133,8 +133,8 @@ def test_metric_names_are_read_from_expressions(expr, names):
 
 
 @pytest.mark.e2e
-def test_every_metric_a_rule_names_is_exported(tmp_path):
-    server = ServerProcess(tmp_path / "alerts.db").start()
+def test_every_metric_a_rule_names_is_exported(tmp_path, database_url):
+    server = ServerProcess(tmp_path / "alerts.db", database_url=database_url).start()
     try:
         answer = httpx.get(f"{server.url}/metrics", timeout=10)
     finally:

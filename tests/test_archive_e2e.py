@@ -94,11 +94,13 @@ def temp_files(folder: Path) -> list[Path]:
     return list(folder.glob(TEMP_PREFIX + "*"))
 
 
-def test_a_download_killed_midway_completes_after_a_restart(tmp_path):
+def test_a_download_killed_midway_completes_after_a_restart(tmp_path, database_url):
     files_dir = tmp_path / "files"
     with ThreadedFiles().running() as files:
         files.hold.add("killed.mp4")
-        first = ServerProcess(tmp_path / "taskhook.db", env=archive_env(tmp_path)).start()
+        first = ServerProcess(
+            tmp_path / "taskhook.db", env=archive_env(tmp_path), database_url=database_url
+        ).start()
         try:
             task_id, body = video_callback(f"{files.base}/f/killed.mp4")
             answer = httpx.post(first.url + callback_path("seedance"), content=body, timeout=10)
@@ -110,7 +112,9 @@ def test_a_download_killed_midway_completes_after_a_restart(tmp_path):
         assert temp_files(files_dir), "SIGKILL leaves the partial file behind"
 
         files.hold.clear()
-        second = ServerProcess(tmp_path / "taskhook.db", env=archive_env(tmp_path)).start()
+        second = ServerProcess(
+            tmp_path / "taskhook.db", env=archive_env(tmp_path), database_url=database_url
+        ).start()
         try:
             headers = {"Authorization": f"Bearer {API_TOKEN}"}
 

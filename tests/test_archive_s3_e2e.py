@@ -32,9 +32,6 @@ pytestmark = pytest.mark.e2e
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 FILE_BYTES = 300_000
-#: The database backends two replicas can share. PostgreSQL joins this list with its
-#: backend; until then the replicas share one SQLite file (one host).
-DATABASES = ["sqlite"]
 
 
 @pytest.fixture
@@ -69,7 +66,9 @@ def fake() -> Iterator[str]:
             proc.stdout.close()
 
 
-def start_server(tmp_path: Path, s3: MotoS3, bucket: str, **env: str) -> ServerProcess:
+def start_server(
+    tmp_path: Path, s3: MotoS3, bucket: str, database_url: str | None = None, **env: str
+) -> ServerProcess:
     """A replica with its own ARCHIVE_DIR, which ARCHIVE_URL must leave untouched."""
     folder = tmp_path / f"replica-{uuid.uuid4().hex[:6]}"
     settings = {
@@ -79,7 +78,7 @@ def start_server(tmp_path: Path, s3: MotoS3, bucket: str, **env: str) -> ServerP
         "ARCHIVE_DIR": str(folder / "files"),
     }
     settings.update(env)
-    server = ServerProcess(tmp_path / "taskhook.db", env=settings)
+    server = ServerProcess(tmp_path / "taskhook.db", env=settings, database_url=database_url)
     return server.start()
 
 
@@ -240,13 +239,13 @@ def test_a_copy_in_flight_when_s3_goes_away_completes_after_it_returns(tmp_path,
     assert SECRET_ACCESS_KEY not in server.logs()
 
 
-@pytest.mark.parametrize("database", DATABASES)
-def test_replicas_share_the_bucket(tmp_path, s3, fake, database):
+def test_replicas_share_the_bucket(tmp_path, s3, fake, database_url):
     """A replica that archives and one that does not: the second serves the first's files
-    from the bucket, each with its own working directory and ARCHIVE_DIR."""
+    from the bucket, each with its own working directory and ARCHIVE_DIR (on one SQLite
+    file, as on one host; or on one PostgreSQL database, as on several)."""
     bucket = s3.bucket()
-    copier = start_server(tmp_path, s3, bucket)
-    reader = start_server(tmp_path, s3, bucket, ARCHIVE="off")
+    copier = start_server(tmp_path, s3, bucket, database_url)
+    reader = start_server(tmp_path, s3, bucket, database_url, ARCHIVE="off")
     try:
         task_id = fake_task(fake, copier)
         copy = wait_until(lambda: archived(copier, task_id), what="the copy")

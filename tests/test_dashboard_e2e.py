@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from .conftest import callback_path
-from .harness import API_TOKEN, ROOT, ServerProcess
+from .harness import API_TOKEN, ROOT, ServerProcess, run_sql
 from .payloads import dreamina, dumps, seedance, seedance2, seedream
 
 CHROMIUM = (
@@ -59,26 +58,28 @@ def seed(server: ServerProcess) -> dict[str, str]:
         assert http.post(callback_path("seedream"), content=b"<html>oops</html>").status_code == 400
     # A delivery that merges once replayed (as after a parser fix), put in quarantine directly.
     body = dumps(seedance(ids["replayed"]))
-    with sqlite3.connect(server.db_path) as db:
-        db.execute(
-            "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                "seedance",
-                time.time(),
-                "no_task_id",
-                "kept for replay",
-                "{}",
-                hashlib.sha256(body).hexdigest(),
-                body,
-            ),
-        )
+    run_sql(
+        server.database_url,
+        "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            "seedance",
+            time.time(),
+            "no_task_id",
+            "kept for replay",
+            "{}",
+            hashlib.sha256(body).hexdigest(),
+            body,
+        ),
+    )
     return ids
 
 
-def test_sign_in_filter_open_and_replay(tmp_path):
+def test_sign_in_filter_open_and_replay(tmp_path, database_url):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    server = ServerProcess(tmp_path / "taskhook.db", env={"PYTHONPATH": str(ROOT)}).start()
+    server = ServerProcess(
+        tmp_path / "taskhook.db", env={"PYTHONPATH": str(ROOT)}, database_url=database_url
+    ).start()
     shots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
     try:
@@ -143,10 +144,12 @@ def test_sign_in_filter_open_and_replay(tmp_path):
         server.stop()
 
 
-def test_every_page_fits_a_phone(tmp_path):
+def test_every_page_fits_a_phone(tmp_path, database_url):
     """At 375 px nothing is wider than the screen, and no table hides a column off to the side."""
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    server = ServerProcess(tmp_path / "taskhook.db", env={"PYTHONPATH": str(ROOT)}).start()
+    server = ServerProcess(
+        tmp_path / "taskhook.db", env={"PYTHONPATH": str(ROOT)}, database_url=database_url
+    ).start()
     shots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
     try:
@@ -158,21 +161,21 @@ def test_every_page_fits_a_phone(tmp_path):
             assert http.post(callback_path("seedance"), content=dumps(body)).status_code == 200
         long_task = body["task_id"]
         now = time.time()
-        with sqlite3.connect(server.db_path) as db:
-            db.execute(
-                "INSERT INTO archives (task_key, url, status, error, message, attempts,"
-                " next_attempt_at, expires_at, created_at, updated_at)"
-                " VALUES (?, ?, 'failed', 'download_failed', ?, 5, ?, ?, ?, ?)",
-                (
-                    long_task.lower().replace("-", ""),
-                    long_url,
-                    f"GET {long_url} answered 403",
-                    now,
-                    now + 86400,
-                    now,
-                    now,
-                ),
-            )
+        run_sql(
+            server.database_url,
+            "INSERT INTO archives (task_key, url, status, error, message, attempts,"
+            " next_attempt_at, expires_at, created_at, updated_at)"
+            " VALUES (?, ?, 'failed', 'download_failed', ?, 5, ?, ?, ?, ?)",
+            (
+                long_task.lower().replace("-", ""),
+                long_url,
+                f"GET {long_url} answered 403",
+                now,
+                now + 86400,
+                now,
+                now,
+            ),
+        )
         pages = {
             "overview": "/dashboard",
             "task": f"/dashboard/tasks/{long_task}",

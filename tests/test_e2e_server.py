@@ -34,8 +34,8 @@ def api(server: ServerProcess, path: str) -> httpx.Response:
     return httpx.get(f"{server.url}{path}", headers={"Authorization": f"Bearer {API_TOKEN}"})
 
 
-def test_seed_payloads_survive_a_restart(tmp_path):
-    server = ServerProcess(tmp_path / "taskhook.db").start()
+def test_seed_payloads_survive_a_restart(tmp_path, database_url):
+    server = ServerProcess(tmp_path / "taskhook.db", database_url=database_url).start()
     try:
         seen = {}
         for provider, name in SEED_CALLBACKS.items():

@@ -112,10 +112,10 @@ async def test_a_poll_without_events_answers_empty_when_the_wait_is_over(client)
 
 
 @pytest.mark.e2e
-def test_events_survive_kill_9_right_after_the_200_and_the_cursor_holds(tmp_path):
+def test_events_survive_kill_9_right_after_the_200_and_the_cursor_holds(tmp_path, database_url):
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
     db = tmp_path / "taskhook.db"
-    first = ServerProcess(db).start()
+    first = ServerProcess(db, database_url=database_url).start()
     try:
         before = httpx.get(f"{first.url}/events", headers=headers).json()
         task_id = str(uuid.uuid4())
@@ -125,7 +125,7 @@ def test_events_survive_kill_9_right_after_the_200_and_the_cursor_holds(tmp_path
         assert answer.status_code == 200
     finally:
         first.kill()  # SIGKILL at once: no chance to flush anything after the 200
-    second = ServerProcess(db).start()
+    second = ServerProcess(db, database_url=database_url).start()
     try:
         after = httpx.get(
             f"{second.url}/events", params={"after": before["next_cursor"]}, headers=headers

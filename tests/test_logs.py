@@ -110,10 +110,10 @@ async def test_no_secret_in_captured_logs_of_route_tests(client, caplog):
 
 
 @pytest.mark.e2e
-def test_json_logs_of_a_real_server_are_json_and_secret_free(tmp_path):
+def test_json_logs_of_a_real_server_are_json_and_secret_free(tmp_path, database_url):
     # PYTHONPATH: the harness starts the child outside the checkout.
     env = {"LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)}
-    server = ServerProcess(tmp_path / "taskhook.db", env=env).start()
+    server = ServerProcess(tmp_path / "taskhook.db", env=env, database_url=database_url).start()
     try:
         task_id = str(uuid.uuid4())
         with httpx.Client(base_url=server.url) as http:

@@ -66,12 +66,14 @@ async def passes_seen(api: httpx.AsyncClient) -> str | None:
     return body["checks"]["reconciler"]["last_pass_at"]
 
 
-async def test_every_task_converges_despite_lost_callbacks(tmp_path):
+async def test_every_task_converges_despite_lost_callbacks(tmp_path, database_url):
     policy = CallbackPolicy(drop=0.33, duplicate=0.2, reorder=0.5, empty_first=0.2)
     app = create_app(FakeConfig(seed=7, acedata_pending="empty", callbacks=policy))
     fake = app.state.fake
     async with serving(app) as fake_url:
-        server = ServerProcess(tmp_path / "t.db", env=server_env(fake_url))
+        server = ServerProcess(
+            tmp_path / "t.db", database_url=database_url, env=server_env(fake_url)
+        )
         await asyncio.to_thread(server.start)
         try:
             async with (
@@ -134,11 +136,11 @@ async def _later(api: httpx.AsyncClient, seen: str | None) -> bool:
     return now is not None and now != seen
 
 
-async def test_expiry_and_rejected_token(tmp_path):
+async def test_expiry_and_rejected_token(tmp_path, database_url):
     app = create_app(FakeConfig(seed=3))
     async with serving(app) as fake_url:
         env = server_env(fake_url, ACEDATA_API_TOKEN="wrong-token", RECONCILE_MAX_AGE="1")
-        server = ServerProcess(tmp_path / "t.db", env=env)
+        server = ServerProcess(tmp_path / "t.db", database_url=database_url, env=env)
         await asyncio.to_thread(server.start)
         try:
             async with (
@@ -183,10 +185,14 @@ async def test_expiry_and_rejected_token(tmp_path):
             await asyncio.to_thread(server.stop)
 
 
-async def test_a_huge_retry_after_pauses_an_hour_at_most_and_readyz_says_until_when(tmp_path):
+async def test_a_huge_retry_after_pauses_an_hour_at_most_and_readyz_says_until_when(
+    tmp_path, database_url
+):
     app = create_app(FakeConfig(seed=5, retry_after=1e12))
     async with serving(app) as fake_url:
-        server = ServerProcess(tmp_path / "t.db", env=server_env(fake_url))
+        server = ServerProcess(
+            tmp_path / "t.db", database_url=database_url, env=server_env(fake_url)
+        )
         await asyncio.to_thread(server.start)
         try:
             async with (
@@ -219,11 +225,15 @@ async def test_a_huge_retry_after_pauses_an_hour_at_most_and_readyz_says_until_w
 
 
 @pytest.mark.parametrize("shape", ["list", "raw"])
-async def test_seedance_answers_as_a_list_or_under_content_video_url_all_succeed(tmp_path, shape):
+async def test_seedance_answers_as_a_list_or_under_content_video_url_all_succeed(
+    tmp_path, database_url, shape
+):
     app = create_app(FakeConfig(seed=11, seedance_shape=shape))
     fake = app.state.fake
     async with serving(app) as fake_url:
-        server = ServerProcess(tmp_path / "t.db", env=server_env(fake_url))
+        server = ServerProcess(
+            tmp_path / "t.db", database_url=database_url, env=server_env(fake_url)
+        )
         await asyncio.to_thread(server.start)
         try:
             async with (

@@ -35,8 +35,9 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    process = ServerProcess(tmp_path_factory.mktemp("schemathesis") / "taskhook.db").start()
+def server(tmp_path_factory, new_database):
+    folder = tmp_path_factory.mktemp("schemathesis")
+    process = ServerProcess(folder / "taskhook.db", database_url=new_database(folder)).start()
     yield process
     process.stop()
 

@@ -30,15 +30,15 @@ def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProce
     )
 
 
-def stored_env(tmp_path: Path) -> dict[str, str]:
+def stored_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     """A process environment that leaves both secrets to the database."""
-    env = ServerProcess(tmp_path / "t.db").env()
+    env = ServerProcess(tmp_path / "t.db", database_url=database_url).env()
     env.update(API_TOKEN="", CALLBACK_SECRETS="")
     return env
 
 
-async def test_rotation_puts_a_new_secret_first_and_keeps_the_old(tmp_path):
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/t.db")
+async def test_rotation_puts_a_new_secret_first_and_keeps_the_old(tmp_path, database_url):
+    settings = Settings(database_url=database_url)
     async with open_store(settings) as store:
         first = await load_secrets(store, settings)
         rotated = await rotate_callback(store, settings)
@@ -49,16 +49,16 @@ async def test_rotation_puts_a_new_secret_first_and_keeps_the_old(tmp_path):
     assert now.generated == () and now.api_token == first.api_token
 
 
-async def test_rotation_refuses_configured_callback_secrets(tmp_path):
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/t.db", callback_secrets=("env",))
+async def test_rotation_refuses_configured_callback_secrets(tmp_path, database_url):
+    settings = Settings(database_url=database_url, callback_secrets=("env",))
     async with open_store(settings) as store:
         with pytest.raises(ConfigError, match="change the variable instead"):
             await rotate_callback(store, settings)
 
 
 @pytest.mark.e2e
-def test_secrets_show_prints_what_is_in_effect(tmp_path):
-    env = stored_env(tmp_path)
+def test_secrets_show_prints_what_is_in_effect(tmp_path, database_url):
+    env = stored_env(tmp_path, database_url)
     shown = cli(env, tmp_path, "secrets", "show")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
@@ -71,8 +71,8 @@ def test_secrets_show_prints_what_is_in_effect(tmp_path):
 
 
 @pytest.mark.e2e
-def test_rotate_callback_refuses_when_the_environment_sets_the_secrets(tmp_path):
-    env = {**stored_env(tmp_path), "CALLBACK_SECRETS": "from-env"}
+def test_rotate_callback_refuses_when_the_environment_sets_the_secrets(tmp_path, database_url):
+    env = {**stored_env(tmp_path, database_url), "CALLBACK_SECRETS": "from-env"}
     refused = cli(env, tmp_path, "secrets", "rotate-callback")
     assert refused.returncode == 2
     assert "CALLBACK_SECRETS is set in the environment" in refused.stderr
@@ -80,9 +80,15 @@ def test_rotate_callback_refuses_when_the_environment_sets_the_secrets(tmp_path)
 
 
 @pytest.mark.e2e
-async def test_a_running_server_accepts_rotated_urls_within_seconds_and_old_ones_still(tmp_path):
-    env = stored_env(tmp_path)
-    server = ServerProcess(tmp_path / "t.db", env={"API_TOKEN": "", "CALLBACK_SECRETS": ""})
+async def test_a_running_server_accepts_rotated_urls_within_seconds_and_old_ones_still(
+    tmp_path, database_url
+):
+    env = stored_env(tmp_path, database_url)
+    server = ServerProcess(
+        tmp_path / "t.db",
+        env={"API_TOKEN": "", "CALLBACK_SECRETS": ""},
+        database_url=database_url,
+    )
     server.start()
     try:
         before = cli(env, tmp_path, "callback-url", "seedance").stdout.strip()
@@ -112,13 +118,17 @@ async def test_a_running_server_accepts_rotated_urls_within_seconds_and_old_ones
 
 
 @pytest.mark.e2e
-def test_start_up_warns_in_one_line_when_the_environment_differs_from_the_database(tmp_path):
-    env = stored_env(tmp_path)
+def test_start_up_warns_in_one_line_when_the_environment_differs_from_the_database(
+    tmp_path, database_url
+):
+    env = stored_env(tmp_path, database_url)
     stored = dict(
         line.split("=", 1) for line in cli(env, tmp_path, "secrets", "show").stdout.splitlines()
     )
     server = ServerProcess(
-        tmp_path / "t.db", env={"API_TOKEN": "dev", "CALLBACK_SECRETS": "dev"}
+        tmp_path / "t.db",
+        env={"API_TOKEN": "dev", "CALLBACK_SECRETS": "dev"},
+        database_url=database_url,
     ).start()
     server.stop()
     log = server.logs()
@@ -128,7 +138,7 @@ def test_start_up_warns_in_one_line_when_the_environment_differs_from_the_databa
     for secret in (stored["API_TOKEN"], stored["CALLBACK_SECRETS"], "=dev"):
         assert secret not in log
 
-    same = ServerProcess(tmp_path / "t.db", env=dict(stored)).start()
+    same = ServerProcess(tmp_path / "t.db", env=dict(stored), database_url=database_url).start()
     same.stop()
     assert "from the environment" not in same.logs()
 

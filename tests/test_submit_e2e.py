@@ -1,7 +1,8 @@
 """End to end: ``POST /submit/{provider}`` on real servers against the fake upstream.
 
-Two taskhook processes (``a`` and ``b``) share one SQLite file, as two
-workers or replicas would; the fake upstream runs as its own process and
+Two taskhook processes (``a`` and ``b``) share one database, as two
+workers or replicas would (every test runs twice: on one SQLite file, and on
+one PostgreSQL database); the fake upstream runs as its own process and
 logs every creation call it receives (``GET /_fake/creations``), which is
 what these tests read to know what taskhook sent and how often.
 """
@@ -106,21 +107,22 @@ def submit_env(fake: str, port: int, files: Path, **extra: str) -> dict[str, str
     return env
 
 
-def start(db: Path, fake: str, **extra: str) -> ServerProcess:
+def start(db: Path, fake: str, database_url: str | None = None, **extra: str) -> ServerProcess:
     port = free_port()
     env = submit_env(fake, port, db.parent / "files", **extra)
-    return ServerProcess(db, env=env, port=port).start()
+    return ServerProcess(db, env=env, port=port, database_url=database_url).start()
 
 
 @pytest.fixture(scope="module")
 def servers(
-    fake_url: str, tmp_path_factory: pytest.TempPathFactory
+    fake_url: str, tmp_path_factory: pytest.TempPathFactory, new_database
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Two taskhook processes on one database (two workers, or two replicas)."""
     db = tmp_path_factory.mktemp("submit") / "t.db"
-    a = start(db, fake_url)
+    url = new_database(db.parent)
+    a = start(db, fake_url, url)
     try:
-        b = start(db, fake_url)
+        b = start(db, fake_url, url)
         try:
             yield a, b
         finally:
@@ -130,7 +132,9 @@ def servers(
 
 
 @pytest.fixture(scope="module")
-def bare(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def bare(
+    fake_url: str, tmp_path_factory: pytest.TempPathFactory, new_database
+) -> Iterator[ServerProcess]:
     """No Seedance 2.0 key; AceData's base URL is a closed port (connections refused)."""
     db = tmp_path_factory.mktemp("bare") / "t.db"
     with socket.socket() as closed:
@@ -138,6 +142,7 @@ def bare(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
         server = start(
             db,
             fake_url,
+            new_database(db.parent),
             ACEDATA_BASE_URL=f"http://127.0.0.1:{closed.getsockname()[1]}",
             SEEDANCE2_API_KEY="",
             RECONCILER="off",
@@ -581,10 +586,10 @@ async def test_a_callback_before_the_answer_keeps_the_task_and_adds_the_metadata
 
 
 async def test_a_process_killed_during_the_call_leaves_a_key_that_never_creates_again(
-    fake_url: str, tmp_path: Path, up
+    fake_url: str, tmp_path: Path, up, new_database
 ) -> None:
     await up.post("/_fake/creations", json={"next": [{"outcome": "hang", "seconds": 60}]})
-    server = start(tmp_path / "t.db", fake_url, RECONCILER="off")
+    server = start(tmp_path / "t.db", fake_url, new_database(tmp_path), RECONCILER="off")
     key = unique("killed")
     try:
         async with httpx.AsyncClient(

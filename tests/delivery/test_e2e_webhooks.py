@@ -1,4 +1,4 @@
-"""Webhooks end to end: the real server (uvicorn, SQLite file) and a receiving app on loopback.
+"""Webhooks end to end: the real server (uvicorn; on each backend) and a receiving app on loopback.
 
 Callbacks go in over HTTP; events come out as signed POSTs that the receiver
 verifies with ``standardwebhooks.Webhook.verify``; what was committed is read
@@ -40,13 +40,13 @@ def receiver() -> Iterator[Receiver]:
         yield r
 
 
-def start(db: Path, **env: str) -> ServerProcess:
-    return ServerProcess(db, {**SHORT, **env}).start()
+def start(db: Path, database_url: str, **env: str) -> ServerProcess:
+    return ServerProcess(db, {**SHORT, **env}, database_url=database_url).start()
 
 
 @pytest.fixture
-def server(tmp_path) -> Iterator[ServerProcess]:
-    process = start(tmp_path / "taskhook.db")
+def server(tmp_path, database_url) -> Iterator[ServerProcess]:
+    process = start(tmp_path / "taskhook.db", database_url)
     yield process
     process.stop()
 
@@ -142,7 +142,7 @@ async def test_retries_keep_the_id_and_the_event_fails_after_the_schedule(server
     assert mine[0]["response"] == "told to answer 500" and mine[0]["duration_ms"] >= 0
 
 
-async def test_order_per_task_under_concurrent_callbacks(tmp_path, receiver):
+async def test_order_per_task_under_concurrent_callbacks(tmp_path, database_url, receiver):
     rng, lock = random.Random(14), threading.Lock()
 
     def flaky(delivery):
@@ -151,7 +151,7 @@ async def test_order_per_task_under_concurrent_callbacks(tmp_path, receiver):
 
     receiver.rule = flaky
     schedule = ",".join(["0"] + ["0.05"] * 15)
-    server = start(tmp_path / "taskhook.db", DELIVERY_RETRY_SCHEDULE=schedule)
+    server = start(tmp_path / "taskhook.db", database_url, DELIVERY_RETRY_SCHEDULE=schedule)
     try:
         async with api(server) as client:
             await add_endpoint(client, receiver)
@@ -185,11 +185,13 @@ async def test_order_per_task_under_concurrent_callbacks(tmp_path, receiver):
         assert attempted[task_id] == expected[task_id], f"{task_id} attempted out of order"
 
 
-async def test_kill_9_with_undelivered_events_then_restart_delivers_them_all(tmp_path, receiver):
+async def test_kill_9_with_undelivered_events_then_restart_delivers_them_all(
+    tmp_path, database_url, receiver
+):
     receiver.rule = lambda d: 503  # the application is down
     schedule = ",".join(["0"] + ["0.5"] * 60)
     db = tmp_path / "taskhook.db"
-    server = start(db, DELIVERY_RETRY_SCHEDULE=schedule)
+    server = start(db, database_url, DELIVERY_RETRY_SCHEDULE=schedule)
     try:
         async with api(server) as client:
             await add_endpoint(client, receiver)
@@ -200,7 +202,7 @@ async def test_kill_9_with_undelivered_events_then_restart_delivers_them_all(tmp
         server.kill()
         assert not receiver.accepted()
         receiver.rule = None  # the application is back
-        server = start(db, DELIVERY_RETRY_SCHEDULE=schedule)
+        server = start(db, database_url, DELIVERY_RETRY_SCHEDULE=schedule)
         await eventually(
             lambda: {d.event_id for d in receiver.accepted()} >= {e["id"] for e in committed},
             "every event after the restart",
@@ -212,7 +214,9 @@ async def test_kill_9_with_undelivered_events_then_restart_delivers_them_all(tmp
     assert all(d.verified_by == (0,) for d in receiver.all())
 
 
-async def test_an_attempt_in_flight_at_kill_9_is_made_again_and_recorded(tmp_path, receiver):
+async def test_an_attempt_in_flight_at_kill_9_is_made_again_and_recorded(
+    tmp_path, database_url, receiver
+):
     calls = []
 
     def hang_first(delivery):
@@ -221,7 +225,7 @@ async def test_an_attempt_in_flight_at_kill_9_is_made_again_and_recorded(tmp_pat
 
     receiver.rule = hang_first
     db = tmp_path / "taskhook.db"
-    server = start(db, DELIVERY_TIMEOUT="3")
+    server = start(db, database_url, DELIVERY_TIMEOUT="3")
     try:
         async with api(server) as client:
             endpoint = await add_endpoint(client, receiver)
@@ -231,7 +235,7 @@ async def test_an_attempt_in_flight_at_kill_9_is_made_again_and_recorded(tmp_pat
         server.kill()
         # The dead process's claim lapses (DELIVERY_TIMEOUT + 10 s after it was taken);
         # the restarted process then takes the message over.
-        server = start(db, DELIVERY_TIMEOUT="3")
+        server = start(db, database_url, DELIVERY_TIMEOUT="3")
         async with api(server) as client:
             await eventually(
                 lambda: len(receiver.accepted()) >= 2, "both events after the takeover", 90
@@ -285,9 +289,9 @@ async def test_410_disables_the_endpoint_and_says_so(server, receiver):
     assert server.logs().count("webhook_endpoint_disabled") == 1
 
 
-async def test_a_hanging_endpoint_delays_no_other_endpoint(tmp_path, receiver):
+async def test_a_hanging_endpoint_delays_no_other_endpoint(tmp_path, database_url, receiver):
     receiver.rule = lambda d: "hang"
-    server = start(tmp_path / "taskhook.db", DELIVERY_TIMEOUT="60")
+    server = start(tmp_path / "taskhook.db", database_url, DELIVERY_TIMEOUT="60")
     try:
         with Receiver().serve() as fast:
             async with api(server) as client:
