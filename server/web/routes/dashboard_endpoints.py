@@ -16,15 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from server.observe.logs import event
-from server.web.routes.dashboard_auth import (
-    Viewer,
-    csrf_ok,
-    forbidden,
-    page,
-    read_form,
-    signed_in,
-    viewer,
-)
+from server.web.routes.dashboard_auth import Viewer, message_page, operator, page, signed_in
 from server.web.runtime import runtime
 
 log = logging.getLogger("taskhook.dashboard")
@@ -41,16 +33,8 @@ async def endpoints(request: Request, who: Viewer) -> Response:
 
 
 def _missing(request: Request, who: Viewer, endpoint_id: str) -> Response:
-    return page(
-        request,
-        "error.html",
-        {
-            "viewer": who,
-            "title": "No such endpoint",
-            "message": f"No endpoint has id {endpoint_id!r} (removed?).",
-        },
-        404,
-    )
+    message = f"No endpoint has id {endpoint_id!r} (removed?)."
+    return message_page(request, who, "No such endpoint", message, 404)
 
 
 @signed_in
@@ -80,23 +64,8 @@ async def endpoint_page(request: Request, who: Viewer) -> Response:
     )
 
 
-async def _operator(request: Request) -> Viewer | Response:
-    """The signed-in viewer of a form post with a good CSRF token, or the page refusing it."""
-    who = await viewer(request)
-    if who is None:
-        return page(
-            request,
-            "error.html",
-            {"title": "Not signed in", "message": "Sign in to change endpoints."},
-            401,
-        )
-    if not csrf_ok(request, who, await read_form(request)):
-        return forbidden(request, who)
-    return who
-
-
 async def redeliver(request: Request) -> Response:
-    who = await _operator(request)
+    who = await operator(request, "change endpoints")
     if isinstance(who, Response):
         return who
     store = runtime(request).store
@@ -116,7 +85,7 @@ async def redeliver(request: Request) -> Response:
 
 
 async def enable(request: Request) -> Response:
-    who = await _operator(request)
+    who = await operator(request, "change endpoints")
     if isinstance(who, Response):
         return who
     store = runtime(request).store
