@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from server.observe.logs import event
+from server.store.webhooks import Endpoint
 from server.web.routes.dashboard_auth import Viewer, message_page, operator, page, signed_in
 from server.web.runtime import runtime
 
@@ -32,6 +33,13 @@ async def endpoints(request: Request, who: Viewer) -> Response:
     return page(request, "endpoints.html", {"viewer": who, "rows": rows})
 
 
+async def _endpoint(request: Request, who: Viewer) -> Endpoint | Response:
+    """The endpoint the path names, or the page saying there is none."""
+    endpoint_id = request.path_params["endpoint_id"]
+    endpoint = await runtime(request).store.get_endpoint(endpoint_id)
+    return endpoint if endpoint is not None else _missing(request, who, endpoint_id)
+
+
 def _missing(request: Request, who: Viewer, endpoint_id: str) -> Response:
     message = f"No endpoint has id {endpoint_id!r} (removed?)."
     return message_page(request, who, "No such endpoint", message, 404)
@@ -40,10 +48,9 @@ def _missing(request: Request, who: Viewer, endpoint_id: str) -> Response:
 @signed_in
 async def endpoint_page(request: Request, who: Viewer) -> Response:
     store = runtime(request).store
-    endpoint_id = request.path_params["endpoint_id"]
-    endpoint = await store.get_endpoint(endpoint_id)
-    if endpoint is None:
-        return _missing(request, who, endpoint_id)
+    endpoint = await _endpoint(request, who)
+    if isinstance(endpoint, Response):
+        return endpoint
     attempts, _ = await store.list_attempts(endpoint.id, limit=RECENT)
     failures, _ = await store.list_attempts(endpoint.id, outcome="failed", limit=RECENT)
     backlog = next((b for b in await store.webhook_backlog() if b.endpoint_id == endpoint.id), None)
@@ -68,29 +75,29 @@ async def redeliver(request: Request) -> Response:
     who = await operator(request, "change endpoints")
     if isinstance(who, Response):
         return who
-    store = runtime(request).store
-    endpoint_id = request.path_params["endpoint_id"]
+    endpoint = await _endpoint(request, who)
+    if isinstance(endpoint, Response):
+        return endpoint
     event_id = request.path_params["event_id"]
-    endpoint = await store.get_endpoint(endpoint_id)
-    if endpoint is None:
-        return _missing(request, who, endpoint_id)
-    base = f"/dashboard/endpoints/{endpoint.id}"
-    if endpoint.disabled:
-        return RedirectResponse(f"{base}?{urlencode({'refused': event_id})}", status_code=303)
-    queued = await store.redeliver_event(event_id, endpoint.id)
+    queued = (
+        None
+        if endpoint.disabled
+        else await runtime(request).store.redeliver_event(event_id, endpoint.id)
+    )
     if queued is None or not queued.endpoints:
-        return RedirectResponse(f"{base}?{urlencode({'refused': event_id})}", status_code=303)
-    event(log, "dashboard_redeliver", endpoint=endpoint.id, event_id=event_id)
-    return RedirectResponse(f"{base}?{urlencode({'redelivered': event_id})}", status_code=303)
+        answer = {"refused": event_id}
+    else:
+        event(log, "dashboard_redeliver", endpoint=endpoint.id, event_id=event_id)
+        answer = {"redelivered": event_id}
+    return RedirectResponse(f"/dashboard/endpoints/{endpoint.id}?{urlencode(answer)}", 303)
 
 
 async def enable(request: Request) -> Response:
     who = await operator(request, "change endpoints")
     if isinstance(who, Response):
         return who
-    store = runtime(request).store
     endpoint_id = request.path_params["endpoint_id"]
-    enabled = await store.enable_endpoint(endpoint_id)
+    enabled = await runtime(request).store.enable_endpoint(endpoint_id)
     if enabled is None:
         return _missing(request, who, endpoint_id)
     event(log, "dashboard_enable", endpoint=enabled.id)
