@@ -49,7 +49,6 @@ def quarantine_view(item: QuarantineItem) -> dict[str, Any]:
     responses={
         200: "quarantined deliveries",
         400: "bad limit or cursor",
-        401: "no or wrong bearer",
     },
     auth=True,
 )
@@ -65,7 +64,6 @@ async def list_quarantine(request: Request) -> JSONResponse:
     "Run a quarantined delivery through parse and merge again",
     responses={
         200: "merged and removed from quarantine",
-        401: "no or wrong bearer",
         404: "no such quarantined delivery",
         409: "its task is held under another provider; it stays in quarantine",
         422: "still not mergeable",
@@ -131,7 +129,6 @@ async def quarantined(request: Request) -> QuarantineItem:
     "Discard a quarantined delivery that will never merge",
     responses={
         200: "discarded",
-        401: "no or wrong bearer",
         404: "no such quarantined delivery",
     },
     auth=True,
