@@ -78,13 +78,19 @@ def fingerprint(provider: str, request: Mapping[str, Any], metadata: Any) -> str
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: What every answer of an unknown outcome tells the caller to do.
+MAY_EXIST = (
+    "a task may have been created (and billed) upstream, so taskhook does not send it again;"
+    " if it was, its callback or GET /tasks will show it"
+)
+
+
 def _unknown(provider: str, submit_id: int, detail: str, trace_id: str | None) -> OutcomeUnknown:
     trace = f", trace id {trace_id}" if trace_id else ""
     return OutcomeUnknown(
         provider,
-        f"{detail}: a task may have been created (and billed) upstream, so taskhook does not"
-        f" send it again; if it was, its callback or GET /tasks will show it (submit {submit_id}"
-        f"{trace}; GET /submits/{submit_id} shows this record)",
+        f"{detail}: {MAY_EXIST} (submit {submit_id}{trace}; GET /submits/{submit_id} shows"
+        " this record)",
         trace_id=trace_id,
     )
 
@@ -111,12 +117,8 @@ async def submit(
         )
     now = time.time()
     asked = fingerprint(provider.name, request, metadata)
-    pessimistic = OutcomeUnknown(
-        provider.name,
-        "the process handling this submit stopped before upstream answered. A task may have"
-        " been created (and billed) upstream, so taskhook does not send it again; if it was,"
-        " its callback or GET /tasks will show it",
-    )
+    stopped = "the process handling this submit stopped before upstream answered"
+    pessimistic = OutcomeUnknown(provider.name, f"{stopped}. {MAY_EXIST[0].upper()}{MAY_EXIST[1:]}")
     record, started = await store.begin_submit(
         SubmitStart(
             provider=provider.name,
