@@ -6,6 +6,7 @@ outcomes, read the creation call log and the counters. ``ROUTES`` is its table.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.routing import Route
 
 from scripts.fake_upstream_http import bad_request, fake_state, json_answer, json_body
 from scripts.fake_upstream_payloads import FakeTask, task_key
-from scripts.fake_upstream_state import PROVIDERS
+from scripts.fake_upstream_state import PROVIDERS, FakeState
 
 
 def _task_json(t: FakeTask) -> dict[str, Any]:
@@ -51,31 +52,31 @@ async def control_finish_all(request: Request) -> Response:
     return JSONResponse({"finished": fake_state(request).finish()})
 
 
-async def control_faults(request: Request) -> Response:
-    state, body = fake_state(request), await json_body(request)
-    try:
-        state.set_faults(body if isinstance(body, dict) else {})
-    except (ValueError, TypeError) as exc:
-        return bad_request(str(exc))
-    return JSONResponse(state.faults_json())
+def _configure(
+    apply: Callable[[FakeState, dict[str, Any]], object], show: Callable[[FakeState], Any]
+) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint that applies a JSON object of settings, then answers the settings now."""
+
+    async def endpoint(request: Request) -> Response:
+        state, body = fake_state(request), await json_body(request)
+        try:
+            apply(state, body if isinstance(body, dict) else {})
+        except (ValueError, TypeError) as exc:
+            return bad_request(str(exc))
+        return JSONResponse(show(state))
+
+    return endpoint
 
 
-async def control_callbacks(request: Request) -> Response:
-    policy, body = fake_state(request).sender.policy, await json_body(request)
-    try:
-        policy.update(body if isinstance(body, dict) else {})
-    except (ValueError, TypeError) as exc:
-        return bad_request(str(exc))
-    return JSONResponse(asdict(policy))
-
-
-async def control_creations(request: Request) -> Response:
-    desk, body = fake_state(request).creations, await json_body(request)
-    try:
-        desk.configure(body if isinstance(body, dict) else {})
-    except (ValueError, TypeError) as exc:
-        return bad_request(str(exc))
-    return JSONResponse(desk.settings_json())
+control_faults = _configure(FakeState.set_faults, FakeState.faults_json)
+control_callbacks = _configure(
+    lambda state, body: state.sender.policy.update(body),
+    lambda state: asdict(state.sender.policy),
+)
+control_creations = _configure(
+    lambda state, body: state.creations.configure(body),
+    lambda state: state.creations.settings_json(),
+)
 
 
 async def control_creation_log(request: Request) -> Response:
