@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,7 +133,11 @@ async def submit(
     )
     if not started:
         return _from_record(record, provider.name, asked, now)
-    return await _create(store, settings, secrets, provider, request, metadata, record, transport)
+    own_url = callback_url(settings.base_url, secrets.callback_secrets[0], provider.name)
+    creating = provider.create(
+        settings, request, own_url, within=settings.submit_timeout, transport=transport
+    )
+    return await _create(store, provider, creating, metadata, record)
 
 
 def _from_record(record: SubmitRecord, provider: str, asked: str, now: float) -> Reply:
@@ -158,20 +162,14 @@ def _from_record(record: SubmitRecord, provider: str, asked: str, now: float) ->
 
 async def _create(
     store: Store,
-    settings: Settings,
-    secrets: Secrets,
     provider: Provider,
-    request: Mapping[str, Any],
+    creating: Awaitable[Created],
     metadata: Mapping[str, Any] | None,
     record: SubmitRecord,
-    transport: httpx.AsyncBaseTransport | None,
 ) -> Reply:
-    """Steps 3 to 5 for the submit ``record`` just begun."""
-    own_url = callback_url(settings.base_url, secrets.callback_secrets[0], provider.name)
+    """Steps 3 to 5 for the submit ``record`` just begun: await the creation call, record it."""
     try:
-        created = await provider.create(
-            settings, request, own_url, within=settings.submit_timeout, transport=transport
-        )
+        created = await creating
     except OutcomeUnknown as exc:
         unknown = _unknown(provider.name, record.id, exc.message, exc.trace_id)
         await store.finish_submit(
