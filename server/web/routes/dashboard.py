@@ -37,6 +37,7 @@ from server.web.routes.dashboard_auth import (
     logout,
     message_page,
     page,
+    page_route,
     pretty_body,
     signed_in,
     viewer,
@@ -262,10 +263,10 @@ async def stylesheet(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/dashboard", overview, methods=["GET"], name="dashboard", include_in_schema=False),
-    Route("/dashboard/login", login_form, methods=["GET"], include_in_schema=False),
-    Route("/dashboard/login", login, methods=["POST"], include_in_schema=False),
-    Route("/dashboard/logout", logout, methods=["POST"], include_in_schema=False),
+    page_route("/dashboard", overview, name="dashboard"),
+    page_route("/dashboard/login", login_form),
+    page_route("/dashboard/login", login, "POST"),
+    page_route("/dashboard/logout", logout, "POST"),
     IdRoute(
         "/dashboard/tasks",
         task_page,
@@ -273,13 +274,13 @@ ROUTES = [
         name="dashboard_task",
         include_in_schema=False,
     ),
-    Route("/dashboard/stuck", stuck, methods=["GET"], include_in_schema=False),
-    Route("/dashboard/health", health, methods=["GET"], include_in_schema=False),
+    page_route("/dashboard/stuck", stuck),
+    page_route("/dashboard/health", health),
     Route(
         "/dashboard/files/{sha256}",
         ArchivedFile(),
         methods=["GET", "HEAD"],
         include_in_schema=False,
     ),
-    Route("/dashboard/static/dashboard.css", stylesheet, methods=["GET"], include_in_schema=False),
+    page_route("/dashboard/static/dashboard.css", stylesheet),
 ]

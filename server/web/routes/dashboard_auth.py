@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
 
 from server.core.types import Status, iso_time
 from server.errors import BodyTooLarge, TaskhookError
@@ -226,6 +227,11 @@ async def operator(request: Request, change: str) -> Viewer | Response:
     if not csrf_ok(request, who, await read_form(request)):
         return forbidden(request, who)
     return who
+
+
+def page_route(path: str, endpoint: Any, method: str = "GET", name: str | None = None) -> Route:
+    """A dashboard route: one method (a page's GET, a form's POST), not in the API schema."""
+    return Route(path, endpoint, methods=[method], name=name, include_in_schema=False)
 
 
 # -- sign in and out ---------------------------------------------------------------

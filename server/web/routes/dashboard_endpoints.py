@@ -13,11 +13,17 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
 
 from server.observe.logs import event
 from server.store.webhooks import Endpoint
-from server.web.routes.dashboard_auth import Viewer, message_page, operator, page, signed_in
+from server.web.routes.dashboard_auth import (
+    Viewer,
+    message_page,
+    operator,
+    page,
+    page_route,
+    signed_in,
+)
 from server.web.runtime import runtime
 
 log = logging.getLogger("taskhook.dashboard")
@@ -105,24 +111,8 @@ async def enable(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/dashboard/endpoints", endpoints, methods=["GET"], include_in_schema=False),
-    Route(
-        "/dashboard/endpoints/{endpoint_id}",
-        endpoint_page,
-        methods=["GET"],
-        name="dashboard_endpoint",
-        include_in_schema=False,
-    ),
-    Route(
-        "/dashboard/endpoints/{endpoint_id}/redeliver/{event_id}",
-        redeliver,
-        methods=["POST"],
-        include_in_schema=False,
-    ),
-    Route(
-        "/dashboard/endpoints/{endpoint_id}/enable",
-        enable,
-        methods=["POST"],
-        include_in_schema=False,
-    ),
+    page_route("/dashboard/endpoints", endpoints),
+    page_route("/dashboard/endpoints/{endpoint_id}", endpoint_page, name="dashboard_endpoint"),
+    page_route("/dashboard/endpoints/{endpoint_id}/redeliver/{event_id}", redeliver, "POST"),
+    page_route("/dashboard/endpoints/{endpoint_id}/enable", enable, "POST"),
 ]

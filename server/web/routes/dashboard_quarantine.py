@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
 
 from server.ingest import Quarantined, receive
 from server.observe.logs import event
@@ -25,6 +24,7 @@ from server.web.routes.dashboard_auth import (
     message_page,
     operator,
     page,
+    page_route,
     pretty_body,
     signed_in,
 )
@@ -118,17 +118,7 @@ async def discard(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/dashboard/quarantine", quarantine, methods=["GET"], include_in_schema=False),
-    Route(
-        "/dashboard/quarantine/{quarantine_id}/replay",
-        replay,
-        methods=["POST"],
-        include_in_schema=False,
-    ),
-    Route(
-        "/dashboard/quarantine/{quarantine_id}/discard",
-        discard,
-        methods=["POST"],
-        include_in_schema=False,
-    ),
+    page_route("/dashboard/quarantine", quarantine),
+    page_route("/dashboard/quarantine/{quarantine_id}/replay", replay, "POST"),
+    page_route("/dashboard/quarantine/{quarantine_id}/discard", discard, "POST"),
 ]
