@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -20,7 +19,7 @@ from server.store import open_store
 
 from .archive_files import CHUNK, QuietHandler, ThreadedServer, content, digest
 from .conftest import callback_path
-from .harness import API_TOKEN, ROOT, ServerProcess, wait_until
+from .harness import API_TOKEN, ROOT, ServerProcess, run_cli, wait_until
 from .payloads import dumps, seedance
 
 pytestmark = pytest.mark.e2e
@@ -130,14 +129,7 @@ def run_archive_command(tmp_path: Path, **env: str) -> subprocess.CompletedProce
     # The environment a server would get, without serving.
     environment = ServerProcess(tmp_path / "taskhook.db").env()
     environment.update(archive_env(tmp_path), **env)
-    return subprocess.run(
-        [sys.executable, "-m", "server", "archive"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli("archive", env=environment, cwd=ROOT)
 
 
 def test_archive_command_copies_what_is_missing(tmp_path):

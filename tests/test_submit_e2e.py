@@ -25,7 +25,15 @@ from scripts.fake_upstream import FakeConfig
 from scripts.fake_upstream_creations import CREATE_PATHS
 from server.providers import NAMES
 
-from .harness import API_TOKEN, ROOT, ServerProcess, edit_sqlite, free_port, wait_until
+from .harness import (
+    API_TOKEN,
+    ROOT,
+    ServerProcess,
+    edit_sqlite,
+    free_port,
+    run_cli,
+    wait_until,
+)
 from .payloads import CREATION_REQUESTS
 
 pytestmark = [
@@ -189,14 +197,8 @@ async def submit(
 
 def cli_callback_url(server: ServerProcess, provider: str) -> str:
     """What ``python -m server callback-url PROVIDER`` prints with the server's settings."""
-    done = subprocess.run(
-        [sys.executable, "-m", "server", "callback-url", provider],
-        env=server.env(),
-        cwd=server.db_path.parent,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+    done = run_cli(
+        "callback-url", provider, env=server.env(), cwd=server.db_path.parent, check=True
     )
     return done.stdout.strip()
 
