@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +169,22 @@ def run_sql(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[t
     with psycopg.connect(database_url, autocommit=True) as pg:
         cur = pg.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
         return cur.fetchall() if cur.description is not None else []
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float = 60,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m server ARGS`` in a child process, as an operator runs it; output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
