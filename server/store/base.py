@@ -1,8 +1,9 @@
-"""The store contract: what every backend guarantees, and the records it speaks in.
+"""The store contract: what every backend guarantees.
 
 Everything taskhook keeps goes through a ``Store``. The rest of the code sees
-only this class and these records, so a backend (SQLite today, PostgreSQL
-next) is one subclass that translates them into its own SQL. What a backend
+only this class and its records (``server.store.records``, exported here
+too), so a backend (SQLite, PostgreSQL) is one subclass that translates them
+into its own SQL. What a backend
 must implement is every ``@abc.abstractmethod`` below; the domain decisions
 it applies are written once, above it (``server.core.decide``, the renderer
 in ``server.core.render``), never in a backend.
@@ -52,13 +53,24 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from server.core.decide import Incoming
 from server.core.ids import task_key
 from server.core.types import TaskRecord
 from server.errors import ConfigError, ProviderMismatch
+from server.store.records import (
+    ArchiveJob,
+    Delivery,
+    DueTask,
+    Event,
+    IngestOutcome,
+    Pruned,
+    QuarantineItem,
+    Registration,
+    SubmitRecord,
+    SubmitStart,
+)
 from server.store.webhooks import WebhookStore
 
 __all__ = [
@@ -87,160 +99,6 @@ CONCERNS: tuple[str, ...] = ("conflicts", "archive_failed", "gap_filled")
 #: What ``wait_for_work`` can wait for: archive copies to claim, events to read,
 #: webhook messages made due by hand (redelivery, recovery, a re-enabled endpoint).
 WorkKind = Literal["archive", "events", "webhooks"]
-
-
-# -- records ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IngestOutcome:
-    """What one ``Incoming`` did, read in the same transaction that applied it."""
-
-    task_id: str
-    provider: str
-    status: str
-    duplicate: bool  # byte-identical to a delivery already kept: nothing changed
-    changed: bool  # the merged state changed
-    became_final: bool
-    archive_queued: int = 0  # archive rows this ingest added
-    #: The status before this ingest (``pending`` for a task it created).
-    previous: str = "pending"
-    #: The task is held under another provider than the item named: nothing was
-    #: merged, and the body went to quarantine (``quarantine_id``).
-    mismatch: bool = False
-    quarantine_id: int | None = None
-    #: Ids of the events this ingest committed, in order.
-    events: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Registration:
-    """A task to expect (``POST /tasks``)."""
-
-    provider: str
-    task_id: str
-    trace_id: str | None = None
-    metadata: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class DueTask:
-    """An unfinished task the reconciler should ask about."""
-
-    task_id: str
-    provider: str
-    created_at: float
-    checks: int
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One distinct raw body kept for a task."""
-
-    id: int
-    source: str
-    received_at: float
-    sha256: str
-    body: bytes
-    #: The status the body reported (None: it said nothing about progress).
-    status: str | None
-    #: Whether merging it changed the task.
-    changed: bool
-
-
-@dataclass(frozen=True)
-class QuarantineItem:
-    """A delivery kept but not merged, with why."""
-
-    id: int
-    provider: str
-    received_at: float
-    reason: str
-    message: str
-    headers: Mapping[str, str]
-    sha256: str
-    body: bytes
-
-
-@dataclass(frozen=True)
-class ArchiveJob:
-    """One result file to copy, as claimed by an archiver."""
-
-    task_key: str
-    url: str
-    attempts: int  # failed attempts so far
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class Pruned:
-    """What one ``Store.prune`` dropped."""
-
-    bodies: int = 0
-    bytes: int = 0
-    quarantine_rows: int = 0
-    quarantine_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event of the outbox, as committed.
-
-    ``body`` is the exact JSON text ``{"type", "timestamp", "data"}`` written
-    in the transaction of the change; it never changes afterwards.
-    """
-
-    id: str
-    type: str
-    task_key: str
-    provider: str
-    created_at: float
-    body: str
-
-
-@dataclass(frozen=True)
-class SubmitStart:
-    """A ``POST /submit`` about to call upstream, as ``begin_submit`` records it.
-
-    ``status``/``body`` is the answer the record gives if it is never
-    finished (its process died during the call): the pessimistic one.
-    """
-
-    provider: str
-    key: str | None  # the Idempotency-Key, if the client sent one
-    fingerprint: str  # a digest of what was asked: the same key with another one is refused
-    status: int
-    body: str  # JSON text
-    lapse_after: float  # seconds the call may take before the record counts as answered
-    hold_for: float  # seconds the key stays held from now (until finish_submit says otherwise)
-    forget_before: float  # records begun before this moment may be dropped
-
-
-@dataclass(frozen=True)
-class SubmitRecord:
-    """One ``POST /submit`` as kept: what was asked, and the answer once there is one."""
-
-    id: int
-    provider: str
-    key: str | None
-    fingerprint: str
-    #: False while the creation call is in flight (see ``lapses_at``).
-    answered: bool
-    #: The answer (HTTP status, JSON text); while in flight, the one given should it lapse.
-    status: int
-    body: str
-    task_id: str | None
-    trace_id: str | None
-    created_at: float
-    answered_at: float | None
-    #: An unanswered record counts as answered with ``status``/``body`` from then on.
-    lapses_at: float
-    #: Until when ``key`` answers with this record (None: it holds no key).
-    holds_key_until: float | None
-
-    def settled(self, now: float) -> bool:
-        """Answered, or lapsed (its call died with its process): ``status``/``body`` stand."""
-        return self.answered or self.lapses_at <= now
 
 
 # -- the contract ----------------------------------------------------------------------

@@ -11,41 +11,22 @@ record and answers from it.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 
 from server.store.base import Store, SubmitRecord, SubmitStart
+from server.store.rows import SUBMIT_COLUMNS, submit_record
 
 MAX_ID = 2**63 - 1
 #: Old records dropped by one ``begin_submit`` at most (the rest go with the next ones).
 FORGET_BATCH = 100
 
-COLUMNS = (
-    "id, provider, idempotency_key, fingerprint, answered, status, body, task_id, trace_id,"
-    " created_at, answered_at, lapses_at, key_held_until"
+_HOLDER = (
+    f"SELECT {SUBMIT_COLUMNS} FROM submits"
+    " WHERE idempotency_key = %s AND key_held_until IS NOT NULL"
 )
-_HOLDER = f"SELECT {COLUMNS} FROM submits WHERE idempotency_key = %s AND key_held_until IS NOT NULL"
-
-
-def record(row: Sequence[Any]) -> SubmitRecord:
-    """A ``submits`` row, selected as ``COLUMNS``, as a record."""
-    return SubmitRecord(
-        id=row[0],
-        provider=row[1],
-        key=row[2],
-        fingerprint=row[3],
-        answered=bool(row[4]),
-        status=row[5],
-        body=row[6],
-        task_id=row[7],
-        trace_id=row[8],
-        created_at=row[9],
-        answered_at=row[10],
-        lapses_at=row[11],
-        holds_key_until=row[12],
-    )
 
 
 async def begin(
@@ -65,13 +46,13 @@ async def begin(
         )
         held = await (await conn.execute(_HOLDER, (start.key,))).fetchone()
         if held is not None:
-            return record(held), False
+            return submit_record(held), False
     inserted = await (
         await conn.execute(
             "INSERT INTO submits (provider, idempotency_key, fingerprint, status, body,"
             " created_at, lapses_at, key_held_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (idempotency_key) WHERE key_held_until IS NOT NULL DO NOTHING"
-            f" RETURNING {COLUMNS}",
+            f" RETURNING {SUBMIT_COLUMNS}",
             (
                 start.provider,
                 start.key,
@@ -85,10 +66,10 @@ async def begin(
         )
     ).fetchone()
     if inserted is not None:
-        return record(inserted), True
+        return submit_record(inserted), True
     held = await (await conn.execute(_HOLDER, (start.key,))).fetchone()  # took it meanwhile
     assert held is not None, "an insert that conflicted on a held key has a holder"
-    return record(held), False
+    return submit_record(held), False
 
 
 async def finish(
@@ -110,7 +91,7 @@ async def finish(
             "UPDATE submits SET answered = true, status = %s, body = %s, task_id = %s,"
             " trace_id = %s, answered_at = %s,"
             " key_held_until = CASE WHEN key_held_until IS NULL OR %s THEN NULL ELSE %s END"
-            f" WHERE id = %s RETURNING {COLUMNS}",
+            f" WHERE id = %s RETURNING {SUBMIT_COLUMNS}",
             (
                 status,
                 body,
@@ -125,7 +106,7 @@ async def finish(
     ).fetchone()
     if row is None:
         raise LookupError(f"no submit record {submit_id}")
-    return record(row)
+    return submit_record(row)
 
 
 class PostgresSubmits(Store):
@@ -163,6 +144,6 @@ class PostgresSubmits(Store):
         if not 0 < submit_id <= MAX_ID:
             return None
         row = await self._fetchone(
-            "reading a submit", f"SELECT {COLUMNS} FROM submits WHERE id = %s", (submit_id,)
+            "reading a submit", f"SELECT {SUBMIT_COLUMNS} FROM submits WHERE id = %s", (submit_id,)
         )
-        return record(row) if row is not None else None
+        return submit_record(row) if row is not None else None

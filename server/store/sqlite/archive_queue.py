@@ -14,8 +14,8 @@ from typing import Any
 from server.core.ids import task_key
 from server.core.types import ArchiveOutcome, Status, TaskRecord
 from server.store.base import ArchiveJob, Store
+from server.store.rows import ARCHIVE_COLUMNS, SHOWN_ARCHIVES, archive_outcome
 from server.store.sqlite import archive_writes
-from server.store.sqlite.rows import ARCHIVE_COLUMNS, SHOWN_ARCHIVES, archive_outcome
 from server.store.sqlite.writer import Writer
 
 

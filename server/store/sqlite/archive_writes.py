@@ -14,8 +14,8 @@ from server.core.codec import state_from_dict
 from server.core.decide import ARCHIVED
 from server.core.types import Status
 from server.store.base import ArchiveJob
+from server.store.rows import TASK_COLUMNS, task_record
 from server.store.sqlite.events import add_events
-from server.store.sqlite.rows import TASK_COLUMNS, task_record
 
 
 def enqueue_archives(conn: sqlite3.Connection, key: str, urls: Sequence[str], now: float) -> int:

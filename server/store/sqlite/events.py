@@ -12,24 +12,13 @@ import secrets
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from server.core.ids import event_id
 from server.core.jsontext import dumps
 from server.core.render import event_text, task_json
 from server.core.types import TaskRecord
 from server.errors import BadCursor
-from server.store.base import Event
-from server.store.sqlite.rows import ARCHIVE_COLUMNS, SHOWN_ARCHIVES, archive_outcome
-
-EVENT_COLUMNS = "seq, id, type, task_key, provider, created_at, body"
-
-
-def event_row(row: Sequence[Any]) -> tuple[int, Event]:
-    """(seq, event) of a row selected as ``EVENT_COLUMNS``."""
-    seq, ident, event_type, key, provider, created_at, body = row
-    return seq, Event(ident, event_type, key, provider, created_at, body)
-
+from server.store.rows import ARCHIVE_COLUMNS, SHOWN_ARCHIVES, archive_outcome
 
 #: The cursor meaning "before the first event".
 START = "0"

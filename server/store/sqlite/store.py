@@ -38,21 +38,23 @@ from server.store.base import (
     Registration,
     WorkKind,
 )
+from server.store.rows import (
+    DELIVERY_COLUMNS,
+    DUE_COLUMNS,
+    EVENT_COLUMNS,
+    QUARANTINE_COLUMNS,
+    TASK_COLUMNS,
+    delivery,
+    due_task,
+    event_row,
+    quarantined,
+    task_record,
+)
 from server.store.signals import WorkSignals
 from server.store.sqlite import backup as sqlite_backup
 from server.store.sqlite import events, retention, values, writes
 from server.store.sqlite.archive_queue import ArchiveQueue
 from server.store.sqlite.checkpoint import Checkpointer
-from server.store.sqlite.rows import (
-    DELIVERY_COLUMNS,
-    DUE_COLUMNS,
-    QUARANTINE_COLUMNS,
-    TASK_COLUMNS,
-    delivery,
-    due_task,
-    quarantined,
-    task_record,
-)
 from server.store.sqlite.schema import migrate
 from server.store.sqlite.submits import SubmitRecords
 from server.store.sqlite.webhooks import WebhookQueue
@@ -470,11 +472,10 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue):
             where.append(f"type IN ({','.join('?' * len(types))})")
             params.extend(sorted(types))
         rows = await self._fetchall(
-            f"SELECT {events.EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)}"
-            " ORDER BY seq LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
             [*params, limit],
         )
-        read = [events.event_row(r) for r in rows]
+        read = [event_row(r) for r in rows]
         next_cursor = str(read[-1][0]) if read else (cursor or events.START)
         return [event for _, event in read], next_cursor
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from server.store.base import Store, SubmitRecord, SubmitStart
+from server.store.rows import SUBMIT_COLUMNS, submit_record
 from server.store.sqlite.writer import Writer
 
 #: SQLite's integers are 64-bit: no record has an id past this.
@@ -22,36 +23,14 @@ MAX_ID = 2**63 - 1
 #: Old records dropped by one ``begin_submit`` at most (the rest go with the next ones).
 FORGET_BATCH = 100
 
-COLUMNS = (
-    "id, provider, idempotency_key, fingerprint, answered, status, body, task_id, trace_id,"
-    " created_at, answered_at, lapses_at, key_held_until"
-)
-
-
-def record(row: Sequence[Any]) -> SubmitRecord:
-    """A ``submits`` row, selected as ``COLUMNS``, as a record."""
-    return SubmitRecord(
-        id=row[0],
-        provider=row[1],
-        key=row[2],
-        fingerprint=row[3],
-        answered=bool(row[4]),
-        status=row[5],
-        body=row[6],
-        task_id=row[7],
-        trace_id=row[8],
-        created_at=row[9],
-        answered_at=row[10],
-        lapses_at=row[11],
-        holds_key_until=row[12],
-    )
-
 
 def _by_id(conn: sqlite3.Connection, submit_id: int) -> SubmitRecord:
-    row = conn.execute(f"SELECT {COLUMNS} FROM submits WHERE id = ?", (submit_id,)).fetchone()
+    row = conn.execute(
+        f"SELECT {SUBMIT_COLUMNS} FROM submits WHERE id = ?", (submit_id,)
+    ).fetchone()
     if row is None:
         raise LookupError(f"no submit record {submit_id}")
-    return record(row)
+    return submit_record(row)
 
 
 def begin(conn: sqlite3.Connection, start: SubmitStart, now: float) -> tuple[SubmitRecord, bool]:
@@ -68,12 +47,12 @@ def begin(conn: sqlite3.Connection, start: SubmitStart, now: float) -> tuple[Sub
             (start.key, now),
         )
         row = conn.execute(
-            f"SELECT {COLUMNS} FROM submits"
+            f"SELECT {SUBMIT_COLUMNS} FROM submits"
             " WHERE idempotency_key = ? AND key_held_until IS NOT NULL",
             (start.key,),
         ).fetchone()
         if row is not None:
-            return record(row), False
+            return submit_record(row), False
     cursor = conn.execute(
         "INSERT INTO submits (provider, idempotency_key, fingerprint, status, body, created_at,"
         " lapses_at, key_held_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -145,5 +124,7 @@ class SubmitRecords(Store):
     async def get_submit(self, submit_id: int) -> SubmitRecord | None:
         if not 0 < submit_id <= MAX_ID:
             return None
-        row = await self._fetchone(f"SELECT {COLUMNS} FROM submits WHERE id = ?", (submit_id,))
-        return record(row) if row is not None else None
+        row = await self._fetchone(
+            f"SELECT {SUBMIT_COLUMNS} FROM submits WHERE id = ?", (submit_id,)
+        )
+        return submit_record(row) if row is not None else None
