@@ -27,7 +27,6 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import psycopg
@@ -36,55 +35,28 @@ from server.core import schedule
 from server.core.codec import state_to_dict
 from server.core.decide import new_task
 from server.core.ids import task_key
-from server.core.types import Status, TaskRecord
-from server.errors import BadCursor, ConfigError, StoreClosed
+from server.core.types import TaskRecord
+from server.errors import ConfigError, StoreClosed
 from server.settings import Settings
 from server.store.base import (
-    CONCERNS,
     ArchiveJob,
-    Delivery,
-    DueTask,
-    Event,
     Incoming,
     IngestOutcome,
     Pruned,
-    QuarantineItem,
     Registration,
-    Store,
     WorkKind,
 )
 from server.store.postgres import archive, connection, ingest, retention, values
-from server.store.postgres import events as outbox
 from server.store.postgres.listener import Listener
-from server.store.postgres.rows import (
-    DELIVERY_COLUMNS,
-    DUE_COLUMNS,
-    QUARANTINE_COLUMNS,
-    TASK_COLUMNS,
-    delivery,
-    due_task,
-    dumps,
-    event_row,
-    quarantined,
-    task_record,
-)
+from server.store.postgres.rows import TASK_COLUMNS, dumps, task_record
 from server.store.postgres.schema import migrate
 from server.store.postgres.submits import PostgresSubmits
 from server.store.postgres.webhooks import PostgresWebhooks
 from server.store.postgres.writer import RETRYABLE, GroupWriter
+from server.store.queries import MAX_ROW_ID, SQLReads, concern_conditions
 from server.store.signals import KINDS, WorkSignals
 
 T = TypeVar("T")
-MAX_ROW_ID = 2**63 - 1
-#: ``CONCERNS`` as SQL conditions on ``tasks`` (see ``server.store.base.CONCERNS``). The
-#: state is read as ``json``, not ``jsonb``: it may hold ``\u0000``, which jsonb refuses.
-_CONCERNS: dict[str, str] = {
-    "conflicts": "status IN ('succeeded', 'failed')"
-    " AND json_array_length(state::json -> 'conflicts') > 0",
-    "archive_failed": "key IN (SELECT task_key FROM archives WHERE status = 'failed'"
-    " OR (status IN ('pending', 'running') AND error IS NOT NULL))",
-    "gap_filled": "final_source = 'reconcile'",
-}
 #: A health check's write must find a connection within this long.
 CHECK_TIMEOUT = 2.0
 
@@ -95,17 +67,11 @@ def _observe_commit(size: int, seconds: float) -> None:
     observe_commit(size, seconds)
 
 
-def _row_cursor(text: str | None) -> int | None:
-    """A decimal row id cursor, as handed out; ``BadCursor`` for anything else."""
-    if text is None:
-        return None
-    if text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_ROW_ID:
-        return int(text)
-    raise BadCursor(f"cursor {text[:40]!r} is not one this API gave out")
-
-
-class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
+class PostgresStore(PostgresSubmits, PostgresWebhooks, SQLReads):
     """The store on a PostgreSQL server (``DATABASE_URL=postgresql://…``)."""
+
+    #: The state is read as ``json``, not ``jsonb``: it may hold ``\u0000``, which jsonb refuses.
+    _concerns = concern_conditions("json_array_length(state::json -> 'conflicts')")
 
     def __init__(
         self,
@@ -173,6 +139,14 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
     async def _fetchone(self, what: str, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
         rows = await self._fetchall(what, sql, params)
         return rows[0] if rows else None
+
+    async def _select(
+        self, what: str, sql: str, params: Sequence[Any] = ()
+    ) -> Sequence[Sequence[Any]]:
+        return await self._fetchall(what, sql.replace("%", "%%").replace("?", "%s"), params)
+
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(?)", [list(values)]
 
     async def _write(
         self,
@@ -257,138 +231,6 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
         await self._write("registering tasks", insert)
         return await self.get_tasks_by_key([r[0] for r in rows])
 
-    async def get_tasks_by_key(self, keys: Sequence[str]) -> list[TaskRecord]:
-        unique = list(dict.fromkeys(keys))
-        if not unique:
-            return []
-        rows = await self._fetchall(
-            "reading tasks",
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = ANY(%s)",
-            (unique,),
-        )
-        found = {row[0]: task_record(row) for row in rows}
-        return await self._with_archives([found[k] for k in unique if k in found])
-
-    async def _with_archives(self, records: list[TaskRecord]) -> list[TaskRecord]:
-        keys = [task_key(r.state.task_id) for r in records if r.state.status is Status.SUCCEEDED]
-        if not keys:
-            return records
-        self._usable()
-        async with (
-            connection.unavailable(self._url, "reading archive outcomes"),
-            self._pool.connection() as conn,
-        ):
-            by_key = await archive.shown(conn, keys)
-        return [
-            replace(r, archives=by_key[k]) if (k := task_key(r.state.task_id)) in by_key else r
-            for r in records
-        ]
-
-    async def list_tasks(
-        self,
-        *,
-        status: str | None = None,
-        provider: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[TaskRecord], str | None]:
-        """Newest first; keyset pagination on ``seq`` (the cursor: the last seq seen)."""
-        after = _row_cursor(cursor)
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (("status", status), ("provider", provider)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if after is not None:
-            where.append("seq < %s")
-            params.append(after)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._fetchall(
-            "listing tasks",
-            f"SELECT seq, {TASK_COLUMNS} FROM tasks {clause} ORDER BY seq DESC LIMIT %s",
-            [*params, limit + 1],
-        )
-        records = [task_record(r[1:]) for r in rows[:limit]]
-        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
-        return await self._with_archives(records), next_cursor
-
-    async def deliveries(self, task_id: str) -> list[Delivery]:
-        rows = await self._fetchall(
-            "reading deliveries",
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE task_key = %s ORDER BY id",
-            (task_key(task_id),),
-        )
-        return [delivery(r) for r in rows]
-
-    async def due_tasks(
-        self,
-        now: float,
-        limit: int,
-        *,
-        providers: Sequence[str] | None = None,
-        task_ids: Sequence[str] | None = None,
-        ignore_schedule: bool = False,
-    ) -> list[DueTask]:
-        where = ["next_check_at IS NOT NULL"]
-        params: list[Any] = []
-        if not ignore_schedule:
-            where.append("next_check_at <= %s")
-            params.append(now)
-        if providers:
-            where.append("provider = ANY(%s)")
-            params.append(list(providers))
-        if task_ids:
-            where.append("key = ANY(%s)")
-            params.append([task_key(t) for t in task_ids])
-        rows = await self._fetchall(
-            "reading due tasks",
-            f"SELECT {DUE_COLUMNS} FROM tasks WHERE {' AND '.join(where)}"
-            " ORDER BY next_check_at LIMIT %s",
-            [*params, limit],
-        )
-        return [due_task(r) for r in rows]
-
-    async def overdue_tasks(
-        self, created_before: float, limit: int, *, providers: Sequence[str] | None = None
-    ) -> list[DueTask]:
-        where = ["next_check_at IS NOT NULL", "created_at < %s"]
-        params: list[Any] = [created_before]
-        if providers:
-            where.append("provider = ANY(%s)")
-            params.append(list(providers))
-        rows = await self._fetchall(
-            "reading overdue tasks",
-            f"SELECT {DUE_COLUMNS} FROM tasks WHERE {' AND '.join(where)}"
-            " ORDER BY created_at LIMIT %s",
-            [*params, limit],
-        )
-        return [due_task(r) for r in rows]
-
-    async def stuck_tasks(self, created_before: float, limit: int = 100) -> list[TaskRecord]:
-        rows = await self._fetchall(
-            "reading stuck tasks",
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE next_check_at IS NOT NULL"
-            " AND created_at < %s ORDER BY created_at LIMIT %s",
-            (created_before, limit),
-        )
-        return [task_record(r) for r in rows]
-
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self._fetchall(
-            "counting tasks",
-            "SELECT status, count(*) FROM tasks GROUP BY status",
-        )
-        return {r[0]: r[1] for r in rows}
-
-    async def unfinished_summary(self) -> tuple[int, float | None]:
-        row = await self._fetchone(
-            "counting unfinished tasks",
-            "SELECT count(*), min(created_at) FROM tasks WHERE next_check_at IS NOT NULL",
-        )
-        assert row is not None
-        return int(row[0]), row[1]
-
     # -- quarantine --------------------------------------------------------------------
 
     async def quarantine(
@@ -407,28 +249,6 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
             return int(row[0])
 
         return await self._write("keeping a delivery in quarantine", keep)
-
-    async def list_quarantine(
-        self, limit: int = 50, cursor: str | None = None
-    ) -> tuple[list[QuarantineItem], str | None]:
-        before = _row_cursor(cursor)
-        rows = await self._fetchall(
-            "listing the quarantine",
-            f"SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE id < %s ORDER BY id DESC LIMIT %s",
-            (MAX_ROW_ID if before is None else before, limit + 1),
-        )
-        items = [quarantined(r) for r in rows[:limit]]
-        return items, (str(items[-1].id) if len(rows) > limit else None)
-
-    async def get_quarantined(self, quarantine_id: int) -> QuarantineItem | None:
-        if not 0 < quarantine_id <= MAX_ROW_ID:
-            return None
-        row = await self._fetchone(
-            "reading the quarantine",
-            f"SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE id = %s",
-            (quarantine_id,),
-        )
-        return quarantined(row) if row else None
 
     async def discard_quarantined(self, quarantine_id: int) -> bool:
         if not 0 < quarantine_id <= MAX_ROW_ID:
@@ -458,59 +278,16 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
         )
         return await self._with_archives([task_record(r) for r in rows])
 
-    async def count_concerns(self) -> dict[str, int]:
-        counts = (f"(SELECT count(*) FROM tasks WHERE {_CONCERNS[c]})" for c in CONCERNS)
-        row = await self._fetchone("counting concerns", "SELECT " + ", ".join(counts))
-        assert row is not None
-        return {c: int(n) for c, n in zip(CONCERNS, row, strict=True)}
-
-    async def list_concern(
-        self, concern: str, *, limit: int = 50, cursor: str | None = None
-    ) -> tuple[list[TaskRecord], str | None]:
-        after = _row_cursor(cursor)
-        where: list[str] = [_CONCERNS[concern]]
-        params: list[Any] = []
-        if after is not None:
-            where.append("seq < %s")
-            params.append(after)
-        rows = await self._fetchall(
-            "listing concerns",
-            f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)}"
-            " ORDER BY seq DESC LIMIT %s",
-            [*params, limit + 1],
-        )
-        records = [task_record(r[1:]) for r in rows[:limit]]
-        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
-        return await self._with_archives(records), next_cursor
-
     # -- small values, counters, secrets -----------------------------------------------
-
-    async def get_value(self, key: str, default: Any = None) -> Any:
-        row = await self._fetchone(
-            "reading a value", "SELECT value FROM settings WHERE key = %s", (key,)
-        )
-        return json.loads(row[0]) if row else default
 
     async def set_value(self, key: str, value: Any) -> None:
         encoded = json.dumps(value)
         await self._write("keeping a value", lambda c: values.set_value(c, key, encoded))
 
-    async def counter(self, name: str) -> int:
-        row = await self._fetchone(
-            "reading a counter", "SELECT value FROM settings WHERE key = %s", (f"counter.{name}",)
-        )
-        return int(row[0]) if row else 0
-
     async def ensure_secret(self, name: str, candidate: str) -> tuple[str, bool]:
         return await self._write(
             "keeping a secret", lambda c: values.ensure_secret(c, name, candidate)
         )
-
-    async def get_secret(self, name: str) -> str | None:
-        row = await self._fetchone(
-            "reading a secret", "SELECT value FROM settings WHERE key = %s", (f"secret.{name}",)
-        )
-        return str(row[0]) if row else None
 
     async def replace_secret(self, name: str, expected: str, value: str) -> bool:
         return await self._write(
@@ -632,41 +409,7 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, Store):
             self._signals.notify("archive")
         return released
 
-    async def archive_counts(self) -> dict[str, int]:
-        rows = await self._fetchall(
-            "counting archive copies", "SELECT status, count(*) FROM archives GROUP BY status"
-        )
-        return {r[0]: r[1] for r in rows}
-
-    async def archived_file(self, sha256: str) -> tuple[str, int] | None:
-        row = await self._fetchone(
-            "finding an archived file",
-            "SELECT content_type, bytes FROM archives WHERE sha256 = %s AND status = 'done'"
-            " LIMIT 1",
-            (sha256,),
-        )
-        return (row[0], row[1]) if row else None
-
     # -- the outbox --------------------------------------------------------------------
-
-    async def events_after(
-        self, cursor: str | None, types: set[str] | None = None, limit: int = 100
-    ) -> tuple[list[Event], str]:
-        after = outbox.parse_cursor(cursor)
-        where: list[str] = ["seq > %s"]
-        params: list[Any] = [after]
-        if types:
-            where.append("type = ANY(%s)")
-            params.append(sorted(types))
-        rows = await self._fetchall(
-            "reading events",
-            f"SELECT seq, id, type, task_key, provider, created_at, body FROM events"
-            f" WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s",
-            [*params, limit],
-        )
-        read = [event_row(r) for r in rows]
-        next_cursor = str(read[-1][0]) if read else (cursor or outbox.START)
-        return [event for _, event in read], next_cursor
 
     async def prune_events(self, before: float) -> int:
         async def prune(conn: psycopg.AsyncConnection) -> int:

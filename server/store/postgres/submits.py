@@ -1,4 +1,4 @@
-"""Submit records on PostgreSQL: begin, finish and read (``Store.begin_submit`` and the others).
+"""Submit records on PostgreSQL: begin and finish (``Store.begin_submit``, ``finish_submit``).
 
 "At most one record holds a key", across replicas: the partial unique index
 ``submits_held_key`` allows one holder per key, and ``begin`` inserts with
@@ -19,7 +19,6 @@ import psycopg
 from server.store.base import Store, SubmitRecord, SubmitStart
 from server.store.rows import SUBMIT_COLUMNS, submit_record
 
-MAX_ID = 2**63 - 1
 #: Old records dropped by one ``begin_submit`` at most (the rest go with the next ones).
 FORGET_BATCH = 100
 
@@ -114,7 +113,6 @@ class PostgresSubmits(Store):
 
     # Provided by PostgresStore.
     _write: Callable[..., Awaitable[Any]]
-    _fetchone: Callable[..., Awaitable[tuple[Any, ...] | None]]
 
     async def begin_submit(self, start: SubmitStart) -> tuple[SubmitRecord, bool]:
         now = time.time()
@@ -139,11 +137,3 @@ class PostgresSubmits(Store):
             lambda c: finish(c, submit_id, status, body, task_id, trace_id, hold_for, now),
         )
         return finished
-
-    async def get_submit(self, submit_id: int) -> SubmitRecord | None:
-        if not 0 < submit_id <= MAX_ID:
-            return None
-        row = await self._fetchone(
-            "reading a submit", f"SELECT {SUBMIT_COLUMNS} FROM submits WHERE id = %s", (submit_id,)
-        )
-        return submit_record(row) if row is not None else None

@@ -1,4 +1,4 @@
-"""Submit records on SQLite: begin, finish and read (``Store.begin_submit`` and the others).
+"""Submit records on SQLite: begin and finish (``Store.begin_submit``, ``finish_submit``).
 
 A mixin of ``SQLiteStore``: its writes run on the store's one writer, each
 as one transaction, so "at most one record holds a key" needs no more than
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from server.store.base import Store, SubmitRecord, SubmitStart
 from server.store.rows import SUBMIT_COLUMNS, submit_record
@@ -98,8 +96,6 @@ class SubmitRecords(Store):
     """The submit records of the SQLite store (a mixin: the writer and readers are the store's)."""
 
     _writer: Writer
-    # Provided by SQLiteStore: its read helper.
-    _fetchone: Callable[..., Awaitable[Any]]
 
     async def begin_submit(self, start: SubmitStart) -> tuple[SubmitRecord, bool]:
         now = time.time()
@@ -120,11 +116,3 @@ class SubmitRecords(Store):
             lambda c: finish(c, submit_id, status, body, task_id, trace_id, hold_for, now),
             size=len(body),
         )
-
-    async def get_submit(self, submit_id: int) -> SubmitRecord | None:
-        if not 0 < submit_id <= MAX_ID:
-            return None
-        row = await self._fetchone(
-            f"SELECT {SUBMIT_COLUMNS} FROM submits WHERE id = ?", (submit_id,)
-        )
-        return submit_record(row) if row is not None else None
