@@ -27,7 +27,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
 
@@ -42,9 +42,7 @@ from server.store.base import (
     ArchiveJob,
     Incoming,
     IngestOutcome,
-    Pruned,
     Registration,
-    WorkKind,
 )
 from server.store.postgres import archive, connection, ingest, retention, values
 from server.store.postgres.listener import Listener
@@ -53,21 +51,16 @@ from server.store.postgres.schema import migrate
 from server.store.postgres.submits import PostgresSubmits
 from server.store.postgres.webhooks import PostgresWebhooks
 from server.store.postgres.writer import RETRYABLE, GroupWriter
-from server.store.queries import MAX_ROW_ID, SQLReads, concern_conditions
+from server.store.queries import MAX_ROW_ID, concern_conditions
 from server.store.signals import KINDS, WorkSignals
+from server.store.sql import SQLStore, observe_commit
 
 T = TypeVar("T")
 #: A health check's write must find a connection within this long.
 CHECK_TIMEOUT = 2.0
 
 
-def _observe_commit(size: int, seconds: float) -> None:
-    from server.observe.metrics import observe_commit
-
-    observe_commit(size, seconds)
-
-
-class PostgresStore(PostgresSubmits, PostgresWebhooks, SQLReads):
+class PostgresStore(PostgresSubmits, PostgresWebhooks, SQLStore):
     """The store on a PostgreSQL server (``DATABASE_URL=postgresql://…``)."""
 
     #: The state is read as ``json``, not ``jsonb``: it may hold ``\u0000``, which jsonb refuses.
@@ -77,7 +70,7 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, SQLReads):
         self,
         settings: Settings,
         *,
-        on_commit: Callable[[int, float], None] | None = _observe_commit,
+        on_commit: Callable[[int, float], None] | None = observe_commit,
     ) -> None:
         self.settings = settings
         self._url = settings.database_url
@@ -143,7 +136,7 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, SQLReads):
     async def _select(
         self, what: str, sql: str, params: Sequence[Any] = ()
     ) -> Sequence[Sequence[Any]]:
-        return await self._fetchall(what, sql.replace("%", "%%").replace("?", "%s"), params)
+        return await self._fetchall(what, connection.pyformat(sql), params)
 
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?)", [list(values)]
@@ -296,26 +289,17 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, SQLReads):
 
     # -- operations --------------------------------------------------------------------
 
-    async def prune(self, cutoff: float | None) -> Pruned:
-        """Small transactions (see ``retention``): callbacks commit between them."""
-        bodies = size = 0
-        while cutoff is not None:
-            step = await self._write(
-                "pruning old bodies", lambda c: retention.prune_step(c, cutoff)
-            )
-            bodies, size = bodies + step.bodies, size + step.bytes
-            if not step.more:
-                break
-        max_rows, max_bytes = self.settings.quarantine_max_rows, self.settings.quarantine_max_bytes
-        by_rows = await self._write(
-            "holding the quarantine to its rows",
-            lambda c: retention.enforce_quarantine_rows(c, max_rows),
+    async def _prune_bodies(self, cutoff: float) -> tuple[int, int, bool]:
+        step = await self._write("pruning old bodies", lambda c: retention.prune_step(c, cutoff))
+        return step.bodies, step.bytes, step.more
+
+    async def _cap_quarantine(self, by: Literal["rows", "bytes"], cap: int) -> tuple[int, int]:
+        enforce = (
+            retention.enforce_quarantine_rows
+            if by == "rows"
+            else retention.enforce_quarantine_bytes
         )
-        by_bytes = await self._write(
-            "holding the quarantine to its bytes",
-            lambda c: retention.enforce_quarantine_bytes(c, max_bytes),
-        )
-        return Pruned(bodies, size, by_rows[0] + by_bytes[0], by_rows[1] + by_bytes[1])
+        return await self._write(f"holding the quarantine to its {by}", lambda c: enforce(c, cap))
 
     async def database_bytes(self) -> int:
         row = await self._fetchone(
@@ -419,21 +403,6 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, SQLReads):
         return await self._write("pruning events", prune)
 
     # -- work signals ------------------------------------------------------------------
-
-    def work_mark(self, kind: WorkKind) -> int:
-        return self._signals.mark(kind)
-
-    async def wait_for_work(
-        self,
-        kind: WorkKind,
-        timeout: float,  # noqa: ASYNC109 - the contract's signature
-        *,
-        after: int | None = None,
-    ) -> bool:
-        return await self._signals.wait(kind, timeout, after)
-
-    def notify_work(self, kind: WorkKind) -> None:
-        self._signals.notify(kind)
 
     def _notify_many(self, kinds: Any) -> None:
         self._signals.notify_many(k for k in kinds if k in KINDS)

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
@@ -29,13 +29,12 @@ from server.settings import Settings
 from server.store.base import (
     Incoming,
     IngestOutcome,
-    Pruned,
     Registration,
-    WorkKind,
 )
-from server.store.queries import MAX_ROW_ID, SQLReads, concern_conditions, row_cursor
+from server.store.queries import MAX_ROW_ID, concern_conditions, row_cursor
 from server.store.rows import TASK_COLUMNS, task_record
 from server.store.signals import WorkSignals
+from server.store.sql import SQLStore, observe_commit
 from server.store.sqlite import backup as sqlite_backup
 from server.store.sqlite import retention, values, writes
 from server.store.sqlite.archive_queue import ArchiveQueue
@@ -49,12 +48,6 @@ T = TypeVar("T")
 READERS = 3
 
 
-def _observe_commit(size: int, seconds: float) -> None:
-    from server.observe.metrics import observe_commit
-
-    observe_commit(size, seconds)
-
-
 def _ingest_signals(outcomes: list[IngestOutcome]) -> Iterable[str]:
     if any(o.archive_queued for o in outcomes):
         yield "archive"
@@ -66,7 +59,7 @@ def _webhook_signals(_: object) -> Iterable[str]:
     return ("webhooks",)
 
 
-class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLReads):
+class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLStore):
     """The embedded backend: one SQLite file in WAL mode."""
 
     _concerns = concern_conditions("json_array_length(state, '$.conflicts')")
@@ -75,7 +68,7 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLReads):
         self,
         settings: Settings,
         *,
-        on_commit: Callable[[int, float], None] | None = _observe_commit,
+        on_commit: Callable[[int, float], None] | None = observe_commit,
     ) -> None:
         self.settings = settings
         self.path = settings.database_path
@@ -245,19 +238,17 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLReads):
     async def backup(self, path: str) -> int:
         return await asyncio.to_thread(sqlite_backup.backup, self.path, Path(path))
 
-    async def prune(self, cutoff: float | None) -> Pruned:
-        bodies = size = 0
-        while cutoff is not None:
-            step = await self._writer.run(partial(retention.prune_step, cutoff=cutoff))
-            bodies, size = bodies + step.bodies, size + step.bytes
-            if not step.more:
-                break
-        max_rows, max_bytes = self.settings.quarantine_max_rows, self.settings.quarantine_max_bytes
-        by_rows = await self._writer.run(lambda c: retention.enforce_quarantine_rows(c, max_rows))
-        by_bytes = await self._writer.run(
-            lambda c: retention.enforce_quarantine_bytes(c, max_bytes)
+    async def _prune_bodies(self, cutoff: float) -> tuple[int, int, bool]:
+        step = await self._writer.run(partial(retention.prune_step, cutoff=cutoff))
+        return step.bodies, step.bytes, step.more
+
+    async def _cap_quarantine(self, by: Literal["rows", "bytes"], cap: int) -> tuple[int, int]:
+        enforce = (
+            retention.enforce_quarantine_rows
+            if by == "rows"
+            else retention.enforce_quarantine_bytes
         )
-        return Pruned(bodies, size, by_rows[0] + by_bytes[0], by_rows[1] + by_bytes[1])
+        return await self._writer.run(lambda c: enforce(c, cap))
 
     async def database_bytes(self) -> int:
         def size() -> int:
@@ -285,23 +276,6 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLReads):
         return await self._writer.run(
             lambda c: c.execute("DELETE FROM events WHERE created_at < ?", (before,)).rowcount
         )
-
-    # -- work signals -------------------------------------------------------
-
-    def work_mark(self, kind: WorkKind) -> int:
-        return self._signals.mark(kind)
-
-    async def wait_for_work(
-        self,
-        kind: WorkKind,
-        timeout: float,  # noqa: ASYNC109 - the contract's signature
-        *,
-        after: int | None = None,
-    ) -> bool:
-        return await self._signals.wait(kind, timeout, after)
-
-    def notify_work(self, kind: WorkKind) -> None:
-        self._signals.notify(kind)
 
     async def _data_version_changed(self) -> bool:
         """Whether another connection committed since the last look (``PRAGMA data_version``)."""
