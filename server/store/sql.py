@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from server.settings import Settings
@@ -23,6 +23,9 @@ from server.store.base import Pruned, WorkKind
 from server.store.queries import SQLReads
 from server.store.records import SubmitRecord, SubmitStart
 from server.store.signals import WorkSignals
+
+#: Called after each group commit with (items in it, seconds in the transaction).
+OnCommit = Callable[[int, float], None] | None
 
 
 def observe_commit(size: int, seconds: float) -> None:

@@ -39,12 +39,12 @@ from server.core.types import TaskRecord
 from server.errors import ConfigError, StoreClosed
 from server.settings import Settings
 from server.store.base import (
-    ArchiveJob,
     Incoming,
     IngestOutcome,
     Registration,
 )
-from server.store.postgres import archive, connection, ingest, retention, values
+from server.store.postgres import connection, ingest, retention, values
+from server.store.postgres.archive import PostgresArchives
 from server.store.postgres.listener import Listener
 from server.store.postgres.rows import TASK_COLUMNS, dumps, task_record
 from server.store.postgres.schema import migrate
@@ -53,25 +53,20 @@ from server.store.postgres.webhooks import PostgresWebhooks
 from server.store.postgres.writer import RETRYABLE, GroupWriter
 from server.store.queries import MAX_ROW_ID, concern_conditions
 from server.store.signals import KINDS, WorkSignals
-from server.store.sql import SQLStore, observe_commit
+from server.store.sql import OnCommit, SQLStore, observe_commit
 
 T = TypeVar("T")
 #: A health check's write must find a connection within this long.
 CHECK_TIMEOUT = 2.0
 
 
-class PostgresStore(PostgresSubmits, PostgresWebhooks, SQLStore):
+class PostgresStore(PostgresSubmits, PostgresArchives, PostgresWebhooks, SQLStore):
     """The store on a PostgreSQL server (``DATABASE_URL=postgresql://…``)."""
 
     #: The state is read as ``json``, not ``jsonb``: it may hold ``\u0000``, which jsonb refuses.
     _concerns = concern_conditions("json_array_length(state::json -> 'conflicts')")
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        on_commit: Callable[[int, float], None] | None = observe_commit,
-    ) -> None:
+    def __init__(self, settings: Settings, *, on_commit: OnCommit = observe_commit) -> None:
         self.settings = settings
         self._url = settings.database_url
         self._pool = connection.open_pool(self._url, settings.database_pool_size)
@@ -328,70 +323,6 @@ class PostgresStore(PostgresSubmits, PostgresWebhooks, SQLStore):
 
     async def release_lease(self, name: str, holder: str) -> None:
         await self._write("releasing a lease", lambda c: values.release_lease(c, name, holder))
-
-    # -- the archive queue -------------------------------------------------------------
-
-    async def enqueue_missing_archives(self) -> int:
-        now = time.time()
-        added = await self._write(
-            "queueing archive copies", lambda c: archive.enqueue_missing(c, now)
-        )
-        if added:
-            self._signals.notify("archive")
-        return added
-
-    async def claim_archives(
-        self, holder: str, limit: int, lease: float, due_by: float | None = None
-    ) -> list[ArchiveJob]:
-        now = time.time()
-        return await self._write(
-            "claiming archive copies",
-            lambda c: archive.claim(c, holder, limit, lease, now, due_by),
-        )
-
-    async def renew_archive_claims(self, holder: str, lease: float) -> int:
-        return await self._write(
-            "renewing archive claims", lambda c: archive.renew(c, holder, lease)
-        )
-
-    async def reschedule_archives(self, include_failed: bool = False) -> float:
-        now = time.time()
-        if await self._write(
-            "rescheduling archive copies", lambda c: archive.reschedule(c, now, include_failed)
-        ):
-            self._signals.notify("archive")
-        return now
-
-    async def finish_archive(
-        self, job: ArchiveJob, holder: str, sha256: str, size: int, content_type: str
-    ) -> None:
-        now = time.time()
-        ids = await self._write(
-            "recording an archive copy",
-            lambda c: archive.finish(c, job, holder, sha256, size, content_type, now),
-        )
-        if ids:
-            self._signals.notify("events")
-
-    async def fail_archive(
-        self, job: ArchiveJob, holder: str, error: str, message: str, retry_at: float | None
-    ) -> None:
-        now = time.time()
-        ids = await self._write(
-            "recording an archive failure",
-            lambda c: archive.fail(c, job, holder, error, message, retry_at, now),
-        )
-        if ids:
-            self._signals.notify("events")
-
-    async def release_archives(self, holder: str) -> int:
-        now = time.time()
-        released = await self._write(
-            "releasing archive claims", lambda c: archive.release(c, holder, now)
-        )
-        if released:
-            self._signals.notify("archive")
-        return released
 
     # -- the outbox --------------------------------------------------------------------
 
