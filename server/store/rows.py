@@ -73,14 +73,14 @@ ARCHIVE_JOB_COLUMNS = "task_key, url, attempts, expires_at"
 
 
 def archive_job(row: Sequence[Any]) -> ArchiveJob:
-    return ArchiveJob(row[0], row[1], row[2], row[3])
+    return ArchiveJob(*row)
 
 
 DUE_COLUMNS = "task_id, provider, created_at, checks"
 
 
 def due_task(row: Sequence[Any]) -> DueTask:
-    return DueTask(row[0], row[1], row[2], row[3])
+    return DueTask(*row)
 
 
 DELIVERY_COLUMNS = "id, source, received_at, sha256, body, status, changed"
@@ -118,18 +118,5 @@ SUBMIT_COLUMNS = (
 
 def submit_record(row: Sequence[Any]) -> SubmitRecord:
     """A ``submits`` row, selected as ``SUBMIT_COLUMNS``, as a record."""
-    return SubmitRecord(
-        id=row[0],
-        provider=row[1],
-        key=row[2],
-        fingerprint=row[3],
-        answered=bool(row[4]),
-        status=row[5],
-        body=row[6],
-        task_id=row[7],
-        trace_id=row[8],
-        created_at=row[9],
-        answered_at=row[10],
-        lapses_at=row[11],
-        holds_key_until=row[12],
-    )
+    ident, provider, key, fingerprint, answered, *answer = row
+    return SubmitRecord(ident, provider, key, fingerprint, bool(answered), *answer)

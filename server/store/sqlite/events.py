@@ -17,11 +17,7 @@ from server.core.ids import event_id
 from server.core.jsontext import dumps
 from server.core.render import event_text, task_json
 from server.core.types import TaskRecord
-from server.errors import BadCursor
 from server.store.rows import ARCHIVE_COLUMNS, SHOWN_ARCHIVES, archive_outcome
-
-#: The cursor meaning "before the first event".
-START = "0"
 
 
 def with_archives(conn: sqlite3.Connection, key: str, record: TaskRecord) -> TaskRecord:
@@ -63,12 +59,3 @@ def add_events(
         [(*row, event_text(row[1], now, data)) for row in rows],
     )
     return tuple(row[0] for row in rows)
-
-
-def parse_cursor(cursor: str | None) -> int:
-    """The ``seq`` a cursor stands after; ``BadCursor`` for a string we did not hand out."""
-    if cursor is None:
-        return 0
-    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 or int(cursor) >= 2**63:
-        raise BadCursor(f"cursor {cursor[:40]!r} is not one this API gave out")
-    return int(cursor)
