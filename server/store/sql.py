@@ -6,7 +6,7 @@
 makes with its own cross-process probe) and the order of a prune; the
 backend keeps how a write runs (one writer thread, a pool and a group writer)
 and gives the transactions these run: the retention steps
-(``_prune_bodies``, ``_cap_quarantine``) and the submit records'
+(``_prune_bodies``, ``_cap_quarantine_*``) and the submit records'
 (``_begin_submit``, ``_finish_submit``).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from server.settings import Settings
 from server.store import statements
@@ -48,8 +48,12 @@ class SQLStore(SQLReads):
         """One small transaction of ``prune``: (bodies dropped, their bytes, more to do)."""
 
     @abc.abstractmethod
-    async def _cap_quarantine(self, by: Literal["rows", "bytes"], cap: int) -> tuple[int, int]:
-        """Hold the quarantine to ``cap`` rows or bytes (``by``); (rows, bytes) dropped."""
+    async def _cap_quarantine_rows(self, cap: int) -> tuple[int, int]:
+        """Hold the quarantine to ``cap`` rows, oldest out first; (rows, bytes) dropped."""
+
+    @abc.abstractmethod
+    async def _cap_quarantine_bytes(self, cap: int) -> tuple[int, int]:
+        """Hold the quarantine to ``cap`` bytes, oldest out first; (rows, bytes) dropped."""
 
     async def prune(self, cutoff: float | None) -> Pruned:
         """Small transactions (see the backend's ``retention``): writes commit between them."""
@@ -60,8 +64,8 @@ class SQLStore(SQLReads):
             if not more:
                 break
         max_rows, max_bytes = self.settings.quarantine_max_rows, self.settings.quarantine_max_bytes
-        by_rows = await self._cap_quarantine("rows", max_rows)
-        by_bytes = await self._cap_quarantine("bytes", max_bytes)
+        by_rows = await self._cap_quarantine_rows(max_rows)
+        by_bytes = await self._cap_quarantine_bytes(max_bytes)
         return Pruned(bodies, size, by_rows[0] + by_bytes[0], by_rows[1] + by_bytes[1])
 
     # -- submits -----------------------------------------------------------------------

@@ -134,39 +134,16 @@ async def reschedule(conn: psycopg.AsyncConnection, now: float, include_failed: 
     return await _requeued(conn, cur.rowcount)
 
 
-async def finish(
-    conn: psycopg.AsyncConnection,
-    job: ArchiveJob,
-    holder: str,
-    sha256: str,
-    size: int,
-    content_type: str,
-    now: float,
+async def settle(
+    conn: psycopg.AsyncConnection, key: str, statement: str, params: Any, now: float, final: bool
 ) -> tuple[str, ...]:
-    """Record a copy while ``holder`` holds the claim; the ``task.archived`` event ids."""
-    await _lock_task(conn, job.task_key)
-    params = statements.finish_archive(job, holder, sha256, size, content_type, now)
-    cur = await conn.execute(_FINISH, params)
-    return await _archived_event(conn, job.task_key, now) if cur.rowcount == 1 else ()
-
-
-async def fail(
-    conn: psycopg.AsyncConnection,
-    job: ArchiveJob,
-    holder: str,
-    error: str,
-    message: str,
-    retry_at: float | None,
-    now: float,
-) -> tuple[str, ...]:
-    """Record a failed attempt: pending again at ``retry_at``, or failed for good (None)."""
-    await _lock_task(conn, job.task_key)
-    cur = await conn.execute(
-        _FAIL, statements.fail_archive(job, holder, error, message, retry_at, now)
-    )
-    if cur.rowcount != 1 or retry_at is not None:
+    """Settle one copy of task ``key`` (``statement``: ``_FINISH`` or ``_FAIL``, guarded by
+    the claim); when ``final`` and it was the task's last copy, ``task.archived``: its ids."""
+    await _lock_task(conn, key)
+    cur = await conn.execute(statement, params)
+    if cur.rowcount != 1 or not final:
         return ()
-    return await _archived_event(conn, job.task_key, now)
+    return await _archived_event(conn, key, now)
 
 
 async def release(conn: psycopg.AsyncConnection, holder: str, now: float) -> int:
@@ -267,18 +244,20 @@ class PostgresArchives(SQLStore):
         self, job: ArchiveJob, holder: str, sha256: str, size: int, content_type: str
     ) -> None:
         now = time.time()
+        params = statements.finish_archive(job, holder, sha256, size, content_type, now)
         await self._settled(
             "recording an archive copy",
-            lambda c: finish(c, job, holder, sha256, size, content_type, now),
+            lambda c: settle(c, job.task_key, _FINISH, params, now, final=True),
         )
 
     async def fail_archive(
         self, job: ArchiveJob, holder: str, error: str, message: str, retry_at: float | None
     ) -> None:
         now = time.time()
+        params = statements.fail_archive(job, holder, error, message, retry_at, now)
         await self._settled(
             "recording an archive failure",
-            lambda c: fail(c, job, holder, error, message, retry_at, now),
+            lambda c: settle(c, job.task_key, _FAIL, params, now, final=retry_at is None),
         )
 
     async def release_archives(self, holder: str) -> int:

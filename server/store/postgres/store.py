@@ -27,7 +27,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -288,13 +288,17 @@ class PostgresStore(PostgresSubmits, PostgresArchives, PostgresWebhooks, SQLStor
         step = await self._write("pruning old bodies", lambda c: retention.prune_step(c, cutoff))
         return step.bodies, step.bytes, step.more
 
-    async def _cap_quarantine(self, by: Literal["rows", "bytes"], cap: int) -> tuple[int, int]:
-        enforce = (
-            retention.enforce_quarantine_rows
-            if by == "rows"
-            else retention.enforce_quarantine_bytes
+    async def _cap_quarantine_rows(self, cap: int) -> tuple[int, int]:
+        return await self._write(
+            "holding the quarantine to its rows",
+            lambda c: retention.enforce_quarantine_rows(c, cap),
         )
-        return await self._write(f"holding the quarantine to its {by}", lambda c: enforce(c, cap))
+
+    async def _cap_quarantine_bytes(self, cap: int) -> tuple[int, int]:
+        return await self._write(
+            "holding the quarantine to its bytes",
+            lambda c: retention.enforce_quarantine_bytes(c, cap),
+        )
 
     async def database_bytes(self) -> int:
         row = await self._fetchone(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from server.store import statements
 from server.store.base import ArchiveJob, Store
 from server.store.sqlite import archive_writes
+from server.store.sqlite.archive_writes import settle
 from server.store.sqlite.writer import Writer
 
 
@@ -55,10 +57,9 @@ class ArchiveQueue(Store):
         self, job: ArchiveJob, holder: str, sha256: str, size: int, content_type: str
     ) -> None:
         now = time.time()
+        params = statements.finish_archive(job, holder, sha256, size, content_type, now)
         await self._writer.run(
-            lambda c: archive_writes.finish_archive(
-                c, job, holder, sha256, size, content_type, now
-            ),
+            lambda c: settle(c, job.task_key, statements.FINISH_ARCHIVE, params, now, True),
             signal=_event_signals,
         )
 
@@ -66,8 +67,10 @@ class ArchiveQueue(Store):
         self, job: ArchiveJob, holder: str, error: str, message: str, retry_at: float | None
     ) -> None:
         now = time.time()
+        params = statements.fail_archive(job, holder, error, message, retry_at, now)
+        final = retry_at is None
         await self._writer.run(
-            lambda c: archive_writes.fail_archive(c, job, holder, error, message, now, retry_at),
+            lambda c: settle(c, job.task_key, statements.FAIL_ARCHIVE, params, now, final),
             signal=_event_signals,
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 from server.archive.download import url_expiry
 from server.core.codec import state_from_dict
@@ -85,39 +86,14 @@ def claim_archives(
     return [ArchiveJob(*row) for row in rows]
 
 
-def finish_archive(
-    conn: sqlite3.Connection,
-    job: ArchiveJob,
-    holder: str,
-    sha256: str,
-    size: int,
-    content_type: str,
-    now: float,
+def settle(
+    conn: sqlite3.Connection, key: str, statement: str, params: Any, now: float, final: bool
 ) -> tuple[str, ...]:
-    """Record a copy while ``holder`` holds the claim; the ``task.archived`` event ids."""
-    params = statements.finish_archive(job, holder, sha256, size, content_type, now)
-    updated = conn.execute(statements.FINISH_ARCHIVE, params).rowcount
-    return _archived_event(conn, job.task_key, now) if updated else ()
-
-
-def fail_archive(
-    conn: sqlite3.Connection,
-    job: ArchiveJob,
-    holder: str,
-    error: str,
-    message: str,
-    now: float,
-    retry_at: float | None,
-) -> tuple[str, ...]:
-    """Record a failed attempt: pending again at ``retry_at``, or failed for good (None).
-
-    Returns the ids of the ``task.archived`` event a final failure may settle.
-    """
-    params = statements.fail_archive(job, holder, error, message, retry_at, now)
-    updated = conn.execute(statements.FAIL_ARCHIVE, params).rowcount
-    if not updated or retry_at is not None:
+    """Settle one copy of task ``key`` (``statement``: ``FINISH_ARCHIVE`` or ``FAIL_ARCHIVE``,
+    guarded by the claim); when ``final`` and it was the last copy, ``task.archived``: its ids."""
+    if conn.execute(statement, params).rowcount != 1 or not final:
         return ()
-    return _archived_event(conn, job.task_key, now)
+    return _archived_event(conn, key, now)
 
 
 def _archived_event(conn: sqlite3.Connection, key: str, now: float) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -237,13 +237,11 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLStore):
         step = await self._writer.run(partial(retention.prune_step, cutoff=cutoff))
         return step.bodies, step.bytes, step.more
 
-    async def _cap_quarantine(self, by: Literal["rows", "bytes"], cap: int) -> tuple[int, int]:
-        enforce = (
-            retention.enforce_quarantine_rows
-            if by == "rows"
-            else retention.enforce_quarantine_bytes
-        )
-        return await self._writer.run(lambda c: enforce(c, cap))
+    async def _cap_quarantine_rows(self, cap: int) -> tuple[int, int]:
+        return await self._writer.run(lambda c: retention.enforce_quarantine_rows(c, cap))
+
+    async def _cap_quarantine_bytes(self, cap: int) -> tuple[int, int]:
+        return await self._writer.run(lambda c: retention.enforce_quarantine_bytes(c, cap))
 
     async def database_bytes(self) -> int:
         def size() -> int:
