@@ -8,6 +8,7 @@ each backend's module; what is here means the same on both.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from server.store.records import ArchiveJob, SubmitStart
@@ -56,6 +57,22 @@ RELEASE_ARCHIVES = (
 UNSETTLED_COPIES = (
     "SELECT count(*) FROM archives WHERE task_key = ? AND status NOT IN ('done', 'failed')"
 )
+
+# -- the quarantine --------------------------------------------------------------------
+
+#: A delivery kept but not merged; ``new_quarantine`` gives its parameters.
+INSERT_QUARANTINE = (
+    "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def new_quarantine(
+    provider: str, body: bytes, headers: str, reason: str, message: str, now: float
+) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_QUARANTINE`` (``headers``: JSON text, as the backend writes)."""
+    return (provider, now, reason, message, headers, hashlib.sha256(body).hexdigest(), body)
+
 
 # -- submits ---------------------------------------------------------------------------
 
