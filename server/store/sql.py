@@ -6,8 +6,9 @@
 makes with its own cross-process probe) and the order of a prune; the
 backend keeps how a write runs (one writer thread, a pool and a group writer)
 and gives the transactions these run: the retention steps
-(``_prune_bodies``, ``_cap_quarantine_*``) and the submit records'
-(``_begin_submit``, ``_finish_submit``).
+(``_prune_bodies``, ``_cap_quarantine_*``), an archive copy's
+(``_settle_archive``) and the submit records' (``_begin_submit``,
+``_finish_submit``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from server.settings import Settings
 from server.store import statements
 from server.store.base import Pruned, WorkKind
 from server.store.queries import SQLReads
-from server.store.records import SubmitRecord, SubmitStart
+from server.store.records import ArchiveJob, SubmitRecord, SubmitStart
 from server.store.signals import WorkSignals
 
 #: Called after each group commit with (items in it, seconds in the transaction).
@@ -67,6 +68,32 @@ class SQLStore(SQLReads):
         by_rows = await self._cap_quarantine_rows(max_rows)
         by_bytes = await self._cap_quarantine_bytes(max_bytes)
         return Pruned(bodies, size, by_rows[0] + by_bytes[0], by_rows[1] + by_bytes[1])
+
+    # -- the archive queue -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _settle_archive(
+        self, what: str, key: str, statement: str, params: Sequence[Any], final: bool, now: float
+    ) -> None:
+        """Settle one copy of task ``key`` with ``statement`` (``statements.FINISH_ARCHIVE``
+        or ``FAIL_ARCHIVE``) in one transaction; when ``final`` and it was the task's last
+        copy, commit ``task.archived`` with it and wake the event readers."""
+
+    async def finish_archive(
+        self, job: ArchiveJob, holder: str, sha256: str, size: int, content_type: str
+    ) -> None:
+        now = time.time()
+        params = statements.finish_archive(job, holder, sha256, size, content_type, now)
+        what, statement = "recording an archive copy", statements.FINISH_ARCHIVE
+        await self._settle_archive(what, job.task_key, statement, params, True, now)
+
+    async def fail_archive(
+        self, job: ArchiveJob, holder: str, error: str, message: str, retry_at: float | None
+    ) -> None:
+        now = time.time()
+        params = statements.fail_archive(job, holder, error, message, retry_at, now)
+        what, statement = "recording an archive failure", statements.FAIL_ARCHIVE
+        await self._settle_archive(what, job.task_key, statement, params, retry_at is None, now)
 
     # -- submits -----------------------------------------------------------------------
 

@@ -62,8 +62,6 @@ FROM due WHERE a.task_key = due.task_key AND a.url = due.url
 RETURNING a.{ARCHIVE_JOB_COLUMNS.replace(", ", ", a.")}, a.next_attempt_at
 """
 
-_FINISH = pyformat(statements.FINISH_ARCHIVE)
-_FAIL = pyformat(statements.FAIL_ARCHIVE)
 _RELEASE = pyformat(statements.RELEASE_ARCHIVES)
 _UNSETTLED = pyformat(statements.UNSETTLED_COPIES)
 
@@ -137,8 +135,8 @@ async def reschedule(conn: psycopg.AsyncConnection, now: float, include_failed: 
 async def settle(
     conn: psycopg.AsyncConnection, key: str, statement: str, params: Any, now: float, final: bool
 ) -> tuple[str, ...]:
-    """Settle one copy of task ``key`` (``statement``: ``_FINISH`` or ``_FAIL``, guarded by
-    the claim); when ``final`` and it was the task's last copy, ``task.archived``: its ids."""
+    """Settle one copy of task ``key`` (``statement``: a finish or a failure, guarded by the
+    claim); when ``final`` and it was the task's last copy, ``task.archived``: its ids."""
     await _lock_task(conn, key)
     cur = await conn.execute(statement, params)
     if cur.rowcount != 1 or not final:
@@ -209,9 +207,11 @@ class PostgresArchives(SQLStore):
             self._signals.notify("archive")
         return rows
 
-    async def _settled(self, what: str, fn: Callable[[Conn], Awaitable[tuple[str, ...]]]) -> None:
-        """Run ``fn``; a ``task.archived`` it committed wakes the event readers."""
-        if await self._write(what, fn):
+    async def _settle_archive(
+        self, what: str, key: str, statement: str, params: Sequence[Any], final: bool, now: float
+    ) -> None:
+        sql = pyformat(statement)
+        if await self._write(what, lambda c: settle(c, key, sql, params, now, final)):
             self._signals.notify("events")
 
     async def enqueue_missing_archives(self) -> int:
@@ -239,26 +239,6 @@ class PostgresArchives(SQLStore):
             "rescheduling archive copies", lambda c: reschedule(c, now, include_failed)
         )
         return now
-
-    async def finish_archive(
-        self, job: ArchiveJob, holder: str, sha256: str, size: int, content_type: str
-    ) -> None:
-        now = time.time()
-        params = statements.finish_archive(job, holder, sha256, size, content_type, now)
-        await self._settled(
-            "recording an archive copy",
-            lambda c: settle(c, job.task_key, _FINISH, params, now, final=True),
-        )
-
-    async def fail_archive(
-        self, job: ArchiveJob, holder: str, error: str, message: str, retry_at: float | None
-    ) -> None:
-        now = time.time()
-        params = statements.fail_archive(job, holder, error, message, retry_at, now)
-        await self._settled(
-            "recording an archive failure",
-            lambda c: settle(c, job.task_key, _FAIL, params, now, final=retry_at is None),
-        )
 
     async def release_archives(self, holder: str) -> int:
         now = time.time()

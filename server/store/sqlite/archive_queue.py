@@ -7,10 +7,11 @@ the archive's reads are the shared ones (``server.store.queries``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from server.store import statements
-from server.store.base import ArchiveJob, Store
+from server.store.base import ArchiveJob
+from server.store.sql import SQLStore
 from server.store.sqlite import archive_writes
 from server.store.sqlite.archive_writes import settle
 from server.store.sqlite.writer import Writer
@@ -24,7 +25,7 @@ def _event_signals(event_ids: tuple[str, ...]) -> Iterable[str]:
     return ("events",) if event_ids else ()
 
 
-class ArchiveQueue(Store):
+class ArchiveQueue(SQLStore):
     _writer: Writer
 
     async def enqueue_missing_archives(self) -> int:
@@ -53,25 +54,11 @@ class ArchiveQueue(Store):
         )
         return now
 
-    async def finish_archive(
-        self, job: ArchiveJob, holder: str, sha256: str, size: int, content_type: str
+    async def _settle_archive(
+        self, what: str, key: str, statement: str, params: Sequence[Any], final: bool, now: float
     ) -> None:
-        now = time.time()
-        params = statements.finish_archive(job, holder, sha256, size, content_type, now)
         await self._writer.run(
-            lambda c: settle(c, job.task_key, statements.FINISH_ARCHIVE, params, now, True),
-            signal=_event_signals,
-        )
-
-    async def fail_archive(
-        self, job: ArchiveJob, holder: str, error: str, message: str, retry_at: float | None
-    ) -> None:
-        now = time.time()
-        params = statements.fail_archive(job, holder, error, message, retry_at, now)
-        final = retry_at is None
-        await self._writer.run(
-            lambda c: settle(c, job.task_key, statements.FAIL_ARCHIVE, params, now, final),
-            signal=_event_signals,
+            lambda c: settle(c, key, statement, params, now, final), signal=_event_signals
         )
 
     async def release_archives(self, holder: str) -> int:
