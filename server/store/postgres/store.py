@@ -5,7 +5,9 @@ of ``DATABASE_POOL_SIZE`` connections: reads take one for a statement;
 ingests go through the group writer (``writer``: one transaction and one
 WAL flush for every request waiting); the other writes run as their own short
 transactions. A LISTEN connection (``listener``) turns other replicas'
-commits into wake-ups.
+commits into wake-ups. The reads and what else both SQL backends share are
+``server.store.sql.SQLStore``'s (its ``?`` placeholders become ``%s`` in
+``_select``); the archive queue is ``archive.PostgresArchives``.
 
 What PostgreSQL adds to the contract's guarantees, and how:
 
@@ -38,11 +40,7 @@ from server.core.ids import task_key
 from server.core.types import TaskRecord
 from server.errors import ConfigError, StoreClosed
 from server.settings import Settings
-from server.store.base import (
-    Incoming,
-    IngestOutcome,
-    Registration,
-)
+from server.store.base import Incoming, IngestOutcome, Registration
 from server.store.postgres import connection, ingest, retention, values
 from server.store.postgres.archive import PostgresArchives
 from server.store.postgres.listener import Listener

@@ -3,7 +3,9 @@
 Writes go through one ``Writer`` (one thread, group commit, bounded queue);
 reads use a small pool of aiosqlite connections and never wait behind a
 write (WAL mode). Every write function lives in ``writes``, ``values``,
-``archive_writes`` and ``events``; this class only schedules them and reads.
+``archive_writes`` and ``events``; this class only schedules them. The reads
+and what else both SQL backends share are ``server.store.sql.SQLStore``'s;
+this class gives it ``_select``, ``_in`` and the legacy cursor form.
 """
 
 from __future__ import annotations
@@ -26,11 +28,7 @@ from server.core.ids import task_key
 from server.core.types import TaskRecord
 from server.errors import StoreClosed
 from server.settings import Settings
-from server.store.base import (
-    Incoming,
-    IngestOutcome,
-    Registration,
-)
+from server.store.base import Incoming, IngestOutcome, Registration
 from server.store.queries import MAX_ROW_ID, concern_conditions, row_cursor
 from server.store.rows import TASK_COLUMNS, task_record
 from server.store.signals import WorkSignals
