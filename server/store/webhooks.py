@@ -264,7 +264,6 @@ class WebhookStore(abc.ABC):
 
     # -- reads -------------------------------------------------------------------------
 
-    @abc.abstractmethod
     async def list_attempts(
         self,
         endpoint_id: str,
@@ -277,6 +276,13 @@ class WebhookStore(abc.ABC):
 
         Raises ``BadCursor`` for a cursor the store did not hand out.
         """
+        return await self._list_attempts(endpoint_id, outcome, limit, cursor)
+
+    @abc.abstractmethod
+    async def _list_attempts(
+        self, endpoint_id: str, outcome: Outcome | None, limit: int, cursor: str | None
+    ) -> tuple[list[Attempt], str | None]:
+        """``list_attempts``, every argument given (the defaults are stated once, above)."""
 
     @abc.abstractmethod
     async def prune_webhooks(self, before: float) -> int:
