@@ -1,4 +1,4 @@
-"""What both SQL backends share above their own connections: reads, work signals, pruning.
+"""What both SQL backends share above their own connections, written once.
 
 ``SQLStore`` is the class each backend (``server.store.sqlite.store``,
 ``server.store.postgres.store``) derives from. It adds to the shared reads
