@@ -15,7 +15,10 @@ from server.core.tokens import callback_token
 from .harness import API_TOKEN, CALLBACK_SECRET, ServerProcess, run_cli
 from .payloads import dumps, seedance
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.sqlite_only("sqlite3's online backup of the file; PostgreSQL's is pg_dump"),
+]
 
 PATH = f"/callbacks/seedance/{callback_token(CALLBACK_SECRET, 'seedance')}"
 

@@ -54,9 +54,9 @@ def test_seed_payloads_survive_a_restart(tmp_path, database_url):
         server.stop()
 
 
-def test_first_start_prints_secrets_and_callback_urls_once(tmp_path):
+def test_first_start_prints_secrets_and_callback_urls_once(tmp_path, database_url):
     env = {"API_TOKEN": "", "CALLBACK_SECRETS": ""}
-    server = ServerProcess(tmp_path / "fresh.db", env=env).start()
+    server = ServerProcess(tmp_path / "fresh.db", env=env, database_url=database_url).start()
     server.stop()
     first = server.logs()
     assert "API_TOKEN=" in first and "CALLBACK_SECRETS=" in first
@@ -86,6 +86,7 @@ def test_first_start_prints_secrets_and_callback_urls_once(tmp_path):
         server.stop()
 
 
+@pytest.mark.sqlite_only("the default DATABASE_URL is a SQLite file under ./data")
 def test_default_database_lives_under_data(tmp_path):
     env = {"DATABASE_URL": "sqlite:///./data/taskhook.db"}
     server = ServerProcess(tmp_path / "unused.db", env=env).start()

@@ -25,19 +25,19 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 async def registered(db: str, tasks: list[dict]) -> None:
-    settings = Settings(database_url=f"sqlite:///{db}", reconciler="off")
+    settings = Settings(database_url=db, reconciler="off")
     async with open_store(settings) as store:
         await store.register([Registration(t["provider"], t["task_id"]) for t in tasks])
 
 
 async def statuses(db: str) -> dict[str, str]:
-    async with open_store(Settings(database_url=f"sqlite:///{db}")) as store:
+    async with open_store(Settings(database_url=db)) as store:
         records, _ = await store.list_tasks(limit=100)
     return {r.state.task_id: r.state.status.value for r in records}
 
 
-async def test_dry_run_then_real_pass_then_failing_upstream(tmp_path):
-    db = str(tmp_path / "t.db")
+async def test_dry_run_then_real_pass_then_failing_upstream(database_url):
+    db = database_url
     async with running_fake(FakeConfig(seed=5)) as fake_url:
         async with httpx.AsyncClient(base_url=fake_url) as up:
             specs = [{"provider": "seedance", "finish_after": 0}] * 3 + [
@@ -47,7 +47,7 @@ async def test_dry_run_then_real_pass_then_failing_upstream(tmp_path):
             created = (await up.post("/_fake/tasks", json={"tasks": specs})).json()["tasks"]
         await registered(db, created)
         env = {
-            "DATABASE_URL": f"sqlite:///{db}",
+            "DATABASE_URL": db,
             "ACEDATA_BASE_URL": fake_url,
             "SEEDANCE2_BASE_URL": fake_url,
             "ACEDATA_API_TOKEN": FakeConfig.acedata_token,
@@ -80,31 +80,31 @@ async def test_dry_run_then_real_pass_then_failing_upstream(tmp_path):
         assert "nope" not in rejected.stdout + rejected.stderr
 
 
-async def test_provider_without_token_is_a_usage_error(tmp_path):
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/t.db", "ACEDATA_API_TOKEN": "x"}
+async def test_provider_without_token_is_a_usage_error(database_url):
+    env = {"DATABASE_URL": database_url, "ACEDATA_API_TOKEN": "x"}
     result = await asyncio.to_thread(run_cli, env, "--provider", "seedance2")
     assert result.returncode == 2
     assert "set SEEDANCE2_API_KEY" in result.stderr
 
 
-async def test_an_unknown_task_id_is_named_and_exits_1(tmp_path):
-    db = str(tmp_path / "t.db")
+async def test_an_unknown_task_id_is_named_and_exits_1(database_url):
+    db = database_url
     await registered(db, [{"provider": "seedance", "task_id": "known-1"}])
-    env = {"DATABASE_URL": f"sqlite:///{db}", "ACEDATA_API_TOKEN": "x"}
+    env = {"DATABASE_URL": db, "ACEDATA_API_TOKEN": "x"}
     result = await asyncio.to_thread(run_cli, env, "--task-id", "no-such-task", "--dry-run")
     assert result.returncode == 1
     assert "unknown task id 'no-such-task'" in result.stderr
     assert "reconcile pass" not in result.stdout  # nothing was asked
 
 
-def test_loop_without_tokens_keeps_running_says_why_once_and_stops_on_sigterm(tmp_path):
+def test_loop_without_tokens_keeps_running_says_why_once_and_stops_on_sigterm(database_url):
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "reconcile", "--loop"],
         cwd=ROOT,
         env={
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": f"sqlite:///{tmp_path}/t.db",
+            "DATABASE_URL": database_url,
             "RECONCILE_INTERVAL": "0.05",
         },
         stderr=subprocess.PIPE,

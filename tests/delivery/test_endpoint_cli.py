@@ -11,9 +11,9 @@ from server.cli.main import main
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path, database_url, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/taskhook.db")
+    monkeypatch.setenv("DATABASE_URL", database_url)
 
 
 def test_add_list_remove(env, capsys):

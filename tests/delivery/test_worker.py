@@ -21,9 +21,9 @@ S, OK = "task.status_changed", "task.succeeded"
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path, **overrides) -> AsyncIterator[tuple[Store, Delivery]]:
+async def running(database_url, **overrides) -> AsyncIterator[tuple[Store, Delivery]]:
     values = dict(
-        database_url=f"sqlite:///{tmp_path}/taskhook.db",
+        database_url=database_url,
         reconciler="off",
         archive=False,
         delivery_retry_schedule="0,0.2,0.2",
@@ -58,8 +58,8 @@ def _secret() -> str:
     return new_secret()
 
 
-async def test_every_event_arrives_once_verified(tmp_path, receiver):
-    async with running(tmp_path) as (store, _):
+async def test_every_event_arrives_once_verified(database_url, receiver):
+    async with running(database_url) as (store, _):
         await subscribe(store, receiver)
         ids = await add_events(store, *[(S, f"t{i}") for i in range(30)])
         await eventually(lambda: len(receiver.accepted()) >= 30, "30 deliveries")
@@ -69,7 +69,7 @@ async def test_every_event_arrives_once_verified(tmp_path, receiver):
     assert all(d.event["type"] == S for d in got)
 
 
-async def test_retries_keep_the_webhook_id_and_every_attempt_is_recorded(tmp_path, receiver):
+async def test_retries_keep_the_webhook_id_and_every_attempt_is_recorded(database_url, receiver):
     seen: collections.Counter[str] = collections.Counter()
 
     def fail_twice(delivery):
@@ -77,7 +77,7 @@ async def test_retries_keep_the_webhook_id_and_every_attempt_is_recorded(tmp_pat
         return 503 if seen[delivery.event_id] <= 2 else None
 
     receiver.rule = fail_twice
-    async with running(tmp_path) as (store, _):
+    async with running(database_url) as (store, _):
         ep = await subscribe(store, receiver)
         (eid,) = await add_events(store, (OK, "a"))
         await eventually(lambda: receiver.accepted(), "the third attempt")
@@ -97,9 +97,9 @@ async def _attempts(store, endpoint_id, count):
     return items if len(items) >= count else None
 
 
-async def test_after_the_last_attempt_of_the_schedule_the_event_fails(tmp_path, receiver):
+async def test_after_the_last_attempt_of_the_schedule_the_event_fails(database_url, receiver):
     receiver.rule = lambda d: 500
-    async with running(tmp_path) as (store, _):
+    async with running(database_url) as (store, _):
         ep = await subscribe(store, receiver)
         await add_events(store, (OK, "a"))
         attempts = await eventually(lambda: _attempts(store, ep.id, 3), "three attempts")
@@ -110,7 +110,7 @@ async def test_after_the_last_attempt_of_the_schedule_the_event_fails(tmp_path, 
     assert len(receiver.all()) == 3
 
 
-async def test_a_hanging_endpoint_times_out_and_is_retried(tmp_path, receiver):
+async def test_a_hanging_endpoint_times_out_and_is_retried(database_url, receiver):
     calls = []
 
     def hang_once(delivery):
@@ -118,7 +118,7 @@ async def test_a_hanging_endpoint_times_out_and_is_retried(tmp_path, receiver):
         return "hang" if len(calls) == 1 else None
 
     receiver.rule = hang_once
-    async with running(tmp_path, delivery_timeout=0.3) as (store, _):
+    async with running(database_url, delivery_timeout=0.3) as (store, _):
         ep = await subscribe(store, receiver)
         await add_events(store, (OK, "a"))
         attempts = await eventually(lambda: _attempts(store, ep.id, 2), "two attempts")
@@ -128,10 +128,10 @@ async def test_a_hanging_endpoint_times_out_and_is_retried(tmp_path, receiver):
     assert second.outcome == "delivered"
 
 
-async def test_a_refused_connection_is_retried_with_the_reason(tmp_path):
+async def test_a_refused_connection_is_retried_with_the_reason(database_url):
     from tests.harness import free_port
 
-    async with running(tmp_path) as (store, _):
+    async with running(database_url) as (store, _):
         ep = await store.create_endpoint(f"http://127.0.0.1:{free_port()}/", None, None, _secret())
         await add_events(store, (OK, "a"))
         attempts = await eventually(lambda: _attempts(store, ep.id, 3), "three attempts")
@@ -139,9 +139,9 @@ async def test_a_refused_connection_is_retried_with_the_reason(tmp_path):
     assert attempts[0].outcome == "failed"
 
 
-async def test_410_disables_the_endpoint(tmp_path, receiver):
+async def test_410_disables_the_endpoint(database_url, receiver):
     receiver.rule = lambda d: 410
-    async with running(tmp_path) as (store, delivery):
+    async with running(database_url) as (store, delivery):
         ep = await subscribe(store, receiver)
         await add_events(store, (OK, "a"))
         await eventually(lambda: _disabled(store, ep.id), "the endpoint to be disabled")
@@ -156,12 +156,12 @@ async def _disabled(store, endpoint_id):
     return found is not None and found.disabled
 
 
-async def test_order_per_task_holds_while_attempts_fail_at_random(tmp_path, receiver):
+async def test_order_per_task_holds_while_attempts_fail_at_random(database_url, receiver):
     rng = random.Random(7)
     receiver.rule = lambda d: 500 if rng.random() < 0.3 else None
     tasks = [f"t{i}" for i in range(20)]
     async with running(
-        tmp_path, delivery_retry_schedule="0,0.05,0.05,0.05,0.05,0.05,0.05,0.05"
+        database_url, delivery_retry_schedule="0,0.05,0.05,0.05,0.05,0.05,0.05,0.05"
     ) as (
         store,
         _,
