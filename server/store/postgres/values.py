@@ -6,13 +6,12 @@ a pipeline too: they need no answer before the next statement).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 
-from server.store.postgres.rows import dumps
+from server.store.ingest_rows import quarantine_row
 
 _INSERT_QUARANTINE = (
     "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
@@ -40,18 +39,8 @@ async def insert_quarantine(
     now: float,
 ) -> psycopg.AsyncCursor[Any]:
     """Queue the insert of a quarantine row; the cursor answers its id (``RETURNING id``)."""
-    return await conn.execute(
-        _INSERT_QUARANTINE,
-        (
-            provider,
-            now,
-            reason,
-            message,
-            dumps(dict(headers)),
-            hashlib.sha256(body).hexdigest(),
-            body,
-        ),
-    )
+    row = quarantine_row(provider, body, headers, reason, message, now)
+    return await conn.execute(_INSERT_QUARANTINE, row)
 
 
 async def cap_quarantine(

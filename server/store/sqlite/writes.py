@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from server.core import schedule
 from server.core.codec import state_to_dict
@@ -19,25 +17,28 @@ from server.core.ids import task_key
 from server.core.jsontext import dumps
 from server.core.types import Status
 from server.store.base import IngestOutcome, Registration
+from server.store.ingest_rows import (
+    Rules,
+    delivery_row,
+    mismatch_message,
+    mismatch_outcome,
+    outcome,
+    quarantine_row,
+)
 from server.store.sqlite.archive_writes import enqueue_archives
 from server.store.sqlite.events import add_events
 from server.store.sqlite.retention import enforce_quarantine_bytes
 from server.store.sqlite.rows import TASK_COLUMNS, task_record
 from server.store.sqlite.values import bump_counter
 
+__all__ = ["Rules", "discard_quarantined", "ingest", "ingest_many", "quarantine", "register"]
 
-def _dumps(value: Any) -> str:
-    return dumps(value)
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The settings an ingest applies: RECONCILE_GRACE, ARCHIVE, QUARANTINE_MAX_ROWS/_BYTES."""
-
-    grace: float = 60.0
-    archive: bool = False
-    quarantine_max_rows: int = 100_000
-    quarantine_max_bytes: int | None = None
+_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?"
+_REPEAT = "SELECT 1 FROM deliveries WHERE task_key = ? AND sha256 = ?"
+_DELIVERY = (
+    "INSERT INTO deliveries (task_key, provider, source, received_at, sha256, body, status,"
+    " changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -> IngestOutcome:
@@ -49,15 +50,15 @@ def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -
     same transaction, so no copy is lost between commit and enqueue.
     """
     key = task_key(item.task_id)
-    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?", (key,)).fetchone()
+    row = conn.execute(_TASK, (key,)).fetchone()
     current = task_record(row) if row is not None else None
     digest = hashlib.sha256(item.body).hexdigest() if item.body is not None else None
+    # A delivery is kept only with its task (written together, neither ever deleted
+    # alone): no task, no kept body to repeat, so a new task costs no second read.
     repeat = (
-        digest is not None
-        and conn.execute(
-            "SELECT 1 FROM deliveries WHERE task_key = ? AND sha256 = ?", (key, digest)
-        ).fetchone()
-        is not None
+        current is not None
+        and digest is not None
+        and conn.execute(_REPEAT, (key, digest)).fetchone() is not None
     )
     decision = decide(current, item, now, repeat=repeat, grace=rules.grace, archive=rules.archive)
     if decision.mismatch is not None:
@@ -69,18 +70,7 @@ def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -
     # Archive outcomes exist only for a task that had succeeded before this item.
     shown = decision.previous is Status.SUCCEEDED
     events = add_events(conn, key, decision.record, decision.events, now, archives=shown)
-    state = decision.record.state
-    return IngestOutcome(
-        state.task_id,
-        state.provider,
-        state.status.value,
-        decision.duplicate,
-        decision.changed,
-        decision.became_final,
-        queued,
-        decision.previous.value,
-        events=events,
-    )
+    return outcome(decision, queued, events)
 
 
 def _apply(
@@ -95,18 +85,10 @@ def _apply(
     record, state = decision.record, decision.record.state
     if decision.keep_body:
         assert item.body is not None
-        reported = (
-            item.observation.status.value if item.observation and item.observation.status else None
-        )
-        conn.execute(
-            "INSERT INTO deliveries"
-            " (task_key, provider, source, received_at, sha256, body, status, changed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, item.provider, item.source, now, digest, item.body, reported, decision.changed),
-        )
+        conn.execute(_DELIVERY, delivery_row(key, item, decision, digest, now))
     if not decision.write:
         return
-    encoded = _dumps(state_to_dict(state))
+    encoded = dumps(state_to_dict(state))
     if decision.created:
         conn.execute(
             "INSERT INTO tasks (key, task_id, provider, status, state, metadata, created_at,"
@@ -118,7 +100,7 @@ def _apply(
                 state.provider,
                 state.status.value,
                 encoded,
-                _dumps(dict(record.metadata)),
+                dumps(dict(record.metadata)),
                 record.created_at,
                 record.updated_at,
                 record.completed_at,
@@ -137,7 +119,7 @@ def _apply(
         (
             state.status.value,
             encoded,
-            _dumps(dict(record.metadata)),
+            dumps(dict(record.metadata)),
             record.next_check_at,
             record.deliveries,
             record.checks,
@@ -154,36 +136,20 @@ def _mismatch(
     conn: sqlite3.Connection, item: Incoming, decision: Decision, now: float, rules: Rules
 ) -> IngestOutcome:
     """A delivery naming a task held under another provider: quarantined, task untouched."""
-    held = decision.record.state
     quarantine_id = item.quarantine_id
     if quarantine_id is None and item.body is not None:
-        message = (
-            f"task {held.task_id!r} is held under provider {held.provider!r}, not {item.provider!r}"
-        )
         quarantine_id = quarantine(
             conn,
             item.provider,
             item.body,
             dict(item.headers),
             "provider_mismatch",
-            message,
+            mismatch_message(decision, item),
             now,
             rules.quarantine_max_rows,
             rules.quarantine_max_bytes,
         )
-    status = held.status.value
-    return IngestOutcome(
-        held.task_id,
-        held.provider,
-        status,
-        False,
-        False,
-        False,
-        0,
-        status,
-        mismatch=True,
-        quarantine_id=quarantine_id,
-    )
+    return mismatch_outcome(decision, quarantine_id)
 
 
 def _remove_quarantined(conn: sqlite3.Connection, item: Incoming) -> None:
@@ -213,8 +179,8 @@ def register(
                 state.task_id,
                 reg.provider,
                 state.status.value,
-                _dumps(state_to_dict(state)),
-                _dumps(reg.metadata or {}),
+                dumps(state_to_dict(state)),
+                dumps(reg.metadata or {}),
                 now,
                 now,
                 schedule.first_check(now, grace),
@@ -239,15 +205,7 @@ def quarantine(
     cursor = conn.execute(
         "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            provider,
-            now,
-            reason,
-            message,
-            _dumps(dict(headers)),
-            hashlib.sha256(body).hexdigest(),
-            body,
-        ),
+        quarantine_row(provider, body, headers, reason, message, now),
     )
     new_id = cursor.lastrowid
     assert new_id is not None
