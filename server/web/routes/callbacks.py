@@ -46,9 +46,17 @@ BodyReader = Callable[[int], Awaitable[bytes]]
 
 
 async def accept(
-    rt: Runtime, provider: str, token: str, headers: Mapping[str, str], read: BodyReader
+    rt: Runtime,
+    provider: str,
+    token: str,
+    headers: Mapping[str, str],
+    read: BodyReader,
+    client: str,
 ) -> IngestOutcome:
-    """Check, read, keep and merge one callback; a ``TaskhookError`` says what to answer."""
+    """Check, read, keep and merge one callback; a ``TaskhookError`` says what to answer.
+
+    ``client``: ``host:port`` of the caller, as the access line names it.
+    """
     if provider not in PROVIDERS:
         CALLBACKS.labels("unknown", "unknown_provider").inc()
         # The name is not echoed: a misplaced callback token may sit where it was expected.
@@ -90,12 +98,13 @@ async def accept(
         ) from None
     CALLBACKS.labels(provider, "duplicate" if outcome.duplicate else "accepted").inc()
     log.info(
-        "callback provider=%s task_id=%s status=%s duplicate=%s changed=%s",
+        "callback provider=%s task_id=%s status=%s duplicate=%s changed=%s client=%s",
         provider,
         outcome.task_id,
         outcome.status,
         outcome.duplicate,
         outcome.changed,
+        client,
     )
     return outcome
 
@@ -133,7 +142,8 @@ async def receive_callback(request: Request) -> JSONResponse:
         return await read_limited(request, limit)
 
     provider, token = request.path_params["provider"], request.path_params["token"]
-    outcome = await accept(runtime(request), provider, token, request.headers, read)
+    client = _client(request.scope)
+    outcome = await accept(runtime(request), provider, token, request.headers, read, client)
     return JSONResponse(answer(outcome))
 
 
@@ -170,8 +180,9 @@ class CallbackFastPath:
         async def read(limit: int) -> bytes:
             return await _read_body(receive, headers.get("content-length", ""), limit)
 
+        rt, client = scope["app"].state.taskhook, _client(scope)
         try:
-            outcome = await accept(scope["app"].state.taskhook, provider, token, headers, read)
+            outcome = await accept(rt, provider, token, headers, read, client)
         except TaskhookError as exc:
             await error_response(exc)(scope, receive, send)
             return
@@ -181,6 +192,7 @@ class CallbackFastPath:
             await JSONResponse(error_body("internal_error", message), 500)(scope, receive, send)
             return
         body = encode_text(dump_json(answer(outcome)))
+        _no_access_line(send)
         await send(
             {
                 "type": "http.response.start",
@@ -224,3 +236,24 @@ async def _read_body(receive: Receive, declared: str, limit: int) -> bytes:
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
+
+
+def _client(scope: Scope) -> str:
+    """``host:port`` of the caller (after trusted forwarded headers), as uvicorn's access line."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "unknown"
+
+
+def _no_access_line(send: Send) -> None:
+    """Spare uvicorn's access line for a callback answered 200: its callback line says it all.
+
+    That line names the provider, the task, what changed and the client; the
+    access line would repeat the client, the method, the (redacted) path and
+    the status, at about the same cost again. ``send`` is uvicorn's
+    request-response cycle's own method when nothing wrapped it (the fast path
+    runs before any middleware that does); anything else keeps its access line.
+    Errors keep theirs: their callback lines do not say the status.
+    """
+    cycle = getattr(send, "__self__", None)
+    if getattr(cycle, "access_log", None) is True:
+        cycle.access_log = False  # type: ignore[union-attr]
