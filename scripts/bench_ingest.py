@@ -50,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_load import (  # noqa: E402  (re-exported for scripts/bench_pg.py)
+from scripts.bench_load import (  # noqa: E402
     CALLBACK_SECRET,
     PROVIDER,
     Result,
@@ -65,21 +65,6 @@ from scripts.bench_load import (  # noqa: E402  (re-exported for scripts/bench_p
     write_wrk_script,
 )
 from server.core.tokens import callback_token  # noqa: E402
-
-__all__ = [
-    "CALLBACK_SECRET",
-    "PROVIDER",
-    "Result",
-    "body_template",
-    "free_port",
-    "pinned",
-    "run_httpx",
-    "run_wrk",
-    "stop",
-    "wait_listening",
-    "write_wrk_script",
-]
-
 
 # -- the baseline server ------------------------------------------------------
 
