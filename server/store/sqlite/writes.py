@@ -17,28 +17,26 @@ from server.core.ids import task_key
 from server.core.jsontext import dumps
 from server.core.types import Status
 from server.store.base import IngestOutcome, Registration
-from server.store.ingest_rows import (
-    Rules,
-    delivery_row,
-    mismatch_message,
-    mismatch_outcome,
-    outcome,
-    quarantine_row,
-)
+from server.store.ingest_rows import Rules, mismatch_message, mismatch_outcome, quarantine_row
 from server.store.sqlite.archive_writes import enqueue_archives
 from server.store.sqlite.events import add_events
 from server.store.sqlite.retention import enforce_quarantine_bytes
 from server.store.sqlite.rows import TASK_COLUMNS, task_record
+from server.store.sqlite.task_rows import (
+    INSERT_DELIVERY,
+    UPDATE_BOOKKEEPING,
+    UPDATE_TASK,
+    bookkeeping_only,
+    delivery_row,
+    outcome,
+    update_row,
+)
 from server.store.sqlite.values import bump_counter
 
 __all__ = ["Rules", "discard_quarantined", "ingest", "ingest_many", "quarantine", "register"]
 
 _TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?"
 _REPEAT = "SELECT 1 FROM deliveries WHERE task_key = ? AND sha256 = ?"
-_DELIVERY = (
-    "INSERT INTO deliveries (task_key, provider, source, received_at, sha256, body, status,"
-    " changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -> IngestOutcome:
@@ -85,11 +83,11 @@ def _apply(
     record, state = decision.record, decision.record.state
     if decision.keep_body:
         assert item.body is not None
-        conn.execute(_DELIVERY, delivery_row(key, item, decision, digest, now))
+        conn.execute(INSERT_DELIVERY, delivery_row(key, item, decision, digest, now))
     if not decision.write:
         return
-    encoded = dumps(state_to_dict(state))
     if decision.created:
+        encoded = dumps(state_to_dict(state))
         conn.execute(
             "INSERT INTO tasks (key, task_id, provider, status, state, metadata, created_at,"
             " updated_at, completed_at, next_check_at, deliveries, checks, last_source,"
@@ -112,23 +110,10 @@ def _apply(
             ),
         )
         return
+    bookkeeping = bookkeeping_only(item, decision)
     conn.execute(
-        "UPDATE tasks SET status = ?, state = ?, metadata = ?, next_check_at = ?, deliveries = ?,"
-        " checks = ?, updated_at = ?, completed_at = ?, last_source = ?,"
-        " final_source = COALESCE(?, final_source) WHERE key = ?",
-        (
-            state.status.value,
-            encoded,
-            dumps(dict(record.metadata)),
-            record.next_check_at,
-            record.deliveries,
-            record.checks,
-            record.updated_at,
-            record.completed_at,
-            record.last_source,
-            decision.final_source,
-            key,
-        ),
+        UPDATE_BOOKKEEPING if bookkeeping else UPDATE_TASK,
+        update_row(key, decision, bookkeeping=bookkeeping),
     )
 
 
