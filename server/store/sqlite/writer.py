@@ -256,8 +256,8 @@ class Writer:
         try:
             conn.execute("BEGIN IMMEDIATE")
             unguarded = len(group) == 1 or all(job.rerun for job in group)
-            done = self._run_unguarded(conn, group) if unguarded else None
-            outcomes = done if done is not None else self._run_guarded(conn, group)
+            done = self._run_jobs(conn, group, guarded=False) if unguarded else None
+            outcomes = done or self._run_jobs(conn, group, guarded=True) or []
             conn.execute("COMMIT")
         except Exception as exc:
             failure = self._translate(exc)
@@ -276,47 +276,40 @@ class Writer:
             self.on_signal(kinds)
         self._settle(outcomes)
 
-    def _run_guarded(self, conn: sqlite3.Connection, group: list[_Job[Any]]) -> list[_Outcome]:
-        """Each job in its own savepoint: a failing job does not spoil its neighbours."""
+    def _run_jobs(
+        self, conn: sqlite3.Connection, group: list[_Job[Any]], *, guarded: bool
+    ) -> list[_Outcome] | None:
+        """Every job of the group, in order; ``guarded``: each in its own savepoint.
+
+        Guarded, a failing job is rolled back to its savepoint and its
+        neighbours go on. A savepoint and its release cost about as much as a
+        small insert, on every job of every group, so a job alone, or a group
+        of jobs that may run twice, runs unguarded: then a failing job spoils
+        the whole transaction, which is rolled back and begun again; a job
+        alone answers its error, a group answers None (run it again, guarded).
+        Either way the neighbours' writes commit as if the failing job had
+        never been there.
+        """
         outcomes: list[_Outcome] = []
         for job in group:
-            conn.execute("SAVEPOINT job")
+            if guarded:
+                conn.execute("SAVEPOINT job")
             try:
                 value = job.fn(conn)
             except Exception as exc:
                 if not conn.in_transaction:
                     raise  # SQLite rolled the whole group back (full disk, I/O error)
+                if not guarded:
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    return [(job, None, self._translate(exc))] if len(group) == 1 else None
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
                 outcomes.append((job, None, self._translate(exc)))
             else:
-                conn.execute("RELEASE job")
+                if guarded:
+                    conn.execute("RELEASE job")
                 outcomes.append((job, value, None))
-        return outcomes
-
-    def _run_unguarded(
-        self, conn: sqlite3.Connection, group: list[_Job[Any]]
-    ) -> list[_Outcome] | None:
-        """The group without savepoints (a job alone, or jobs that may run twice).
-
-        A savepoint and its release cost about as much as one small insert, on
-        every job of every group. Without them, a failing job spoils the whole
-        transaction: it is rolled back and begun again, and then a job alone
-        answers its error, while a group runs again, each job in a savepoint
-        (``None``: run it guarded). Either way the neighbours' writes commit as
-        if the failing job had never been there.
-        """
-        outcomes: list[_Outcome] = []
-        for job in group:
-            try:
-                value = job.fn(conn)
-            except Exception as exc:
-                if not conn.in_transaction:
-                    raise  # SQLite rolled the whole group back (full disk, I/O error)
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                return [(job, None, self._translate(exc))] if len(group) == 1 else None
-            outcomes.append((job, value, None))
         return outcomes
 
     def _translate(self, exc: Exception) -> BaseException:
