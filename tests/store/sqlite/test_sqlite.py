@@ -101,11 +101,18 @@ async def test_a_failing_write_in_a_group_without_savepoints(store: SQLiteStore)
 
         return job
 
-    held = asyncio.ensure_future(store._writer.run(lambda conn: blocker.wait(5)))
-    await asyncio.sleep(0)  # the holder has the writer; the next three make one group
+    holding = threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        holding.set()
+        blocker.wait(5)
+
+    held = asyncio.ensure_future(store._writer.run(hold))
+    await eventually(holding.is_set, what="the writer held")  # the next three queue behind it
     good = asyncio.ensure_future(store._writer.run(put("a"), rerun=True))
     bad = asyncio.ensure_future(store._writer.run(put("b", fails=True), rerun=True))
     after = asyncio.ensure_future(store.ingest(item()))
+    await eventually(lambda: store._writer.queued[0] == 4, what="the three jobs queued")
     blocker.set()
     await held
     assert await good == "a" and (await after).status == "succeeded"
