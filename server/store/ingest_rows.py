@@ -1,19 +1,16 @@
 """What both backends' ingest writes and answers, whatever their SQL.
 
-The settings an ingest applies, the rows a kept delivery and a quarantined
-body become, and the outcome a decision answers: one definition here, so
-SQLite and PostgreSQL cannot drift apart.
+The settings an ingest applies, the row a kept delivery becomes, and the
+outcome a decision answers: one definition here, so SQLite and PostgreSQL
+cannot drift apart (the statements themselves: ``server.store.statements``).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from server.core.decide import Decision
-from server.core.jsontext import dumps
 from server.store.base import Incoming, IngestOutcome
 
 
@@ -34,14 +31,6 @@ def delivery_row(
     observation = item.observation
     reported = observation.status.value if observation and observation.status else None
     return (key, item.provider, item.source, now, digest, item.body, reported, decision.changed)
-
-
-def quarantine_row(
-    provider: str, body: bytes, headers: Mapping[str, str], reason: str, message: str, now: float
-) -> tuple[Any, ...]:
-    """(provider, received_at, reason, message, headers, sha256, body) of a quarantined body."""
-    digest = hashlib.sha256(body).hexdigest()
-    return (provider, now, reason, message, dumps(dict(headers)), digest, body)
 
 
 def mismatch_message(decision: Decision, item: Incoming) -> str:

@@ -11,12 +11,11 @@ from typing import Any
 
 import psycopg
 
-from server.store.ingest_rows import quarantine_row
+from server.store import statements
+from server.store.postgres.connection import pyformat
+from server.store.postgres.rows import dumps
 
-_INSERT_QUARANTINE = (
-    "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
-)
+_INSERT_QUARANTINE = pyformat(f"{statements.INSERT_QUARANTINE} RETURNING id")
 
 # Beyond the cap the oldest rows go, and how many went is counted, in one statement.
 _CAP_QUARANTINE = """
@@ -39,8 +38,8 @@ async def insert_quarantine(
     now: float,
 ) -> psycopg.AsyncCursor[Any]:
     """Queue the insert of a quarantine row; the cursor answers its id (``RETURNING id``)."""
-    row = quarantine_row(provider, body, headers, reason, message, now)
-    return await conn.execute(_INSERT_QUARANTINE, row)
+    params = statements.new_quarantine(provider, body, dumps(dict(headers)), reason, message, now)
+    return await conn.execute(_INSERT_QUARANTINE, params)
 
 
 async def cap_quarantine(

@@ -16,8 +16,9 @@ from server.core.decide import Decision, Incoming, decide, new_task
 from server.core.ids import task_key
 from server.core.jsontext import dumps
 from server.core.types import Status
+from server.store import statements
 from server.store.base import IngestOutcome, Registration
-from server.store.ingest_rows import Rules, mismatch_message, mismatch_outcome, quarantine_row
+from server.store.ingest_rows import Rules, mismatch_message, mismatch_outcome
 from server.store.sqlite.archive_writes import enqueue_archives
 from server.store.sqlite.events import add_events
 from server.store.sqlite.retention import enforce_quarantine_bytes
@@ -187,11 +188,8 @@ def quarantine(
     max_bytes: int | None = None,
 ) -> int:
     """Keep a delivery we could not merge; drop the oldest beyond ``max_rows``/``max_bytes``."""
-    cursor = conn.execute(
-        "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        quarantine_row(provider, body, headers, reason, message, now),
-    )
+    row = statements.new_quarantine(provider, body, dumps(dict(headers)), reason, message, now)
+    cursor = conn.execute(statements.INSERT_QUARANTINE, row)
     new_id = cursor.lastrowid
     assert new_id is not None
     dropped = conn.execute("DELETE FROM quarantine WHERE id <= ?", (new_id - max_rows,)).rowcount
