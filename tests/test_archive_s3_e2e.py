@@ -32,9 +32,9 @@ pytestmark = pytest.mark.e2e
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 FILE_BYTES = 300_000
-#: The database backends two replicas can share. PostgreSQL joins this list with its
-#: backend; until then the replicas share one SQLite file (one host).
-DATABASES = ["sqlite"]
+#: The database backends two replicas can share: one SQLite file (one host), or one
+#: PostgreSQL database (any hosts).
+DATABASES = ["sqlite", "postgres"]
 
 
 @pytest.fixture
@@ -240,13 +240,21 @@ def test_a_copy_in_flight_when_s3_goes_away_completes_after_it_returns(tmp_path,
     assert SECRET_ACCESS_KEY not in server.logs()
 
 
-@pytest.mark.parametrize("database", DATABASES)
-def test_replicas_share_the_bucket(tmp_path, s3, fake, database):
+@pytest.fixture(params=DATABASES)
+def shared_database(request) -> dict[str, str]:
+    """The settings that put two replicas on one database: none for SQLite (the harness
+    gives both the same file), ``DATABASE_URL`` of a scratch database for PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    return {"DATABASE_URL": request.getfixturevalue("pg_databases").fresh()}
+
+
+def test_replicas_share_the_bucket(tmp_path, s3, fake, shared_database):
     """A replica that archives and one that does not: the second serves the first's files
     from the bucket, each with its own working directory and ARCHIVE_DIR."""
     bucket = s3.bucket()
-    copier = start_server(tmp_path, s3, bucket)
-    reader = start_server(tmp_path, s3, bucket, ARCHIVE="off")
+    copier = start_server(tmp_path, s3, bucket, **shared_database)
+    reader = start_server(tmp_path, s3, bucket, ARCHIVE="off", **shared_database)
     try:
         task_id = fake_task(fake, copier)
         copy = wait_until(lambda: archived(copier, task_id), what="the copy")
