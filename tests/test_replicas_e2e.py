@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +69,7 @@ PUBLIC_URL = "http://taskhook.test"  # the load balancer's address, the same for
 def serving(app: Starlette) -> Iterator[str]:
     """``app`` under uvicorn in a thread on a free loopback port; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -79,6 +79,12 @@ def serving(app: Starlette) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+async def hung_up(request: Request) -> None:
+    """Returns when the client closed the connection (its body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @dataclass
@@ -93,13 +99,18 @@ class Witness:
     most_at_once: Counter[str] = field(default_factory=Counter)
     downloads: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    client: httpx.AsyncClient = field(init=False)
 
     async def tasks(self, request: Request) -> Response:
-        """AceData's tasks endpoint: forwarded to the fake with the fake's token."""
+        """AceData's tasks endpoint, forwarded to the fake with the fake's token.
+
+        A call ends when its answer is sent or when the replica hangs up (killed, or
+        its pass cancelled), whichever comes first.
+        """
         start = time.monotonic()
         replica = request.headers.get("authorization", "").removeprefix("Bearer ")
-        async with httpx.AsyncClient(timeout=30) as client:
-            answer = await client.post(
+        forward = asyncio.ensure_future(
+            self.client.post(
                 f"{self.fake}/{request.path_params['service']}/tasks",
                 content=await request.body(),
                 headers={
@@ -107,8 +118,16 @@ class Witness:
                     "Content-Type": "application/json",
                 },
             )
+        )
+        gone = asyncio.ensure_future(hung_up(request))
+        await asyncio.wait({forward, gone}, return_when=asyncio.FIRST_COMPLETED)
         with self.lock:
             self.calls.append((replica, start, time.monotonic()))
+        gone.cancel()
+        if not forward.done():
+            forward.cancel()
+            return Response(status_code=499)
+        answer = forward.result()
         return Response(answer.content, answer.status_code, media_type="application/json")
 
     async def files(self, request: Request) -> Response:
@@ -120,12 +139,16 @@ class Witness:
             self.most_at_once[name] = max(self.most_at_once[name], self.downloading[name])
         try:
             await asyncio.sleep(HOLD)
-            async with httpx.AsyncClient(timeout=30) as client:
-                answer = await client.get(f"{self.fake}/files/{name}")
+            answer = await self.client.get(f"{self.fake}/files/{name}")
             return Response(answer.content, answer.status_code, media_type="video/mp4")
         finally:
             with self.lock:
                 self.downloading[name] -= 1
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=30) as self.client:
+            yield
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[Witness]:
@@ -133,7 +156,7 @@ class Witness:
             Route("/{service}/tasks", self.tasks, methods=["POST"]),
             Route("/files/{name}", self.files, methods=["GET"]),
         ]
-        with serving(Starlette(routes=routes)) as url:
+        with serving(Starlette(routes=routes, lifespan=self.lifespan)) as url:
             self.url = url
             yield self
 
@@ -459,7 +482,7 @@ async def test_three_replicas_under_load_with_the_lease_holder_killed(replicas, 
     ended: dict[str, float] = {}
     for replica, start, end in calls:
         for other, last in ended.items():
-            assert other == replica or last <= start, (other, replica)
+            assert other == replica or last <= start, (other, last, replica, start, calls)
         ended[replica] = max(end, ended.get(replica, 0.0))
     print(
         "DEBUG",
