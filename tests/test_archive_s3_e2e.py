@@ -13,7 +13,6 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,6 +21,7 @@ import pytest
 
 from scripts.fake_upstream_payloads import file_content
 
+from .archive_files import QuietHandler, ThreadedServer
 from .conftest import callback_path
 from .harness import API_TOKEN, ROOT, ServerProcess, wait_until
 from .moto_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoS3
@@ -153,16 +153,16 @@ def test_the_same_bytes_under_two_urls_are_one_object(tmp_path, s3, fake):
     ]
 
 
-class HeldFile:
+class HeldFile(ThreadedServer):
     """One large result file, sent up to ``hold_at`` bytes, then held until ``release``."""
 
     def __init__(self, size: int, hold_at: int) -> None:
         self.body = random.Random(size).randbytes(size)
         self.digest = hashlib.sha256(self.body).hexdigest()
-        self.held, self.release, self.sent = threading.Event(), threading.Event(), threading.Event()
+        self.held, self.sent = threading.Event(), threading.Event()
         held = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 self.send_response(200)
                 self.send_header("Content-Type", "video/mp4")
@@ -178,30 +178,15 @@ class HeldFile:
                     self.wfile.flush()
                     held.sent.set()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/held.mp4"
-
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[HeldFile]:
-        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.release.set()
-            self.server.shutdown()
-            self.server.server_close()
+        super().__init__(Handler)
+        self.url = f"{self.base}/held.mp4"
 
 
 def test_a_copy_in_flight_when_s3_goes_away_completes_after_it_returns(tmp_path, s3):
     bucket = s3.bucket()
     # 12 MiB, held after 9: a multipart upload has begun when the bucket goes away.
     held = HeldFile(size=12 * 1024 * 1024, hold_at=9 * 1024 * 1024)
-    with held.serving():
+    with held.running():
         server = start_server(tmp_path, s3, bucket)
         try:
             body = seedance(str(uuid.uuid4()))

@@ -2,9 +2,10 @@
 
 An *endpoint* is a URL the application registered; a *message* is one event
 for one endpoint, with its attempts. ``WebhookStore`` states what every
-backend guarantees; ``server.store.base.Store`` inherits it, so the SQLite and
-PostgreSQL backends both implement these methods. The policy (what an answer
-means, when the next attempt is) is decided above the store, in
+backend guarantees; ``server.store.base.Store`` inherits it, and
+``server.store.hooks`` implements it once for both SQL backends (each adds
+only its transaction seam, ``hooks.tx.Tx``). The policy (what an answer means,
+when the next attempt is) is decided above the store, in
 ``server.delivery.schedule``; a backend only applies it.
 
 Guarantees:
@@ -264,7 +265,6 @@ class WebhookStore(abc.ABC):
 
     # -- reads -------------------------------------------------------------------------
 
-    @abc.abstractmethod
     async def list_attempts(
         self,
         endpoint_id: str,
@@ -277,6 +277,13 @@ class WebhookStore(abc.ABC):
 
         Raises ``BadCursor`` for a cursor the store did not hand out.
         """
+        return await self._list_attempts(endpoint_id, outcome, limit, cursor)
+
+    @abc.abstractmethod
+    async def _list_attempts(
+        self, endpoint_id: str, outcome: Outcome | None, limit: int, cursor: str | None
+    ) -> tuple[list[Attempt], str | None]:
+        """``list_attempts``, every argument given (the defaults are stated once, above)."""
 
     @abc.abstractmethod
     async def prune_webhooks(self, before: float) -> int:

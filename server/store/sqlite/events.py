@@ -63,17 +63,33 @@ def add_events(
         return ()
     if archives:
         record = with_archives(conn, key, record)
+    rows = event_rows(key, record, types, now)
+    conn.executemany(INSERT_EVENT, rows)
+    return tuple(row[0] for row in rows)
+
+
+INSERT_EVENT = (
+    "INSERT INTO events (id, type, task_key, provider, created_at, body) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def event_rows(
+    key: str, record: TaskRecord, types: Sequence[str], now: float
+) -> list[tuple[str, str, str, str, float, str]]:
+    """``INSERT_EVENT``'s parameters, one per type, the task rendered once for all."""
     data = dumps(task_json(record))
-    rows = [
-        (event_id(now, secrets.randbits(56)), event_type, key, record.state.provider, now)
+    provider = record.state.provider
+    return [
+        (
+            event_id(now, secrets.randbits(56)),
+            event_type,
+            key,
+            provider,
+            now,
+            event_text(event_type, now, data),
+        )
         for event_type in types
     ]
-    conn.executemany(
-        "INSERT INTO events (id, type, task_key, provider, created_at, body)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        [(*row, event_text(row[1], now, data)) for row in rows],
-    )
-    return tuple(row[0] for row in rows)
 
 
 def parse_cursor(cursor: str | None) -> int:

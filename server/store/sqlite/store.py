@@ -40,7 +40,7 @@ from server.store.base import (
 )
 from server.store.signals import WorkSignals
 from server.store.sqlite import backup as sqlite_backup
-from server.store.sqlite import events, retention, values, writes
+from server.store.sqlite import batch, events, retention, values, writes
 from server.store.sqlite.archive_queue import ArchiveQueue
 from server.store.sqlite.checkpoint import Checkpointer
 from server.store.sqlite.rows import (
@@ -206,7 +206,7 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue):
         now, rules = time.time(), self._rules
         size = sum(len(i.body) for i in items if i.body is not None)
         return await self._writer.run(
-            lambda c: writes.ingest_many(c, items, now, rules), size=size, signal=_ingest_signals
+            lambda c: batch.ingest_many(c, items, now, rules), size=size, signal=_ingest_signals
         )
 
     async def register(self, regs: Sequence[Registration]) -> list[TaskRecord]:

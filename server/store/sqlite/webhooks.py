@@ -1,186 +1,83 @@
-"""The webhook side of the SQLite store: endpoints, messages and attempts.
+"""The webhook side of the SQLite store: ``server.store.hooks`` on the one writer.
 
-A mixin of the SQLite store, like the archive queue: writes are the functions
-of ``webhook_writes`` run by the store's one writer, reads use its readers.
+A mixin of the SQLite store, like the archive queue. The writes of
+``server.store.hooks`` run as functions of the store's one writer thread, so
+each sees and changes the database alone: fan-out, claims and settling are
+exact across the processes sharing the file (``BEGIN IMMEDIATE`` serialises
+them) without locking rows. Reads use the store's readers.
 """
 
 from __future__ import annotations
 
-import secrets
-import time
-from collections.abc import Awaitable, Callable, Sequence
+import sqlite3
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from server.delivery.schedule import Next, Outcome
-from server.errors import BadCursor
-from server.settings import Settings
-from server.store.sqlite import webhook_writes as w
-from server.store.webhooks import (
-    Attempt,
-    Backlog,
-    Claim,
-    Claims,
-    Endpoint,
-    Redelivery,
-    Settled,
-    WebhookStore,
-)
+from server.store.hooks.methods import HookWrite, WebhookMethods
+from server.store.hooks.tx import Row
 
 T = TypeVar("T")
-#: Rows of each table one pruning transaction drops at most.
-PRUNE_BATCH = 2000
 
 
-def new_endpoint_id() -> str:
-    return f"ep_{secrets.token_hex(10)}"
+class SQLiteTx:
+    """A ``Tx`` over the writer's connection: every statement is answered at once."""
+
+    #: As the partial indexes ``messages_due`` and ``messages_next`` spell it.
+    head = "head = 1"
+    #: One writer serialises every write: nothing to lock.
+    lock = ""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+
+    def lease_now(self, now: float) -> tuple[str, list[Any]]:
+        return "?", [now]
+
+    async def lease_clock(self, now: float) -> float:
+        return now
+
+    async def feed_end(self) -> int:
+        """The last seq AUTOINCREMENT handed out for events (pruning does not lower it)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
 
 
-def _attempt_cursor(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if text.isascii() and text.isdigit() and len(text) <= 18:
-        return int(text)
-    raise BadCursor(f"cursor {text[:40]!r} is not one this API gave out")
+def settled(write: Coroutine[Any, Any, T]) -> T:
+    """Run a webhook write to its end, here on the writer thread.
+
+    Its statements go to ``SQLiteTx``, which answers at once, so the coroutine
+    never waits: one step finishes it.
+    """
+    try:
+        write.send(None)
+    except StopIteration as done:
+        value: T = done.value
+        return value
+    write.close()
+    raise RuntimeError("a webhook write on SQLite waited for something other than SQLite")
 
 
-class WebhookQueue(WebhookStore):
-    settings: Settings
-
-    # Provided by the store: its writer and read helpers.
+class WebhookQueue(WebhookMethods):
+    # Provided by the store: its writer and read helper.
     _webhook_write: Callable[..., Awaitable[Any]]
     _fetchall: Callable[..., Awaitable[list[Any]]]
-    _fetchone: Callable[..., Awaitable[Any]]
 
-    @property
-    def _first_delay(self) -> float:
-        return self.settings.retry_schedule[0]
+    async def _hook_write(self, what: str, fn: HookWrite[T], *, wake: bool = False) -> T:
+        value: T = await self._webhook_write(lambda c: settled(fn(SQLiteTx(c))), wake=wake)
+        return value
 
-    # -- endpoints ----------------------------------------------------------
-
-    async def create_endpoint(
-        self, url: str, events: Sequence[str] | None, description: str | None, secret: str
-    ) -> Endpoint:
-        ident, now = new_endpoint_id(), time.time()
-        created: Endpoint = await self._webhook_write(
-            lambda c: w.create_endpoint(c, ident, url, events, description, secret, now)
-        )
-        return created
-
-    async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
-        row = await self._fetchone(
-            f"SELECT {w.ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?", (endpoint_id,)
-        )
-        return w.endpoint_row(row) if row else None
-
-    async def list_endpoints(self) -> list[Endpoint]:
-        rows = await self._fetchall(
-            f"SELECT {w.ENDPOINT_COLUMNS} FROM endpoints ORDER BY created_at, id"
-        )
-        return [w.endpoint_row(r) for r in rows]
-
-    async def delete_endpoint(self, endpoint_id: str) -> bool:
-        deleted: bool = await self._webhook_write(lambda c: w.delete_endpoint(c, endpoint_id))
-        return deleted
-
-    async def rotate_endpoint_secret(
-        self, endpoint_id: str, secret: str, overlap: float
-    ) -> Endpoint | None:
-        now = time.time()
-        rotated: Endpoint | None = await self._webhook_write(
-            lambda c: w.rotate_secret(c, endpoint_id, secret, overlap, now)
-        )
-        return rotated
-
-    async def enable_endpoint(self, endpoint_id: str) -> Endpoint | None:
-        enabled: Endpoint | None = await self._webhook_write(
-            lambda c: w.enable_endpoint(c, endpoint_id), wake=True
-        )
-        return enabled
-
-    # -- delivery -----------------------------------------------------------
-
-    async def claim_messages(
-        self, holder: str, limit: int, per_endpoint: int, lease: float
-    ) -> Claims:
-        now, first = time.time(), self._first_delay
-        claims: Claims = await self._webhook_write(
-            lambda c: w.claim(c, holder, limit, per_endpoint, lease, first, now)
-        )
-        return claims
-
-    async def finish_message(
-        self, claim: Claim, holder: str, attempt: Attempt, nxt: Next
-    ) -> Settled:
-        now, first = time.time(), self._first_delay
-        disable_after = self.settings.delivery_disable_after
-        settled: Settled = await self._webhook_write(
-            lambda c: w.finish(c, claim, attempt, nxt, disable_after, first, now)
-        )
-        return settled
-
-    async def release_messages(self, holder: str) -> int:
-        released: int = await self._webhook_write(lambda c: w.release(c, holder))
-        return released
-
-    async def redeliver_event(self, event_id: str, endpoint_id: str | None) -> Redelivery | None:
-        now = time.time()
-        queued: Redelivery | None = await self._webhook_write(
-            lambda c: w.redeliver(c, event_id, endpoint_id, now), wake=True
-        )
-        return queued
-
-    async def recover_endpoint(self, endpoint_id: str, since: float) -> int:
-        now = time.time()
-        count: int = await self._webhook_write(
-            lambda c: w.recover(c, endpoint_id, since, now), wake=True
-        )
-        return count
-
-    async def prune_webhooks(self, before: float) -> int:
-        """In batches of ``PRUNE_BATCH`` rows, each its own short transaction, so a large
-        prune never holds the writer (and the callbacks behind it) for long."""
-        total = 0
-        while True:
-            dropped: int = await self._webhook_write(lambda c: w.prune(c, before, PRUNE_BATCH))
-            total += dropped
-            if dropped < PRUNE_BATCH:
-                return total
-
-    # -- reads --------------------------------------------------------------
-
-    async def list_attempts(
-        self,
-        endpoint_id: str,
-        *,
-        outcome: Outcome | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[Attempt], str | None]:
-        before = _attempt_cursor(cursor)
-        where: list[str] = ["endpoint_id = ?"]
-        params: list[Any] = [endpoint_id]
-        if outcome is not None:
-            where.append("outcome = ?")
-            params.append(outcome)
-        if before is not None:
-            where.append("id < ?")
-            params.append(before)
-        rows = await self._fetchall(
-            f"SELECT {w.ATTEMPT_COLUMNS} FROM attempts WHERE {' AND '.join(where)}"
-            " ORDER BY id DESC LIMIT ?",
-            [*params, limit + 1],
-        )
-        read = [w.attempt_row(r) for r in rows[:limit]]
-        next_cursor = str(read[-1][0]) if len(rows) > limit else None
-        return [attempt for _, attempt in read], next_cursor
-
-    async def webhook_backlog(self) -> list[Backlog]:
-        rows = await self._fetchall(
-            "SELECT e.id, e.url, e.disabled_at, e.disabled_reason,"
-            " (SELECT count(*) FROM messages m WHERE m.endpoint_id = e.id"
-            "  AND m.status = 'pending'),"
-            " (SELECT m.committed_at FROM messages m WHERE m.endpoint_id = e.id"
-            "  AND m.status = 'pending' ORDER BY m.event_seq LIMIT 1)"
-            " FROM endpoints e ORDER BY e.created_at, e.id"
-        )
-        return [Backlog(*r) for r in rows]
+    async def _hook_read(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return await self._fetchall(sql, params)

@@ -23,6 +23,15 @@ from server.store.sqlite.archive_writes import enqueue_archives
 from server.store.sqlite.events import add_events
 from server.store.sqlite.retention import enforce_quarantine_bytes
 from server.store.sqlite.rows import TASK_COLUMNS, task_record
+from server.store.sqlite.task_rows import (
+    INSERT_DELIVERY,
+    UPDATE_BOOKKEEPING,
+    UPDATE_TASK,
+    bookkeeping_only,
+    delivery_row,
+    outcome,
+    update_row,
+)
 from server.store.sqlite.values import bump_counter
 
 
@@ -69,18 +78,7 @@ def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -
     # Archive outcomes exist only for a task that had succeeded before this item.
     shown = decision.previous is Status.SUCCEEDED
     events = add_events(conn, key, decision.record, decision.events, now, archives=shown)
-    state = decision.record.state
-    return IngestOutcome(
-        state.task_id,
-        state.provider,
-        state.status.value,
-        decision.duplicate,
-        decision.changed,
-        decision.became_final,
-        queued,
-        decision.previous.value,
-        events=events,
-    )
+    return outcome(decision, queued, events)
 
 
 def _apply(
@@ -95,19 +93,11 @@ def _apply(
     record, state = decision.record, decision.record.state
     if decision.keep_body:
         assert item.body is not None
-        reported = (
-            item.observation.status.value if item.observation and item.observation.status else None
-        )
-        conn.execute(
-            "INSERT INTO deliveries"
-            " (task_key, provider, source, received_at, sha256, body, status, changed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, item.provider, item.source, now, digest, item.body, reported, decision.changed),
-        )
+        conn.execute(INSERT_DELIVERY, delivery_row(key, item, decision, digest, now))
     if not decision.write:
         return
-    encoded = _dumps(state_to_dict(state))
     if decision.created:
+        encoded = _dumps(state_to_dict(state))
         conn.execute(
             "INSERT INTO tasks (key, task_id, provider, status, state, metadata, created_at,"
             " updated_at, completed_at, next_check_at, deliveries, checks, last_source,"
@@ -130,23 +120,10 @@ def _apply(
             ),
         )
         return
+    bookkeeping = bookkeeping_only(item, decision)
     conn.execute(
-        "UPDATE tasks SET status = ?, state = ?, metadata = ?, next_check_at = ?, deliveries = ?,"
-        " checks = ?, updated_at = ?, completed_at = ?, last_source = ?,"
-        " final_source = COALESCE(?, final_source) WHERE key = ?",
-        (
-            state.status.value,
-            encoded,
-            _dumps(dict(record.metadata)),
-            record.next_check_at,
-            record.deliveries,
-            record.checks,
-            record.updated_at,
-            record.completed_at,
-            record.last_source,
-            decision.final_source,
-            key,
-        ),
+        UPDATE_BOOKKEEPING if bookkeeping else UPDATE_TASK,
+        update_row(key, decision, bookkeeping=bookkeeping),
     )
 
 

@@ -1,0 +1,89 @@
+"""The rows a ``Decision`` writes: SQL and parameters shared by the one-item and bulk paths.
+
+``writes.ingest`` runs these statements one item at a time; ``batch.ingest_many``
+runs the same statements with ``executemany`` for a whole reconcile answer.
+Keeping them here means both write exactly the same rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.core.codec import state_to_dict
+from server.core.decide import Decision, Incoming
+from server.core.jsontext import dumps
+from server.store.base import IngestOutcome
+
+INSERT_DELIVERY = (
+    "INSERT INTO deliveries"
+    " (task_key, provider, source, received_at, sha256, body, status, changed)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+#: The whole row after a change.
+UPDATE_TASK = (
+    "UPDATE tasks SET status = ?, state = ?, metadata = ?, next_check_at = ?, deliveries = ?,"
+    " checks = ?, updated_at = ?, completed_at = ?, last_source = ?,"
+    " final_source = COALESCE(?, final_source) WHERE key = ?"
+)
+
+#: Only the bookkeeping, when the merged state and the metadata are as held (a check
+#: that learned nothing new): no state to encode again, fewer columns to rewrite.
+UPDATE_BOOKKEEPING = (
+    "UPDATE tasks SET next_check_at = ?, deliveries = ?, checks = ?, last_source = ? WHERE key = ?"
+)
+
+
+def delivery_row(
+    key: str, item: Incoming, decision: Decision, digest: str | None, now: float
+) -> tuple[Any, ...]:
+    """``INSERT_DELIVERY``'s parameters for an item whose body is kept."""
+    observation = item.observation
+    reported = observation.status.value if observation and observation.status else None
+    return (key, item.provider, item.source, now, digest, item.body, reported, decision.changed)
+
+
+def bookkeeping_only(item: Incoming, decision: Decision) -> bool:
+    """True when ``decision`` changes only what ``UPDATE_BOOKKEEPING`` writes.
+
+    ``decide`` keeps the state, ``updated_at`` and ``completed_at`` unless the
+    state changed, gives no final source then, and keeps the metadata of an
+    item that brings none.
+    """
+    return not decision.changed and not decision.created and item.metadata is None
+
+
+def update_row(key: str, decision: Decision, *, bookkeeping: bool = False) -> tuple[Any, ...]:
+    """``UPDATE_TASK``'s parameters, or ``UPDATE_BOOKKEEPING``'s with ``bookkeeping``."""
+    record, state = decision.record, decision.record.state
+    if bookkeeping:
+        return (record.next_check_at, record.deliveries, record.checks, record.last_source, key)
+    return (
+        state.status.value,
+        dumps(state_to_dict(state)),
+        dumps(dict(record.metadata)),
+        record.next_check_at,
+        record.deliveries,
+        record.checks,
+        record.updated_at,
+        record.completed_at,
+        record.last_source,
+        decision.final_source,
+        key,
+    )
+
+
+def outcome(decision: Decision, queued: int = 0, events: tuple[str, ...] = ()) -> IngestOutcome:
+    """What applying ``decision`` did, as ``ingest`` reports it."""
+    state = decision.record.state
+    return IngestOutcome(
+        state.task_id,
+        state.provider,
+        state.status.value,
+        decision.duplicate,
+        decision.changed,
+        decision.became_final,
+        queued,
+        decision.previous.value,
+        events=events,
+    )
