@@ -41,7 +41,7 @@ from server.core.ids import task_key
 from server.store.postgres.schema import SCHEMA_VERSION
 
 from .delivery.receiver import Receiver
-from .harness import ROOT, ServerProcess, eventually, free_port, wait_until
+from .harness import ServerProcess, eventually, fake_upstream, free_port, wait_until
 from .payloads import dumps, seedance
 
 pytestmark = [
@@ -185,34 +185,10 @@ class CountingReceiver(Receiver):
 
 
 @pytest.fixture
-def fake(tmp_path: Path) -> Iterator[str]:
-    """The fake upstream as its own process; yields its base URL."""
-    port = free_port()
-    log = tmp_path / "fake.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "fake_upstream.py"), "--port", str(port)]
-            + ["--file-bytes", "100000", "--latency", "0.02", "--tick", "0.05"]
-            + ["--log-level", "warning"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the fake exited: {log.read_text()}")
-        try:
-            return httpx.get(f"{url}/_fake/stats", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, what="the fake upstream")
+def fake() -> Iterator[str]:
+    """The fake upstream as its own process (each task call answered after 20 ms)."""
+    with fake_upstream("--file-bytes=100000", "--latency=0.02", "--tick=0.05") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture
