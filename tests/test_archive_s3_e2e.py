@@ -7,9 +7,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
-import re
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,7 +20,7 @@ from scripts.fake_upstream_payloads import file_content
 
 from .archive_files import QuietHandler, ThreadedServer
 from .conftest import callback_path
-from .harness import API_TOKEN, ROOT, ServerProcess, wait_until
+from .harness import API_TOKEN, ServerProcess, fake_upstream, wait_until
 from .moto_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoS3
 from .payloads import dumps, seedance
 from .test_archive_e2e import prepare_database, run_archive_command
@@ -44,26 +41,8 @@ def s3() -> Iterator[MotoS3]:
 @pytest.fixture
 def fake() -> Iterator[str]:
     """``scripts/fake_upstream.py`` in its own process; yields its base URL."""
-    command = [
-        sys.executable,
-        "scripts/fake_upstream.py",
-        "--port=0",
-        f"--file-bytes={FILE_BYTES}",
-        "--finish-after=0.2",
-        "--tick=0.05",
-        "--log-level=warning",
-    ]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        found = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
-        assert found, "the fake upstream did not say where it listens"
-        yield found.group(0)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with fake_upstream(f"--file-bytes={FILE_BYTES}", "--finish-after=0.2", "--tick=0.05") as url:
+        yield url
 
 
 def start_server(
