@@ -7,9 +7,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
-import re
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,7 +20,7 @@ from scripts.fake_upstream_payloads import file_content
 
 from .archive_files import QuietHandler, ThreadedServer
 from .conftest import callback_path
-from .harness import API_TOKEN, ROOT, ServerProcess, wait_until
+from .harness import API_TOKEN, ServerProcess, fake_upstream, wait_until
 from .moto_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoS3
 from .payloads import dumps, seedance
 from .test_archive_e2e import prepare_database, run_archive_command
@@ -32,9 +29,9 @@ pytestmark = pytest.mark.e2e
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 FILE_BYTES = 300_000
-#: The database backends two replicas can share. PostgreSQL joins this list with its
-#: backend; until then the replicas share one SQLite file (one host).
-DATABASES = ["sqlite"]
+#: The database backends two replicas can share: one SQLite file (one host), or one
+#: PostgreSQL database (any hosts).
+DATABASES = ["sqlite", "postgres"]
 
 
 @pytest.fixture
@@ -47,26 +44,8 @@ def s3() -> Iterator[MotoS3]:
 @pytest.fixture
 def fake() -> Iterator[str]:
     """``scripts/fake_upstream.py`` in its own process; yields its base URL."""
-    command = [
-        sys.executable,
-        "scripts/fake_upstream.py",
-        "--port=0",
-        f"--file-bytes={FILE_BYTES}",
-        "--finish-after=0.2",
-        "--tick=0.05",
-        "--log-level=warning",
-    ]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        found = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
-        assert found, "the fake upstream did not say where it listens"
-        yield found.group(0)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with fake_upstream(f"--file-bytes={FILE_BYTES}", "--finish-after=0.2", "--tick=0.05") as url:
+        yield url
 
 
 def start_server(tmp_path: Path, s3: MotoS3, bucket: str, **env: str) -> ServerProcess:
@@ -225,13 +204,21 @@ def test_a_copy_in_flight_when_s3_goes_away_completes_after_it_returns(tmp_path,
     assert SECRET_ACCESS_KEY not in server.logs()
 
 
-@pytest.mark.parametrize("database", DATABASES)
-def test_replicas_share_the_bucket(tmp_path, s3, fake, database):
+@pytest.fixture(params=DATABASES)
+def shared_database(request) -> dict[str, str]:
+    """The settings that put two replicas on one database: none for SQLite (the harness
+    gives both the same file), ``DATABASE_URL`` of a scratch database for PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    return {"DATABASE_URL": request.getfixturevalue("pg_databases").fresh()}
+
+
+def test_replicas_share_the_bucket(tmp_path, s3, fake, shared_database):
     """A replica that archives and one that does not: the second serves the first's files
     from the bucket, each with its own working directory and ARCHIVE_DIR."""
     bucket = s3.bucket()
-    copier = start_server(tmp_path, s3, bucket)
-    reader = start_server(tmp_path, s3, bucket, ARCHIVE="off")
+    copier = start_server(tmp_path, s3, bucket, **shared_database)
+    reader = start_server(tmp_path, s3, bucket, ARCHIVE="off", **shared_database)
     try:
         task_id = fake_task(fake, copier)
         copy = wait_until(lambda: archived(copier, task_id), what="the copy")
