@@ -29,7 +29,8 @@ from 1, 16 and 64 concurrent clients sharing one pool of ``--pool`` connections
 Each client writes a new body to one of ``--tasks`` tasks chosen at random, so
 requests contend on a task now and then. It prints commits/s and p50/p99 latency
 per mode and client count, and the ratios to ``psycopg-pipeline``. The scratch
-database is dropped at the end.
+database is dropped at the end. The statements and the ways to write them are in
+``bench_pg_writes``; this module drives the load and reports.
 
     python scripts/bench_pg_driver.py --seconds 5 --clients 1,16,64
 """
@@ -38,10 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import json
 import os
-import random
 import statistics
 import sys
 import time
@@ -55,155 +53,18 @@ from psycopg_pool import AsyncConnectionPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scripts.bench_pg_writes import (  # noqa: E402
+    Request,
+    asyncpg,
+    asyncpg_group,
+    asyncpg_one,
+    make_request,
+    psycopg_group,
+    psycopg_one,
+)
 from server.store.postgres.schema import MIGRATIONS  # noqa: E402
 
-try:  # not a dependency of taskhook: pip install asyncpg to include it
-    import asyncpg
-except ImportError:  # pragma: no cover - depends on the machine
-    asyncpg = None
-
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-INSERT_TASK = (
-    "INSERT INTO tasks (key, task_id, provider, status, state, created_at, updated_at,"
-    " next_check_at) VALUES ({p}, {p}, 'seedance', 'pending', '{{}}', {p}, {p}, {p})"
-    " ON CONFLICT (key) DO NOTHING"
-)
-LOCK_TASK = (
-    "SELECT seq, state, deliveries, EXISTS (SELECT 1 FROM deliveries"
-    " WHERE task_key = {p} AND sha256 = {p}) FROM tasks WHERE key = {p} FOR UPDATE"
-)
-UPDATE_TASK = (
-    "UPDATE tasks SET status = 'running', state = {p}, deliveries = {p}, updated_at = {p},"
-    " last_source = 'callback' WHERE seq = {p}"
-)
-INSERT_DELIVERY = (
-    "INSERT INTO deliveries (task_key, provider, source, received_at, sha256, body, status,"
-    " changed) VALUES ({p}, 'seedance', 'callback', {p}, {p}, {p}, 'running', true)"
-)
-
-
-def numbered(sql: str) -> str:
-    """The statement with asyncpg's $1, $2, ... placeholders."""
-    parts = sql.split("{p}")
-    out = parts[0]
-    for i, part in enumerate(parts[1:], start=1):
-        out += f"${i}{part}"
-    return out.replace("{{", "{").replace("}}", "}")
-
-
-def pyformat(sql: str) -> str:
-    return sql.replace("{p}", "%s").replace("{{", "{").replace("}}", "}")
-
-
-@dataclass
-class Request:
-    key: str
-    body: bytes
-    sha256: str
-    now: float
-
-
-def make_request(tasks: int) -> Request:
-    key = f"task{random.randrange(tasks)}"
-    body = json.dumps(
-        {
-            "task_id": key,
-            "data": {"status": "running", "nonce": uuid.uuid4().hex, "pad": "x" * 1200},
-        }
-    ).encode()
-    return Request(key, body, hashlib.sha256(body).hexdigest(), time.time())
-
-
-def new_state(row_state: str, req: Request) -> str:
-    return json.dumps({"task_id": req.key, "status": "running", "seen": len(row_state)})
-
-
-# -- the ways to write one request ------------------------------------------------------
-
-
-async def psycopg_pipeline(conn: psycopg.AsyncConnection, req: Request) -> None:
-    s = req
-    async with conn.pipeline() as p, conn.transaction():
-        await conn.execute(pyformat(INSERT_TASK), (s.key, s.key, s.now, s.now, s.now + 60))
-        cur = await conn.execute(pyformat(LOCK_TASK), (s.key, s.sha256, s.key))
-        await p.sync()
-        seq, state, deliveries, repeat = await cur.fetchone()  # type: ignore[misc]
-        if not repeat:
-            await conn.execute(
-                pyformat(UPDATE_TASK), (new_state(state, s), deliveries + 1, s.now, seq)
-            )
-            await conn.execute(pyformat(INSERT_DELIVERY), (s.key, s.now, s.sha256, s.body))
-
-
-async def psycopg_plain(conn: psycopg.AsyncConnection, req: Request) -> None:
-    s = req
-    async with conn.transaction():
-        await conn.execute(pyformat(INSERT_TASK), (s.key, s.key, s.now, s.now, s.now + 60))
-        cur = await conn.execute(pyformat(LOCK_TASK), (s.key, s.sha256, s.key))
-        seq, state, deliveries, repeat = await cur.fetchone()  # type: ignore[misc]
-        if not repeat:
-            await conn.execute(
-                pyformat(UPDATE_TASK), (new_state(state, s), deliveries + 1, s.now, seq)
-            )
-            await conn.execute(pyformat(INSERT_DELIVERY), (s.key, s.now, s.sha256, s.body))
-
-
-async def asyncpg_one(conn: asyncpg.Connection, req: Request) -> None:
-    s = req
-    async with conn.transaction():
-        await conn.execute(numbered(INSERT_TASK), s.key, s.key, s.now, s.now, s.now + 60)
-        seq, state, deliveries, repeat = await conn.fetchrow(
-            numbered(LOCK_TASK), s.key, s.sha256, s.key
-        )
-        if not repeat:
-            await conn.execute(
-                numbered(UPDATE_TASK), new_state(state, s), deliveries + 1, s.now, seq
-            )
-            await conn.execute(numbered(INSERT_DELIVERY), s.key, s.now, s.sha256, s.body)
-
-
-async def psycopg_group(conn: psycopg.AsyncConnection, group: list[Request]) -> None:
-    """Several requests in one transaction: lock each task once, in key order (no deadlock)."""
-    by_key: dict[str, list[Request]] = {}
-    for req in group:
-        by_key.setdefault(req.key, []).append(req)
-    keys = sorted(by_key)
-    async with conn.pipeline() as p, conn.transaction():
-        cursors = []
-        for key in keys:
-            first = by_key[key][0]
-            await conn.execute(pyformat(INSERT_TASK), (key, key, first.now, first.now, first.now))
-            cursors.append(await conn.execute(pyformat(LOCK_TASK), (key, first.sha256, key)))
-        await p.sync()
-        for key, cur in zip(keys, cursors, strict=True):
-            seq, state, deliveries, _repeat = await cur.fetchone()  # type: ignore[misc]
-            for req in by_key[key]:
-                deliveries += 1
-                state = new_state(state, req)
-                await conn.execute(pyformat(INSERT_DELIVERY), (key, req.now, req.sha256, req.body))
-            await conn.execute(pyformat(UPDATE_TASK), (state, deliveries, req.now, seq))
-
-
-async def asyncpg_group(conn: asyncpg.Connection, group: list[Request]) -> None:
-    """``psycopg_group`` with asyncpg: the same statements, one round trip each."""
-    by_key: dict[str, list[Request]] = {}
-    for req in group:
-        by_key.setdefault(req.key, []).append(req)
-    async with conn.transaction():
-        for key in sorted(by_key):
-            first = by_key[key][0]
-            await conn.execute(numbered(INSERT_TASK), key, key, first.now, first.now, first.now)
-            seq, state, deliveries, _repeat = await conn.fetchrow(
-                numbered(LOCK_TASK), key, first.sha256, key
-            )
-            for req in by_key[key]:
-                deliveries += 1
-                state = new_state(state, req)
-            await conn.executemany(
-                numbered(INSERT_DELIVERY), [(key, r.now, r.sha256, r.body) for r in by_key[key]]
-            )
-            await conn.execute(numbered(UPDATE_TASK), state, deliveries, req.now, seq)
 
 
 # -- load -------------------------------------------------------------------------------
@@ -249,11 +110,11 @@ async def run_psycopg(url: str, pool_size: int, mode: str, clients: int, args) -
     ) as pool:
         await pool.wait()
         if mode != "psycopg-group":
-            way = psycopg_pipeline if mode == "psycopg-pipeline" else psycopg_plain
+            pipeline = mode == "psycopg-pipeline"
 
             async def one(req: Request) -> None:
                 async with pool.connection() as conn:
-                    await way(conn, req)
+                    await psycopg_one(conn, req, pipeline)
 
             lat, took = await drive(one, clients, args.seconds, args.tasks)
             return figures(mode, clients, lat, took)

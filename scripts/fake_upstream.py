@@ -23,7 +23,9 @@ told to. Choices the documents leave open:
 
 Modules: ``fake_upstream_payloads`` (shapes), ``fake_upstream_state`` (config, tasks,
 faults, counters), ``fake_upstream_callbacks`` (delivery), ``fake_upstream_creations``
-(creation outcomes and log), this one (HTTP, CLI).
+(creation outcomes and log), ``fake_upstream_control`` (the ``/_fake/`` API),
+``fake_upstream_http`` (answers, waits), ``serving`` (uvicorn on a free port), this
+one (the upstream routes, the app, the CLI).
 Run ``python scripts/fake_upstream.py --help``; from tests use ``create_app`` or ``running_fake``.
 """
 
@@ -32,17 +34,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hmac
-import json
 import re
-import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -57,6 +54,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts.fake_upstream_callbacks import CallbackPolicy  # noqa: E402
+from scripts.fake_upstream_control import ROUTES as CONTROL_ROUTES  # noqa: E402
 from scripts.fake_upstream_creations import (  # noqa: E402
     CREATE_PATHS,
     ERROR_STATUSES,
@@ -64,6 +62,19 @@ from scripts.fake_upstream_creations import (  # noqa: E402
     error_body,
     is_async,
     missing_fields,
+)
+from scripts.fake_upstream_http import (  # noqa: E402
+    ConnectionDropped,
+    ace_error,
+    bearer_ok,
+    drop_connection,
+    fake_state,
+    hold,
+    json_answer,
+    json_body,
+    latency,
+    s2_error,
+    unauthorized,
 )
 from scripts.fake_upstream_payloads import (  # noqa: E402
     SEEDANCE_SHAPES,
@@ -75,7 +86,6 @@ from scripts.fake_upstream_payloads import (  # noqa: E402
     file_content,
     file_denied,
     seedance2_body,
-    task_key,
 )
 from scripts.fake_upstream_state import (  # noqa: E402
     ACEDATA,
@@ -85,6 +95,7 @@ from scripts.fake_upstream_state import (  # noqa: E402
     FakeConfig,
     FakeState,
 )
+from scripts.serving import listen, serving  # noqa: E402
 
 __all__ = [
     "PROVIDERS",
@@ -102,57 +113,11 @@ __all__ = [
 _FILE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
-class ConnectionDropped(RuntimeError):
-    """A ``close`` outcome outside uvicorn, where there is no connection to close."""
-
-
-def _json(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    # Echoes what clients sent (lone surrogates, NaN), which JSONResponse refuses to render.
-    text = json.dumps(content, ensure_ascii=True, separators=(",", ":"))
-    return Response(text, status, headers=headers, media_type="application/json")
-
-
-def _ace_error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    body = {"success": False, "error": {"code": code, "message": message}}
-    return JSONResponse({**body, "trace_id": str(uuid.uuid4())}, status, headers=headers)
-
-
-def _s2_error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    code = "invalid_api_key" if code == "invalid_token" else code
-    return JSONResponse({"code": code, "message": message, "data": None}, status, headers=headers)
-
-
-def _bad_request(message: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": {"code": "bad_request", "message": message}}, status)
-
-
-def _bearer_ok(request: Request, expected: str) -> bool:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        token.strip().encode(), expected.encode()
-    )
-
-
-def _state(request: Request) -> FakeState:
-    return request.app.state.fake
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
 async def _injected_fault(request: Request, provider: str, kind: str) -> Response | None:
     """The answer of an injected fault for this call, or None to answer normally."""
-    state = _state(request)
+    state = fake_state(request)
     fault = state.draw_fault(provider)
-    error = _s2_error if provider == "seedance2" else _ace_error
+    error = s2_error if provider == "seedance2" else ace_error
     if fault is None:
         return None
     if fault == "429":
@@ -163,76 +128,38 @@ async def _injected_fault(request: Request, provider: str, kind: str) -> Respons
     if fault == "401":
         return error(401, "invalid_token", "fake upstream: injected auth failure")
     if fault == "timeout":
-        await _hold(request, state, state.timeout_hold)
+        await hold(request, state, state.timeout_hold)
         return error(504, "timeout", "fake upstream: injected timeout")
     if fault == "malformed":
         return Response("<html><body>502 Bad Gateway</body></html>", media_type="text/html")
     if kind == "retrieve_batch":
-        ids = (await _json_body(request) or {}).get("ids") or []
+        ids = (await json_body(request) or {}).get("ids") or []
         return JSONResponse({"items": [{} for _ in ids], "count": len(ids)})
     return JSONResponse({})
 
 
-async def _hold(request: Request, state: FakeState, seconds: float) -> bool:
-    """Wait ``seconds``, or less if the client hangs up or the fake stops; True if it all passed."""
-    if seconds <= 0:
-        return True
-
-    async def client_gone() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    waiters = {asyncio.ensure_future(client_gone()), asyncio.ensure_future(state.stopping.wait())}
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    return not done
-
-
-async def _drop_connection(request: Request) -> Response:
-    """Close the client's connection without an answer (uvicorn); elsewhere ConnectionDropped."""
-    # uvicorn's receive is a method of the request cycle, which holds the connection's transport.
-    transport = getattr(getattr(request.receive, "__self__", None), "transport", None)
-    if not isinstance(transport, asyncio.Transport):
-        raise ConnectionDropped("no connection to close outside uvicorn")
-    transport.close()
-    while (await request.receive())["type"] != "http.disconnect":
-        pass  # once uvicorn has seen the close, it sends nothing more
-    return Response(status_code=204)
-
-
-async def _latency(state: FakeState) -> None:
-    # A fixed wait per upstream call, so a benchmark can compare a pass with its model.
-    if state.config.latency > 0:
-        await asyncio.sleep(state.config.latency)
-
-
 async def acedata_tasks(request: Request) -> Response:
-    service, state = request.path_params["service"], _state(request)
+    service, state = request.path_params["service"], fake_state(request)
     if service not in ACEDATA:
-        return _ace_error(404, "not_found", f"no service {service!r}")
-    body = await _json_body(request)
+        return ace_error(404, "not_found", f"no service {service!r}")
+    body = await json_body(request)
     action = body.get("action", "retrieve") if isinstance(body, dict) else None
     kind = "retrieve_batch" if action == "retrieve_batch" else "retrieve"
     state.calls[service][kind] += 1
-    await _latency(state)
-    if not _bearer_ok(request, state.config.acedata_token):
-        state.unauthorized[service] += 1
-        message = "Unauthorized, invalid or missing authorization token."
-        return _ace_error(401, "invalid_token", message)
+    await latency(state)
+    if not bearer_ok(request, state.config.acedata_token):
+        return unauthorized(state, service)
     if (fault := await _injected_fault(request, service, kind)) is not None:
         return fault
     if not isinstance(body, dict) or action not in ("retrieve", "retrieve_batch"):
-        return _ace_error(400, "bad_request", "body must be a JSON object with a known action")
+        return ace_error(400, "bad_request", "body must be a JSON object with a known action")
     now, pending = time.time(), state.config.acedata_pending
     shape = state.config.seedance_shape
     if kind == "retrieve":
         task_id = body.get("id")
         trace_id = body.get("trace_id") if service == "dreamina" else None
         if not task_id and not trace_id:
-            return _ace_error(400, "bad_request", "id or trace_id is required to retrieve a task")
+            return ace_error(400, "bad_request", "id or trace_id is required to retrieve a task")
         if task_id:
             task = state.find(service, str(task_id))
         else:
@@ -241,12 +168,12 @@ async def acedata_tasks(request: Request) -> Response:
         return JSONResponse(acedata_wrapper(task, response) if task and response else {})
     if service in state.batch_not_implemented:
         message = "retrieve_batch is not implemented for this API"
-        return _ace_error(400, "api_not_implemented", message)
+        return ace_error(400, "api_not_implemented", message)
     ids = body.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return _ace_error(400, "bad_request", "ids must be a list of task ids")
+        return ace_error(400, "bad_request", "ids must be a list of task ids")
     if 0 < state.config.max_batch_ids < len(ids):
-        return _ace_error(400, "bad_request", f"at most {state.config.max_batch_ids} ids per batch")
+        return ace_error(400, "bad_request", f"at most {state.config.max_batch_ids} ids per batch")
     state.batch_ids[service].append(len(ids))
     items = []
     for task_id in ids:
@@ -260,22 +187,21 @@ async def acedata_tasks(request: Request) -> Response:
 
 
 async def seedance2_query(request: Request) -> Response:
-    state, task_id = _state(request), request.path_params["task_id"]
+    state, task_id = fake_state(request), request.path_params["task_id"]
     state.calls["seedance2"]["seedance2_get"] += 1
-    await _latency(state)
-    if not _bearer_ok(request, state.config.seedance2_key):
-        state.unauthorized["seedance2"] += 1
-        return _s2_error(401, "invalid_api_key", "invalid or missing API key")
+    await latency(state)
+    if not bearer_ok(request, state.config.seedance2_key):
+        return unauthorized(state, "seedance2")
     if (fault := await _injected_fault(request, "seedance2", "seedance2_get")) is not None:
         return fault
     task = state.find("seedance2", task_id)
     if task is None:
-        return _s2_error(404, "task_not_found", f"task {task_id} not found")
+        return s2_error(404, "task_not_found", f"task {task_id} not found")
     return JSONResponse(seedance2_body(task, time.time(), state.config.result_url_ttl))
 
 
 async def files(request: Request) -> Response:
-    state, name = _state(request), request.path_params["name"]
+    state, name = fake_state(request), request.path_params["name"]
     if not _FILE_NAME.match(name):
         return JSONResponse({"error": {"code": "not_found", "message": "no such file"}}, 404)
     if reason := file_denied(name, request.query_params):
@@ -291,22 +217,18 @@ async def files(request: Request) -> Response:
 
 async def create_task(request: Request, provider: str) -> Response:
     """A creation call: log it, then answer as the next forced outcome says (default ``ok``)."""
-    state = _state(request)
+    state = fake_state(request)
     desk, raw = state.creations, await request.body()
     acedata = provider != "seedance2"
     expected = state.config.acedata_token if acedata else state.config.seedance2_key
-    authorized = _bearer_ok(request, expected)
+    authorized = bearer_ok(request, expected)
     entry = desk.record(provider, request.url.path, request.headers, authorized, raw)
     state.calls[provider]["create"] += 1
     settings = desk.settings_for(provider)
-    await _hold(request, state, settings.latency or 0.0)
+    await hold(request, state, settings.latency or 0.0)
     if not authorized:
-        state.unauthorized[provider] += 1
         entry.update(outcome="unauthorized", status=401)
-        if acedata:
-            message = "Unauthorized, invalid or missing authorization token."
-            return _ace_error(401, "invalid_token", message)
-        return _s2_error(401, "invalid_api_key", "invalid or missing API key")
+        return unauthorized(state, provider)
     forced, trace_id = desk.draw(provider), str(uuid.uuid4())
     if forced.outcome in ERROR_STATUSES:
         status, headers = int(forced.outcome), {}
@@ -315,12 +237,12 @@ async def create_task(request: Request, provider: str) -> Response:
             headers["Retry-After"] = f"{seconds:g}"
         entry.update(outcome=forced.outcome, status=status, trace_id=trace_id if acedata else None)
         body = error_body(provider, status, forced.code, forced.message, trace_id)
-        return _json(body, status, headers)
+        return json_answer(body, status, headers)
     body = entry["body"]
     if reason := missing_fields(provider, body):
         entry.update(outcome="invalid", status=400, trace_id=trace_id if acedata else None)
         code = "bad_request" if acedata else "invalid_request"
-        return _json(error_body(provider, 400, code, reason, trace_id), 400)
+        return json_answer(error_body(provider, 400, code, reason, trace_id), 400)
     task: FakeTask | None = None
     if forced.outcome != "close" or forced.create:
         spec = {
@@ -333,23 +255,23 @@ async def create_task(request: Request, provider: str) -> Response:
         entry.update(task_id=task.task_id, trace_id=task.trace_id if acedata else None)
     entry["outcome"] = forced.outcome
     if forced.outcome == "close" or task is None:
-        return await _drop_connection(request)
+        return await drop_connection(request)
     if forced.outcome == "hang":
-        entry["client_gone"] = not await _hold(request, state, forced.seconds)
+        entry["client_gone"] = not await hold(request, state, forced.seconds)
     if acedata and not is_async(body):
         # Without callback_url or async, AceData holds the call until the result exists.
         give_up = time.monotonic() + MAX_HOLD_SECONDS
         while not task.finished(time.time()) and time.monotonic() < give_up:
-            if not await _hold(request, state, state.config.tick):
+            if not await hold(request, state, state.config.tick):
                 break
         if not task.finished(time.time()):
             entry["status"] = 504
-            return _ace_error(504, "timeout", "fake upstream: no result within the hold limit")
+            return ace_error(504, "timeout", "fake upstream: no result within the hold limit")
         entry["status"] = 200
-        return _json(acedata_response(task, time.time()) or {})
+        return json_answer(acedata_response(task, time.time()) or {})
     entry["status"] = 200
     shape = settings.answer_shape or "full"
-    return _json(async_answer(task, shape, body.get("model"), time.time()))
+    return json_answer(async_answer(task, shape, body.get("model"), time.time()))
 
 
 def _creation_endpoint(provider: str) -> Callable[[Request], Awaitable[Response]]:
@@ -358,78 +280,6 @@ def _creation_endpoint(provider: str) -> Callable[[Request], Awaitable[Response]
 
     endpoint.__name__ = f"create_{provider}"
     return endpoint
-
-
-def _task_json(t: FakeTask) -> dict[str, Any]:
-    keys = ("provider", "task_id", "trace_id", "outcome", "finish_at", "callback_url")
-    return {key: getattr(t, key) for key in keys}
-
-
-async def control_create(request: Request) -> Response:
-    state, body = _state(request), await _json_body(request)
-    if not isinstance(body, dict):
-        return _bad_request("body must be a JSON object")
-    bulk = isinstance(body.get("tasks"), list)
-    specs = [s if isinstance(s, dict) else {} for s in body["tasks"]] if bulk else [body]
-    try:
-        created = state.create(specs, str(request.base_url))
-    except KeyError as exc:
-        return _bad_request(str(exc.args[0]), 409)
-    except ValueError as exc:
-        return _bad_request(str(exc))
-    if bulk:
-        return JSONResponse({"tasks": [_task_json(t) for t in created]}, 201)
-    return JSONResponse(_task_json(created[0]), 201)
-
-
-async def control_finish(request: Request) -> Response:
-    state, task_id = _state(request), request.path_params["task_id"]
-    if not any(key == task_key(task_id) for _, key in state.tasks):
-        return _bad_request(f"no task {task_id}", 404)
-    return JSONResponse({"finished": state.finish([task_id])})
-
-
-async def control_finish_all(request: Request) -> Response:
-    return JSONResponse({"finished": _state(request).finish()})
-
-
-async def control_faults(request: Request) -> Response:
-    state, body = _state(request), await _json_body(request)
-    try:
-        state.set_faults(body if isinstance(body, dict) else {})
-    except (ValueError, TypeError) as exc:
-        return _bad_request(str(exc))
-    return JSONResponse(state.faults_json())
-
-
-async def control_callbacks(request: Request) -> Response:
-    policy, body = _state(request).sender.policy, await _json_body(request)
-    try:
-        policy.update(body if isinstance(body, dict) else {})
-    except (ValueError, TypeError) as exc:
-        return _bad_request(str(exc))
-    return JSONResponse(asdict(policy))
-
-
-async def control_creations(request: Request) -> Response:
-    desk, body = _state(request).creations, await _json_body(request)
-    try:
-        desk.configure(body if isinstance(body, dict) else {})
-    except (ValueError, TypeError) as exc:
-        return _bad_request(str(exc))
-    return JSONResponse(desk.settings_json())
-
-
-async def control_creation_log(request: Request) -> Response:
-    provider = request.query_params.get("provider")
-    if provider is not None and provider not in PROVIDERS:
-        return _bad_request(f"provider {provider!r} is not one of {', '.join(PROVIDERS)}")
-    calls = _state(request).creations.calls_json(provider)
-    return _json({"calls": calls, "count": len(calls)})
-
-
-async def control_stats(request: Request) -> Response:
-    return JSONResponse(_state(request).stats_json())
 
 
 def create_app(config: FakeConfig | None = None) -> Starlette:
@@ -447,14 +297,7 @@ def create_app(config: FakeConfig | None = None) -> Starlette:
             await state.sender.stop()
 
     routes = [
-        Route("/_fake/tasks", control_create, methods=["POST"]),
-        Route("/_fake/tasks/{task_id}/finish", control_finish, methods=["POST"]),
-        Route("/_fake/finish_all", control_finish_all, methods=["POST"]),
-        Route("/_fake/faults", control_faults, methods=["POST"]),
-        Route("/_fake/callbacks", control_callbacks, methods=["POST"]),
-        Route("/_fake/stats", control_stats, methods=["GET"]),
-        Route("/_fake/creations", control_creations, methods=["POST"]),
-        Route("/_fake/creations", control_creation_log, methods=["GET"]),
+        *CONTROL_ROUTES,
         *(Route(path, _creation_endpoint(p), methods=["POST"]) for p, path in CREATE_PATHS.items()),
         Route("/v1/video/generations/{task_id}", seedance2_query, methods=["GET"]),
         Route("/files/{name}", files, methods=["GET"]),
@@ -463,53 +306,6 @@ def create_app(config: FakeConfig | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.fake = state
     return app
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that says when it serves, and leaves signals to its host."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
-        return contextlib.nullcontext()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.create_server((host, port))
-    # Sockets handed to uvicorn miss asyncio's TCP_NODELAY; without it every keep-alive
-    # answer waits out the peer's delayed ACK (~40 ms on Linux). Accepted sockets inherit it.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve any ASGI app with uvicorn on a free port of ``host``; yields its base URL."""
-    sock = _listen(host, 0)
-    server = _EmbeddedServer(
-        uvicorn.Config(
-            app, log_config=None, log_level="warning", access_log=False, timeout_graceful_shutdown=2
-        )
-    )
-    serve = asyncio.create_task(server.serve(sockets=[sock]))
-    ready = asyncio.create_task(server.ready.wait())
-    await asyncio.wait({serve, ready}, return_when=asyncio.FIRST_COMPLETED)
-    try:
-        if not server.ready.is_set():
-            ready.cancel()
-            await serve  # raises what stopped it
-            raise RuntimeError(f"uvicorn stopped before serving on {host}")
-        yield f"http://{host}:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await serve
-        sock.close()
 
 
 @contextlib.asynccontextmanager
@@ -588,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         create_latency=min(MAX_HOLD_SECONDS, max(0.0, args.create_latency)),
         tick=args.tick,
     )
-    sock = _listen(args.host, args.port)
+    sock = listen(args.host, args.port)
     base = f"http://{args.host}:{sock.getsockname()[1]}"
     print(
         f"fake upstream on {base}\n  ACEDATA_BASE_URL={base}\n  SEEDANCE2_BASE_URL={base}",

@@ -29,7 +29,8 @@
 
 Each class says, as class attributes, the HTTP status it becomes (``http_status``),
 its stable machine ``code`` and, where several errors compete for one report,
-its ``priority`` (the highest is the one reported). Messages say what was
+its ``priority`` (the highest is the one reported). The first two are given in the
+class line: ``class NotFound(HTTPError, status=404, code="not_found")``. Messages say what was
 attempted, the bad value and the fix, and never contain a secret.
 """
 
@@ -46,6 +47,16 @@ class TaskhookError(Exception):
     code: str = "internal_error"
     #: Which error wins when several are reported as one (higher wins).
     priority: int = 0
+
+    def __init_subclass__(
+        cls, *, status: int | None = None, code: str | None = None, **kwargs: Any
+    ) -> None:
+        """``class NotFound(HTTPError, status=404, code="not_found")`` sets both attributes."""
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.http_status = status
+        if code is not None:
+            cls.code = code
 
     def __init__(
         self,
@@ -82,44 +93,33 @@ def worst(errors: Iterable[E]) -> E:
 # -- configuration ---------------------------------------------------------------------
 
 
-class ConfigError(TaskhookError, ValueError):
+class ConfigError(TaskhookError, ValueError, code="config_error"):
     """A setting has a value we cannot use; the message names it and the fix."""
-
-    code = "config_error"
 
 
 # -- parsing ---------------------------------------------------------------------------
 
 
-class ParseError(TaskhookError):
+class ParseError(TaskhookError, status=400, code="parse_error"):
     """A delivery we cannot merge; ``message`` tells the sender what was wrong."""
-
-    http_status = 400
-    code = "parse_error"
 
     def __init__(self, message: str, *, provider: str | None = None) -> None:
         super().__init__(message)
         self.provider = provider
 
 
-class NotJSON(ParseError):
+class NotJSON(ParseError, status=400, code="not_json"):
     """The body is not JSON we accept (includes NaN, Infinity, overflowing numbers)."""
 
-    http_status = 400
-    code = "not_json"
 
-
-class NoTaskId(ParseError):
+class NoTaskId(ParseError, status=422, code="no_task_id"):
     """The body is JSON but names no task we can recognise."""
-
-    http_status = 422
-    code = "no_task_id"
 
 
 # -- upstream --------------------------------------------------------------------------
 
 
-class UpstreamError(TaskhookError):
+class UpstreamError(TaskhookError, status=502, code="upstream_error"):
     """A call to a provider did not give an answer we can use.
 
     ``upstream_status`` is the HTTP status upstream answered (None when it did not
@@ -127,8 +127,6 @@ class UpstreamError(TaskhookError):
     the label used in metrics and reports.
     """
 
-    http_status = 502
-    code = "upstream_error"
     kind = "error"
 
     def __init__(
@@ -154,10 +152,9 @@ class UpstreamError(TaskhookError):
 # -- archive ---------------------------------------------------------------------------
 
 
-class ArchiveError(TaskhookError):
+class ArchiveError(TaskhookError, code="archive_failed"):
     """A copy of a result file failed; ``permanent`` says a retry cannot help."""
 
-    code = "archive_failed"
     reason = "download_failed"
     permanent = False
 
@@ -165,55 +162,36 @@ class ArchiveError(TaskhookError):
 # -- store -----------------------------------------------------------------------------
 
 
-class StoreError(TaskhookError):
+class StoreError(TaskhookError, status=503, code="store_unavailable"):
     """The store could not do what was asked."""
 
-    http_status = 503
-    code = "store_unavailable"
 
-
-class StoreClosed(StoreError):
+class StoreClosed(StoreError, code="shutting_down"):
     """The store was used after ``close()`` (the process is shutting down)."""
 
-    code = "shutting_down"
 
-
-class SchemaTooNew(StoreError):
+class SchemaTooNew(StoreError, code="schema_too_new"):
     """The database was migrated by a newer taskhook than this one."""
 
-    code = "schema_too_new"
 
-
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, code="store_unavailable"):
     """The database cannot be used right now (lost connection, dead writer)."""
 
-    code = "store_unavailable"
 
-
-class Overloaded(StoreError):
+class Overloaded(StoreError, code="overloaded"):
     """More is waiting to be written than the store accepts; retry after a moment."""
 
-    code = "overloaded"
 
-
-class StorageFull(StoreError):
+class StorageFull(StoreError, code="storage_full"):
     """The disk under the database is full."""
 
-    code = "storage_full"
 
-
-class ProviderMismatch(StoreError):
+class ProviderMismatch(StoreError, status=409, code="provider_mismatch"):
     """A delivery names a task that is held under another provider."""
 
-    http_status = 409
-    code = "provider_mismatch"
 
-
-class BadCursor(StoreError):
+class BadCursor(StoreError, status=400, code="invalid_cursor"):
     """A pagination cursor that this store did not hand out."""
-
-    http_status = 400
-    code = "invalid_cursor"
 
 
 # -- HTTP ------------------------------------------------------------------------------
@@ -223,53 +201,44 @@ class HTTPError(TaskhookError):
     """An error a route decides to answer with ``{"error": {"code", "message"}}``."""
 
 
-class BadRequest(HTTPError):
-    http_status = 400
-    code = "bad_request"
+class BadRequest(HTTPError, status=400, code="bad_request"):
+    """The request cannot be acted on as sent."""
 
 
-class NotJSONBody(BadRequest):
-    code = "not_json"
+class NotJSONBody(BadRequest, code="not_json"):
+    """The request body is not the JSON the route expects."""
 
 
-class Unauthorized(HTTPError):
-    http_status = 401
-    code = "unauthorized"
+class Unauthorized(HTTPError, status=401, code="unauthorized"):
+    """No credentials, or credentials we do not accept."""
 
 
-class NotFound(HTTPError):
-    http_status = 404
-    code = "not_found"
+class NotFound(HTTPError, status=404, code="not_found"):
+    """Nothing is held under that name."""
 
 
-class MethodNotAllowed(HTTPError):
-    http_status = 405
-    code = "method_not_allowed"
+class MethodNotAllowed(HTTPError, status=405, code="method_not_allowed"):
+    """The path exists but not for that method."""
 
 
-class Conflict(HTTPError):
-    http_status = 409
-    code = "conflict"
+class Conflict(HTTPError, status=409, code="conflict"):
+    """The request contradicts what is held."""
 
 
-class BodyTooLarge(HTTPError):
-    http_status = 413
-    code = "body_too_large"
+class BodyTooLarge(HTTPError, status=413, code="body_too_large"):
+    """The body is larger than the route accepts."""
 
 
-class Unprocessable(HTTPError):
-    http_status = 422
-    code = "unprocessable"
+class Unprocessable(HTTPError, status=422, code="unprocessable"):
+    """The body is well formed but its content cannot be used."""
 
 
-class TooManyRequests(HTTPError):
-    http_status = 429
-    code = "too_many_requests"
+class TooManyRequests(HTTPError, status=429, code="too_many_requests"):
+    """Too many requests in a short time; retry after a moment."""
 
 
-class Unavailable(HTTPError):
-    http_status = 503
-    code = "unavailable"
+class Unavailable(HTTPError, status=503, code="unavailable"):
+    """taskhook cannot answer this right now; retry after a moment."""
 
 
 #: The code of an HTTP status that no class of ours raised (Starlette's own 404/405).

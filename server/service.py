@@ -8,17 +8,28 @@ death is logged once, with its reason, and from then on the service's status is
 ``{"ok": false, "reason": ...}`` (so ``/readyz`` answers 503) until the process
 restarts. A ``status()`` that raises is itself reported as not ok, never as an
 error of the caller.
+
+The pieces services that claim work share are here too: ``holder_id()`` names
+the claimer, ``Inflight`` keeps the copies or attempts running at once, and
+``cancel()`` ends a service's own loops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 log = logging.getLogger("taskhook.services")
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -141,3 +152,60 @@ class Services:
             reason,
             exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
         )
+
+
+# -- what services that claim work share ---------------------------------------------------
+
+
+def holder_id() -> str:
+    """``host:pid:nonce``: who holds a claim, unique per process and start (and readable
+    in the database)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class Inflight(Generic[T]):
+    """The pieces of work a service runs at once (copies, attempts).
+
+    A piece that crashes is logged with ``crashed`` as the message; every end,
+    whatever it was, calls ``on_end`` (a free slot: time to claim more).
+    """
+
+    def __init__(self, logger: logging.Logger, crashed: str, on_end: Callable[[], None]) -> None:
+        self._tasks: set[asyncio.Task[T]] = set()
+        self._log, self._crashed, self._on_end = logger, crashed, on_end
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, work: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Until every piece has ended or ``timeout`` seconds have passed."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    async def cancel(self) -> None:
+        """Cancel every piece still running and wait until each has ended."""
+        running = list(self._tasks)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    def _ended(self, task: asyncio.Task[T]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error(self._crashed, exc_info=task.exception())
+        self._on_end()
+
+
+async def cancel(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel a service's own loops and wait until each has ended."""
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

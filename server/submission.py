@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,13 +78,19 @@ def fingerprint(provider: str, request: Mapping[str, Any], metadata: Any) -> str
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: What every answer of an unknown outcome tells the caller to do.
+MAY_EXIST = (
+    "a task may have been created (and billed) upstream, so taskhook does not send it again;"
+    " if it was, its callback or GET /tasks will show it"
+)
+
+
 def _unknown(provider: str, submit_id: int, detail: str, trace_id: str | None) -> OutcomeUnknown:
     trace = f", trace id {trace_id}" if trace_id else ""
     return OutcomeUnknown(
         provider,
-        f"{detail}: a task may have been created (and billed) upstream, so taskhook does not"
-        f" send it again; if it was, its callback or GET /tasks will show it (submit {submit_id}"
-        f"{trace}; GET /submits/{submit_id} shows this record)",
+        f"{detail}: {MAY_EXIST} (submit {submit_id}{trace}; GET /submits/{submit_id} shows"
+        " this record)",
         trace_id=trace_id,
     )
 
@@ -111,12 +117,8 @@ async def submit(
         )
     now = time.time()
     asked = fingerprint(provider.name, request, metadata)
-    pessimistic = OutcomeUnknown(
-        provider.name,
-        "the process handling this submit stopped before upstream answered. A task may have"
-        " been created (and billed) upstream, so taskhook does not send it again; if it was,"
-        " its callback or GET /tasks will show it",
-    )
+    stopped = "the process handling this submit stopped before upstream answered"
+    pessimistic = OutcomeUnknown(provider.name, f"{stopped}. {MAY_EXIST[0].upper()}{MAY_EXIST[1:]}")
     record, started = await store.begin_submit(
         SubmitStart(
             provider=provider.name,
@@ -131,7 +133,11 @@ async def submit(
     )
     if not started:
         return _from_record(record, provider.name, asked, now)
-    return await _create(store, settings, secrets, provider, request, metadata, record, transport)
+    own_url = callback_url(settings.base_url, secrets.callback_secrets[0], provider.name)
+    creating = provider.create(
+        settings, request, own_url, within=settings.submit_timeout, transport=transport
+    )
+    return await _create(store, provider, creating, metadata, record)
 
 
 def _from_record(record: SubmitRecord, provider: str, asked: str, now: float) -> Reply:
@@ -156,20 +162,14 @@ def _from_record(record: SubmitRecord, provider: str, asked: str, now: float) ->
 
 async def _create(
     store: Store,
-    settings: Settings,
-    secrets: Secrets,
     provider: Provider,
-    request: Mapping[str, Any],
+    creating: Awaitable[Created],
     metadata: Mapping[str, Any] | None,
     record: SubmitRecord,
-    transport: httpx.AsyncBaseTransport | None,
 ) -> Reply:
-    """Steps 3 to 5 for the submit ``record`` just begun."""
-    own_url = callback_url(settings.base_url, secrets.callback_secrets[0], provider.name)
+    """Steps 3 to 5 for the submit ``record`` just begun: await the creation call, record it."""
     try:
-        created = await provider.create(
-            settings, request, own_url, within=settings.submit_timeout, transport=transport
-        )
+        created = await creating
     except OutcomeUnknown as exc:
         unknown = _unknown(provider.name, record.id, exc.message, exc.trace_id)
         await store.finish_submit(

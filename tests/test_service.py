@@ -10,7 +10,7 @@ import httpx
 
 from server.archive.archiver import Archiver
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerLoop
-from server.service import Service, Services
+from server.service import Inflight, Service, Services, cancel, holder_id
 from server.store import Registration
 from server.web.app import create_app
 
@@ -190,3 +190,48 @@ async def test_a_process_without_tokens_takes_no_lease_and_is_red_only_while_tas
         check = (await client.get("/readyz")).json()["checks"]["reconciler"]
         assert check["ok"] is True and check["unfinished"] == 0
         assert "has no provider token" in check["tokens"]
+
+
+# -- what services that claim work share ------------------------------------------------
+
+
+async def test_inflight_logs_a_crash_and_calls_on_end_for_every_end(caplog):
+    ends: list[int] = []
+    running = Inflight[str](
+        logging.getLogger("taskhook.test"), "piece crashed", lambda: ends.append(1)
+    )
+    gate = asyncio.Event()
+
+    async def fine() -> str:
+        return "ok"
+
+    async def crash() -> str:
+        raise RuntimeError("boom")
+
+    async def waits() -> str:
+        await gate.wait()
+        return "late"
+
+    await asyncio.gather(running.spawn(fine(), "fine"), return_exceptions=True)
+    with caplog.at_level(logging.ERROR, logger="taskhook.test"):
+        await asyncio.gather(running.spawn(crash(), "crash"), return_exceptions=True)
+    assert [r.getMessage() for r in caplog.records if r.name == "taskhook.test"] == [
+        "piece crashed"
+    ]
+    slow = running.spawn(waits(), "waits")
+    assert len(running) == 1
+    await running.wait(0.01)  # a bound, not a sleep: the piece is still running after it
+    assert not slow.done()
+    await running.cancel()
+    assert slow.cancelled() and len(running) == 0
+    assert len(ends) == 3
+
+
+async def test_cancel_ends_loops_and_skips_none():
+    loop = asyncio.create_task(asyncio.Event().wait())
+    await cancel(None, loop)
+    assert loop.cancelled()
+
+
+def test_holder_ids_differ_per_call():
+    assert holder_id() != holder_id()

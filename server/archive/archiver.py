@@ -14,10 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +28,7 @@ from server.archive.storage import ArchiveStorage, storage_for
 from server.core.types import iso_time
 from server.errors import ArchiveError
 from server.observe.metrics import ARCHIVE_BYTES, ARCHIVE_FAILURES
+from server.service import Inflight, cancel, holder_id
 from server.settings import Settings
 from server.store import ArchiveJob, Store
 
@@ -54,11 +52,6 @@ def retry_delay(
     """Seconds before the next try after ``attempts`` failures: doubling, jittered upper half."""
     base = min(cap, first * 2.0 ** max(0, attempts - 1))
     return base / 2 + float(rng.random()) * base / 2
-
-
-def holder_id() -> str:
-    """``host:pid:nonce``: unique per process (and readable in the database)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def error_code(exc: ArchiveError) -> str:
@@ -137,7 +130,9 @@ class Archiver:
         self._keeper: asyncio.Task[None] | None = None
         self._resolve, self._clock = resolve, clock
         self._http, self._own_http = http, http is None
-        self._inflight: set[asyncio.Task[CopyOutcome]] = set()
+        self._inflight: Inflight[CopyOutcome] = Inflight(
+            log, "archive copy crashed", lambda: self.store.notify_work("archive")
+        )
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -169,15 +164,8 @@ class Archiver:
     async def stop(self) -> None:
         """Cancel in-flight copies (their partial files go) and give their rows back."""
         self._stopping = True
-        for task in (self._loop, self._keeper):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        inflight = list(self._inflight)
-        for copying in inflight:
-            copying.cancel()
-        await asyncio.gather(*inflight, return_exceptions=True)
+        await cancel(self._loop, self._keeper)
+        await self._inflight.cancel()
         try:
             await self.store.release_archives(self.holder)
         except Exception:  # the store may be gone already; the lease lapses by itself
@@ -239,15 +227,7 @@ class Archiver:
         if free <= 0 or self._stopping:
             return
         for job in await self.store.claim_archives(self.holder, free, self.lease):
-            task = asyncio.create_task(self.copy(job), name=f"archive {redact_url(job.url)}")
-            self._inflight.add(task)
-            task.add_done_callback(self._copy_done)
-
-    def _copy_done(self, task: asyncio.Task[CopyOutcome]) -> None:
-        self._inflight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("archive copy crashed", exc_info=task.exception())
-        self.store.notify_work("archive")  # a free slot: claim more
+            self._inflight.spawn(self.copy(job), f"archive {redact_url(job.url)}")
 
     # -- one copy -----------------------------------------------------------
 

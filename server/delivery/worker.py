@@ -26,11 +26,7 @@ it are small transactions on the shared writer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +37,7 @@ from server.delivery import sender, signing
 from server.delivery.schedule import after_attempt
 from server.observe.logs import event
 from server.observe.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DISABLED, WEBHOOK_LATENCY
+from server.service import Inflight, cancel, holder_id
 from server.settings import Settings
 from server.store import Store, WorkKind
 from server.store.webhooks import Attempt, Claim
@@ -57,11 +54,6 @@ STOP_GRACE = 5.0
 ERROR_PAUSE = 1.0
 #: Signals that may mean new work: events committed, messages made due by hand.
 WAKE_KINDS: tuple[WorkKind, ...] = ("events", "webhooks")
-
-
-def holder_id() -> str:
-    """``host:pid:nonce``: unique per process and start."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class Delivery:
@@ -88,8 +80,8 @@ class Delivery:
         self.poll_interval = poll_interval
         self._clock = clock
         self._http, self._own_http = http, http is None
-        self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._inflight: Inflight[None] = Inflight(log, "webhook attempt crashed", self._wake.set)
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
         self.attempts = 0  # attempts settled by this process (status)
@@ -107,16 +99,9 @@ class Delivery:
         their claims back (they are attempted again, by this process's successor or another)."""
         self._stopping = True
         self._wake.set()
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-        if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=STOP_GRACE)
-        inflight = list(self._inflight)
-        for task in inflight:
-            task.cancel()
-        await asyncio.gather(*inflight, return_exceptions=True)
+        await cancel(self._loop)
+        await self._inflight.wait(STOP_GRACE)
+        await self._inflight.cancel()
         try:
             released = await self.store.release_messages(self.holder)
         except Exception:  # the store may be closed already: the claims lapse by themselves
@@ -164,7 +149,7 @@ class Delivery:
                     wait = ERROR_PAUSE
                 else:
                     for claim in claims.items:
-                        self._spawn(claim)
+                        self._inflight.spawn(self.attempt(claim), f"webhook {claim.event_id}")
                     if len(claims.items) == free:
                         continue  # maybe more is due: claim again once slots free up
                     if claims.next_due is not None:
@@ -188,17 +173,6 @@ class Delivery:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
         self._wake.clear()
-
-    def _spawn(self, claim: Claim) -> None:
-        task = asyncio.create_task(self.attempt(claim), name=f"webhook {claim.event_id}")
-        self._inflight.add(task)
-        task.add_done_callback(self._attempt_done)
-
-    def _attempt_done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhook attempt crashed", exc_info=task.exception())
-        self._wake.set()
 
     # -- one attempt --------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 An *endpoint* is a URL the application registered; a *message* is one event
 for one endpoint, with its attempts. ``WebhookStore`` states what every
-backend guarantees; ``server.store.base.Store`` inherits it, so the SQLite and
-PostgreSQL backends both implement these methods. The policy (what an answer
-means, when the next attempt is) is decided above the store, in
+backend guarantees; ``server.store.base.Store`` inherits it, and
+``server.store.hooks`` implements it once for both SQL backends (each adds
+only its transaction seam, ``hooks.tx.Tx``). The policy (what an answer means,
+when the next attempt is) is decided above the store, in
 ``server.delivery.schedule``; a backend only applies it.
 
 Guarantees:

@@ -34,7 +34,6 @@ from server.web.runtime import Runtime
 log = logging.getLogger("taskhook.app")
 
 
-
 def secret_values(secrets: Secrets) -> list[str]:
     """Every secret this process holds, for the log redactor: tokens derived from them too."""
     values = [secrets.api_token, *secrets.callback_secrets]

@@ -38,7 +38,13 @@ def doc(
     body: str | None = None,
     auth: bool = False,
 ) -> Callable[[F], F]:
-    """Attach OpenAPI facts to an endpoint function."""
+    """Attach OpenAPI facts to an endpoint function.
+
+    An endpoint behind the API token (``auth=True``) answers 401 without a good
+    bearer; that response is listed for it unless ``responses`` says otherwise.
+    """
+    if auth:
+        responses = dict(sorted({401: "no or wrong bearer", **responses}.items()))
 
     def attach(endpoint: F) -> F:
         endpoint.__openapi__ = {  # type: ignore[attr-defined]

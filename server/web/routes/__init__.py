@@ -8,6 +8,7 @@ from server.web.routes import (
     callbacks,
     dashboard,
     dashboard_endpoints,
+    dashboard_quarantine,
     endpoints,
     events,
     files,
@@ -29,5 +30,6 @@ ROUTES: list[Route] = [
     *files.ROUTES,
     *metrics.ROUTES,
     *dashboard_endpoints.ROUTES,
+    *dashboard_quarantine.ROUTES,
     *dashboard.ROUTES,
 ]

@@ -1,7 +1,8 @@
 """``/dashboard``: server-rendered pages for operators, signed in with ``API_TOKEN``.
 
-Tasks, a task's timeline, stuck tasks, the quarantine with replay, provider
-health. Sign-in and the page helpers live in ``dashboard_auth``.
+Tasks, a task's timeline, stuck tasks, provider health. Sign-in and the page
+helpers live in ``dashboard_auth``; the quarantine pages in ``dashboard_quarantine``,
+the webhook endpoints in ``dashboard_endpoints``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -22,25 +23,22 @@ from server.core.ids import task_key
 from server.core.render import task_json
 from server.core.types import Status, TaskRecord
 from server.errors import BadRequest
-from server.ingest import Quarantined, receive
-from server.observe.logs import event
 from server.observe.metrics import task_snapshot
 from server.providers import PROVIDERS
-from server.store import CONCERNS, QuarantineItem, Store
+from server.store import CONCERNS, Store
 from server.web import params
 from server.web.id_route import IdRoute
 from server.web.routes.dashboard_auth import (
     PAGE_SIZE,
     STYLESHEET,
     Viewer,
-    csrf_ok,
-    forbidden,
     login,
     login_form,
     logout,
+    message_page,
     page,
+    page_route,
     pretty_body,
-    read_form,
     signed_in,
     viewer,
 )
@@ -151,16 +149,8 @@ async def task_page(request: Request, who: Viewer) -> Response:
     task_id = request.path_params["task_id"]
     record = await store.get_task(task_id)
     if record is None:
-        return page(
-            request,
-            "error.html",
-            {
-                "viewer": who,
-                "title": "No such task",
-                "message": f"No task {task_id!r} is known (ids match without case or dashes).",
-            },
-            404,
-        )
+        message = f"No task {task_id!r} is known (ids match without case or dashes)."
+        return message_page(request, who, "No such task", message, 404)
     deliveries = [
         {**asdict(d), "pretty": pretty_body(d.body), "bytes": len(d.body)}
         for d in await store.deliveries(record.state.task_id)
@@ -195,113 +185,6 @@ async def stuck(request: Request, who: Viewer) -> Response:
     now = time.time()
     tasks = await runtime(request).store.stuck_tasks(now - hours * 3600, limit=200)
     return page(request, "stuck.html", {"viewer": who, "tasks": tasks, "hours": hours})
-
-
-@signed_in
-async def quarantine(request: Request, who: Viewer) -> Response:
-    store = runtime(request).store
-    q = request.query_params
-    replayed = params.row_cursor(q.get("replayed"), "replayed")
-    discarded = params.row_cursor(q.get("discarded"), "discarded")
-    failed_id = params.row_cursor(q.get("failed"), "failed")
-    items, next_cursor = await store.list_quarantine(PAGE_SIZE, q.get("cursor") or None)
-    shown = [
-        {**asdict(item), "pretty": pretty_body(item.body), "bytes": len(item.body)}
-        for item in items
-    ]
-    older = f"?{urlencode({'cursor': next_cursor})}" if next_cursor else None
-    failed = await store.get_quarantined(failed_id) if failed_id is not None else None
-    return page(
-        request,
-        "quarantine.html",
-        {
-            "viewer": who,
-            "items": shown,
-            "older": older,
-            "replayed": replayed,
-            "replayed_task": q.get("task"),
-            "discarded": discarded,
-            "failed": failed,
-        },
-    )
-
-
-async def quarantine_action(request: Request) -> tuple[Viewer, QuarantineItem] | Response:
-    """The signed-in viewer and the quarantined item a form names, or the page to answer."""
-    who = await viewer(request)
-    if who is None:
-        return page(
-            request,
-            "error.html",
-            {"title": "Not signed in", "message": "Sign in to change the quarantine."},
-            401,
-        )
-    if not csrf_ok(request, who, await read_form(request)):
-        return forbidden(request, who)
-    raw_id = request.path_params["quarantine_id"]
-    number = params.row_id(raw_id)
-    item = await runtime(request).store.get_quarantined(number) if number is not None else None
-    if item is None:
-        return page(
-            request,
-            "error.html",
-            {
-                "viewer": who,
-                "title": "Not in quarantine",
-                "message": f"No quarantined delivery has id {raw_id[:40]!r} "
-                "(already replayed or discarded?).",
-            },
-            404,
-        )
-    return who, item
-
-
-async def replay(request: Request) -> Response:
-    found = await quarantine_action(request)
-    if isinstance(found, Response):
-        return found
-    _, item = found
-    store = runtime(request).store
-    try:
-        outcome = await receive(store, item.provider, item.body, quarantine_id=item.id)
-    except Quarantined as q:
-        event(
-            log,
-            "dashboard_replay_failed",
-            logging.WARNING,
-            provider=item.provider,
-            quarantine_id=item.id,
-            reason=q.error.code,
-        )
-        return RedirectResponse(f"/dashboard/quarantine?failed={item.id}", status_code=303)
-    event(
-        log,
-        "dashboard_replay",
-        provider=item.provider,
-        task_id=outcome.task_id,
-        quarantine_id=item.id,
-        status=outcome.status,
-    )
-    query = urlencode({"replayed": item.id, "task": outcome.task_id})
-    return RedirectResponse(f"/dashboard/quarantine?{query}", status_code=303)
-
-
-async def discard(request: Request) -> Response:
-    """Drop a quarantined body that will never parse (a probe, a wrong endpoint's payload)."""
-    found = await quarantine_action(request)
-    if isinstance(found, Response):
-        return found
-    _, item = found
-    await runtime(request).store.discard_quarantined(item.id)
-    event(
-        log,
-        "dashboard_discard",
-        provider=item.provider,
-        quarantine_id=item.id,
-        reason=item.reason,
-        bytes=len(item.body),
-    )
-    return RedirectResponse(f"/dashboard/quarantine?discarded={item.id}", status_code=303)
 
 
 @signed_in
@@ -380,10 +263,10 @@ async def stylesheet(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/dashboard", overview, methods=["GET"], name="dashboard", include_in_schema=False),
-    Route("/dashboard/login", login_form, methods=["GET"], include_in_schema=False),
-    Route("/dashboard/login", login, methods=["POST"], include_in_schema=False),
-    Route("/dashboard/logout", logout, methods=["POST"], include_in_schema=False),
+    page_route("/dashboard", overview, name="dashboard"),
+    page_route("/dashboard/login", login_form),
+    page_route("/dashboard/login", login, "POST"),
+    page_route("/dashboard/logout", logout, "POST"),
     IdRoute(
         "/dashboard/tasks",
         task_page,
@@ -391,26 +274,13 @@ ROUTES = [
         name="dashboard_task",
         include_in_schema=False,
     ),
-    Route("/dashboard/stuck", stuck, methods=["GET"], include_in_schema=False),
-    Route("/dashboard/quarantine", quarantine, methods=["GET"], include_in_schema=False),
-    Route(
-        "/dashboard/quarantine/{quarantine_id}/replay",
-        replay,
-        methods=["POST"],
-        include_in_schema=False,
-    ),
-    Route(
-        "/dashboard/quarantine/{quarantine_id}/discard",
-        discard,
-        methods=["POST"],
-        include_in_schema=False,
-    ),
-    Route("/dashboard/health", health, methods=["GET"], include_in_schema=False),
+    page_route("/dashboard/stuck", stuck),
+    page_route("/dashboard/health", health),
     Route(
         "/dashboard/files/{sha256}",
         ArchivedFile(),
         methods=["GET", "HEAD"],
         include_in_schema=False,
     ),
-    Route("/dashboard/static/dashboard.css", stylesheet, methods=["GET"], include_in_schema=False),
+    page_route("/dashboard/static/dashboard.css", stylesheet),
 ]

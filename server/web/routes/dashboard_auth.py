@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
 
 from server.core.types import Status, iso_time
 from server.errors import BodyTooLarge, TaskhookError
@@ -180,15 +181,20 @@ def page(request: Request, name: str, context: dict[str, Any], status_code: int 
     return HTMLResponse(content, status_code, headers=SECURITY_HEADERS)
 
 
+def message_page(
+    request: Request, who: Viewer | None, title: str, message: str, status_code: int
+) -> Response:
+    """The error page: a title, one message, and the status it is answered with."""
+    return page(
+        request, "error.html", {"viewer": who, "title": title, "message": message}, status_code
+    )
+
+
 def error_page(request: Request, who: Viewer | None, exc: TaskhookError) -> Response:
     """An error of ours as a page: its status, and its message as the text."""
     titles = {400: "Not understood", 404: "Not found", 409: "Conflict", 413: "Too large"}
-    return page(
-        request,
-        "error.html",
-        {"viewer": who, "title": titles.get(exc.http_status, "Error"), "message": exc.message},
-        exc.http_status,
-    )
+    title = titles.get(exc.http_status, "Error")
+    return message_page(request, who, title, exc.message, exc.http_status)
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -206,17 +212,26 @@ def csrf_ok(request: Request, who: Viewer, form: dict[str, str]) -> bool:
 
 
 def forbidden(request: Request, who: Viewer) -> Response:
-    return page(
-        request,
-        "error.html",
-        {
-            "viewer": who,
-            "title": "Form expired",
-            "message": "This form's security token is missing or wrong. Reload the page and "
-            "try again.",
-        },
-        403,
-    )
+    message = "This form's security token is missing or wrong. Reload the page and try again."
+    return message_page(request, who, "Form expired", message, 403)
+
+
+async def operator(request: Request, change: str) -> Viewer | Response:
+    """The signed-in viewer of a form post with a good CSRF token, or the page refusing it.
+
+    ``change`` is what the form does, for the page asking to sign in ("change endpoints").
+    """
+    who = await viewer(request)
+    if who is None:
+        return message_page(request, None, "Not signed in", f"Sign in to {change}.", 401)
+    if not csrf_ok(request, who, await read_form(request)):
+        return forbidden(request, who)
+    return who
+
+
+def page_route(path: str, endpoint: Any, method: str = "GET", name: str | None = None) -> Route:
+    """A dashboard route: one method (a page's GET, a form's POST), not in the API schema."""
+    return Route(path, endpoint, methods=[method], name=name, include_in_schema=False)
 
 
 # -- sign in and out ---------------------------------------------------------------

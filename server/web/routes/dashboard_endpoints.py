@@ -13,17 +13,16 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
 
 from server.observe.logs import event
+from server.store.webhooks import Endpoint
 from server.web.routes.dashboard_auth import (
     Viewer,
-    csrf_ok,
-    forbidden,
+    message_page,
+    operator,
     page,
-    read_form,
+    page_route,
     signed_in,
-    viewer,
 )
 from server.web.runtime import runtime
 
@@ -40,26 +39,24 @@ async def endpoints(request: Request, who: Viewer) -> Response:
     return page(request, "endpoints.html", {"viewer": who, "rows": rows})
 
 
+async def _endpoint(request: Request, who: Viewer) -> Endpoint | Response:
+    """The endpoint the path names, or the page saying there is none."""
+    endpoint_id = request.path_params["endpoint_id"]
+    endpoint = await runtime(request).store.get_endpoint(endpoint_id)
+    return endpoint if endpoint is not None else _missing(request, who, endpoint_id)
+
+
 def _missing(request: Request, who: Viewer, endpoint_id: str) -> Response:
-    return page(
-        request,
-        "error.html",
-        {
-            "viewer": who,
-            "title": "No such endpoint",
-            "message": f"No endpoint has id {endpoint_id!r} (removed?).",
-        },
-        404,
-    )
+    message = f"No endpoint has id {endpoint_id!r} (removed?)."
+    return message_page(request, who, "No such endpoint", message, 404)
 
 
 @signed_in
 async def endpoint_page(request: Request, who: Viewer) -> Response:
     store = runtime(request).store
-    endpoint_id = request.path_params["endpoint_id"]
-    endpoint = await store.get_endpoint(endpoint_id)
-    if endpoint is None:
-        return _missing(request, who, endpoint_id)
+    endpoint = await _endpoint(request, who)
+    if isinstance(endpoint, Response):
+        return endpoint
     attempts, _ = await store.list_attempts(endpoint.id, limit=RECENT)
     failures, _ = await store.list_attempts(endpoint.id, outcome="failed", limit=RECENT)
     backlog = next((b for b in await store.webhook_backlog() if b.endpoint_id == endpoint.id), None)
@@ -80,48 +77,33 @@ async def endpoint_page(request: Request, who: Viewer) -> Response:
     )
 
 
-async def _operator(request: Request) -> Viewer | Response:
-    """The signed-in viewer of a form post with a good CSRF token, or the page refusing it."""
-    who = await viewer(request)
-    if who is None:
-        return page(
-            request,
-            "error.html",
-            {"title": "Not signed in", "message": "Sign in to change endpoints."},
-            401,
-        )
-    if not csrf_ok(request, who, await read_form(request)):
-        return forbidden(request, who)
-    return who
-
-
 async def redeliver(request: Request) -> Response:
-    who = await _operator(request)
+    who = await operator(request, "change endpoints")
     if isinstance(who, Response):
         return who
-    store = runtime(request).store
-    endpoint_id = request.path_params["endpoint_id"]
+    endpoint = await _endpoint(request, who)
+    if isinstance(endpoint, Response):
+        return endpoint
     event_id = request.path_params["event_id"]
-    endpoint = await store.get_endpoint(endpoint_id)
-    if endpoint is None:
-        return _missing(request, who, endpoint_id)
-    base = f"/dashboard/endpoints/{endpoint.id}"
-    if endpoint.disabled:
-        return RedirectResponse(f"{base}?{urlencode({'refused': event_id})}", status_code=303)
-    queued = await store.redeliver_event(event_id, endpoint.id)
+    queued = (
+        None
+        if endpoint.disabled
+        else await runtime(request).store.redeliver_event(event_id, endpoint.id)
+    )
     if queued is None or not queued.endpoints:
-        return RedirectResponse(f"{base}?{urlencode({'refused': event_id})}", status_code=303)
-    event(log, "dashboard_redeliver", endpoint=endpoint.id, event_id=event_id)
-    return RedirectResponse(f"{base}?{urlencode({'redelivered': event_id})}", status_code=303)
+        answer = {"refused": event_id}
+    else:
+        event(log, "dashboard_redeliver", endpoint=endpoint.id, event_id=event_id)
+        answer = {"redelivered": event_id}
+    return RedirectResponse(f"/dashboard/endpoints/{endpoint.id}?{urlencode(answer)}", 303)
 
 
 async def enable(request: Request) -> Response:
-    who = await _operator(request)
+    who = await operator(request, "change endpoints")
     if isinstance(who, Response):
         return who
-    store = runtime(request).store
     endpoint_id = request.path_params["endpoint_id"]
-    enabled = await store.enable_endpoint(endpoint_id)
+    enabled = await runtime(request).store.enable_endpoint(endpoint_id)
     if enabled is None:
         return _missing(request, who, endpoint_id)
     event(log, "dashboard_enable", endpoint=enabled.id)
@@ -129,24 +111,8 @@ async def enable(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/dashboard/endpoints", endpoints, methods=["GET"], include_in_schema=False),
-    Route(
-        "/dashboard/endpoints/{endpoint_id}",
-        endpoint_page,
-        methods=["GET"],
-        name="dashboard_endpoint",
-        include_in_schema=False,
-    ),
-    Route(
-        "/dashboard/endpoints/{endpoint_id}/redeliver/{event_id}",
-        redeliver,
-        methods=["POST"],
-        include_in_schema=False,
-    ),
-    Route(
-        "/dashboard/endpoints/{endpoint_id}/enable",
-        enable,
-        methods=["POST"],
-        include_in_schema=False,
-    ),
+    page_route("/dashboard/endpoints", endpoints),
+    page_route("/dashboard/endpoints/{endpoint_id}", endpoint_page, name="dashboard_endpoint"),
+    page_route("/dashboard/endpoints/{endpoint_id}/redeliver/{event_id}", redeliver, "POST"),
+    page_route("/dashboard/endpoints/{endpoint_id}/enable", enable, "POST"),
 ]

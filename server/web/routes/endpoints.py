@@ -72,7 +72,6 @@ def _enabled(endpoint: Endpoint) -> None:
     responses={
         201: "the endpoint, with its signing secret (shown only now)",
         400: "not JSON, or a field that cannot be used",
-        401: "no or wrong bearer",
         413: "body too large",
     },
     auth=True,
@@ -105,7 +104,7 @@ async def create_endpoint(request: Request) -> JSONResponse:
 
 @doc(
     "Every endpoint, the oldest first (no secrets)",
-    responses={200: "the endpoints", 401: "no or wrong bearer"},
+    responses={200: "the endpoints"},
     auth=True,
 )
 async def list_endpoints(request: Request) -> JSONResponse:
@@ -116,7 +115,7 @@ async def list_endpoints(request: Request) -> JSONResponse:
 
 @doc(
     "One endpoint (no secret)",
-    responses={200: "the endpoint", 401: "no or wrong bearer", 404: "unknown endpoint"},
+    responses={200: "the endpoint", 404: "unknown endpoint"},
     auth=True,
 )
 async def get_endpoint(request: Request) -> JSONResponse:
@@ -127,7 +126,7 @@ async def get_endpoint(request: Request) -> JSONResponse:
 
 @doc(
     "Remove an endpoint, with its pending messages and attempts",
-    responses={204: "removed", 401: "no or wrong bearer", 404: "unknown endpoint"},
+    responses={204: "removed", 404: "unknown endpoint"},
     auth=True,
 )
 async def delete_endpoint(request: Request) -> Response:
@@ -143,7 +142,6 @@ async def delete_endpoint(request: Request) -> Response:
     "A new signing secret; the current one keeps signing beside it for 24 h",
     responses={
         200: "the endpoint with its new secret (shown only now)",
-        401: "no or wrong bearer",
         404: "unknown endpoint",
     },
     auth=True,
@@ -165,7 +163,7 @@ async def rotate_secret(request: Request) -> JSONResponse:
 
 @doc(
     "Re-enable a disabled endpoint: it gets the events committed from now on",
-    responses={200: "the endpoint", 401: "no or wrong bearer", 404: "unknown endpoint"},
+    responses={200: "the endpoint", 404: "unknown endpoint"},
     auth=True,
 )
 async def enable_endpoint(request: Request) -> JSONResponse:
@@ -184,7 +182,6 @@ async def enable_endpoint(request: Request) -> JSONResponse:
     responses={
         200: "a page of attempts and next_cursor",
         400: "bad outcome, limit or cursor",
-        401: "no or wrong bearer",
         404: "unknown endpoint",
     },
     auth=True,
@@ -207,7 +204,6 @@ async def list_attempts(request: Request) -> JSONResponse:
     query=("endpoint",),
     responses={
         202: "queued; the endpoints that get it",
-        401: "no or wrong bearer",
         404: "unknown event or endpoint",
         409: "the endpoint is disabled, or does not subscribe to the event's type",
     },
@@ -257,7 +253,6 @@ def parse_since(text: str | None) -> float:
     responses={
         202: "how many events were queued again",
         400: "missing or bad since",
-        401: "no or wrong bearer",
         404: "unknown endpoint",
         409: "the endpoint is disabled",
     },

@@ -82,7 +82,6 @@ def _item(event: Event) -> str:
     responses={
         200: "{items: [{id, type, timestamp, data}], next_cursor}",
         400: "bad cursor, type, limit or wait",
-        401: "no or wrong bearer",
     },
     auth=True,
 )

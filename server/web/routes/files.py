@@ -153,7 +153,6 @@ async def _multipart(
         206: "the requested byte range(s)",
         304: "the client's copy is current (If-None-Match)",
         400: "a malformed Range header",
-        401: "no or wrong bearer",
         404: "no archived file has this SHA-256",
         416: "no requested range overlaps the file",
     },

@@ -13,7 +13,7 @@ from server.core.types import iso_time
 from server.errors import NotFound, Unprocessable
 from server.ingest import Quarantined, receive
 from server.observe.logs import event
-from server.store import QuarantineItem
+from server.store import QuarantineItem, Store
 from server.web import params
 from server.web.auth import require_api_token
 from server.web.openapi import doc
@@ -49,7 +49,6 @@ def quarantine_view(item: QuarantineItem) -> dict[str, Any]:
     responses={
         200: "quarantined deliveries",
         400: "bad limit or cursor",
-        401: "no or wrong bearer",
     },
     auth=True,
 )
@@ -65,7 +64,6 @@ async def list_quarantine(request: Request) -> JSONResponse:
     "Run a quarantined delivery through parse and merge again",
     responses={
         200: "merged and removed from quarantine",
-        401: "no or wrong bearer",
         404: "no such quarantined delivery",
         409: "its task is held under another provider; it stays in quarantine",
         422: "still not mergeable",
@@ -95,11 +93,33 @@ async def replay(request: Request) -> JSONResponse:
     )
 
 
+async def find_quarantined(store: Store, raw_id: str) -> QuarantineItem | None:
+    """The quarantined delivery with this id, or None (also for ids no row can have)."""
+    number = params.row_id(raw_id)
+    return await store.get_quarantined(number) if number is not None else None
+
+
+async def discard_item(
+    store: Store, item: QuarantineItem, logger: logging.Logger, name: str
+) -> bool:
+    """Delete a quarantined delivery for good and log it as ``name``; False if already gone."""
+    if not await store.discard_quarantined(item.id):
+        return False
+    event(
+        logger,
+        name,
+        provider=item.provider,
+        quarantine_id=item.id,
+        reason=item.reason,
+        bytes=len(item.body),
+    )
+    return True
+
+
 async def quarantined(request: Request) -> QuarantineItem:
     """The quarantined delivery the path names, or 404 (also for ids no row can have)."""
     raw_id = request.path_params["quarantine_id"]
-    number = params.row_id(raw_id)
-    item = await runtime(request).store.get_quarantined(number) if number is not None else None
+    item = await find_quarantined(runtime(request).store, raw_id)
     if item is None:
         raise NotFound(f"no quarantined delivery has id {raw_id[:40]!r} (replayed or discarded?)")
     return item
@@ -109,7 +129,6 @@ async def quarantined(request: Request) -> QuarantineItem:
     "Discard a quarantined delivery that will never merge",
     responses={
         200: "discarded",
-        401: "no or wrong bearer",
         404: "no such quarantined delivery",
     },
     auth=True,
@@ -117,16 +136,8 @@ async def quarantined(request: Request) -> QuarantineItem:
 async def discard(request: Request) -> JSONResponse:
     require_api_token(request)
     item = await quarantined(request)
-    if not await runtime(request).store.discard_quarantined(item.id):
+    if not await discard_item(runtime(request).store, item, log, "quarantine_discarded"):
         raise NotFound(f"quarantined delivery {item.id} was removed meanwhile")
-    event(
-        log,
-        "quarantine_discarded",
-        provider=item.provider,
-        quarantine_id=item.id,
-        reason=item.reason,
-        bytes=len(item.body),
-    )
     return JSONResponse({"ok": True, "discarded": item.id})
 
 

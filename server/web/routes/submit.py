@@ -76,7 +76,6 @@ def submit_body(payload: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
     responses={
         201: "created upstream and registered: the merged task",
         400: "bad body or Idempotency-Key, or upstream refused the request (its code, message)",
-        401: "no or wrong bearer",
         404: "unknown provider",
         409: "submit_in_progress: the first request with this Idempotency-Key is in flight",
         413: "body too large",
@@ -111,7 +110,7 @@ async def submit_task(request: Request) -> Response:
 
 @doc(
     "A submit's record: what upstream answered, or that its outcome is unknown",
-    responses={200: "the record", 401: "no or wrong bearer", 404: "unknown submit"},
+    responses={200: "the record", 404: "unknown submit"},
     auth=True,
 )
 async def get_submit(request: Request) -> JSONResponse:

@@ -60,7 +60,6 @@ def _registration(item: Any, where: str) -> Registration:
     responses={
         201: "the task(s)",
         400: "not JSON",
-        401: "no or wrong bearer",
         413: "body too large",
         422: "invalid task",
     },
@@ -89,7 +88,7 @@ async def register_tasks(request: Request) -> JSONResponse:
 
 @doc(
     "A task's merged state",
-    responses={200: "the task", 401: "no or wrong bearer", 404: "unknown task"},
+    responses={200: "the task", 404: "unknown task"},
     auth=True,
 )
 async def get_task(request: Request) -> JSONResponse:
@@ -107,7 +106,6 @@ async def get_task(request: Request) -> JSONResponse:
     responses={
         200: "a page of tasks and next_cursor",
         400: "bad filter",
-        401: "no or wrong bearer",
     },
     auth=True,
 )
@@ -140,7 +138,7 @@ def body_view(body: bytes) -> Any:
 
 @doc(
     "Every raw delivery kept for a task, oldest first",
-    responses={200: "the deliveries", 401: "no or wrong bearer", 404: "unknown task"},
+    responses={200: "the deliveries", 404: "unknown task"},
     auth=True,
 )
 async def task_deliveries(request: Request) -> JSONResponse:
