@@ -48,15 +48,17 @@ import psycopg  # noqa: E402
 from scripts.bench_ingest import (  # noqa: E402
     CALLBACK_SECRET,
     PROVIDER,
+    WRK_SCRIPT,
     Result,
+    body_template,
     free_port,
     pinned,
     run_httpx,
     run_wrk,
     stop,
     wait_listening,
-    write_wrk_script,
 )
+from server.core.ids import task_key  # noqa: E402
 from server.core.tokens import callback_token  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -105,6 +107,42 @@ class Target:
 def with_database(url: str, name: str) -> str:
     base, _, _ = url.rpartition("/")
     return f"{base}/{name}"
+
+
+#: The load's Lua script, also writing each acknowledged task id to $BENCH_ACK_DIR/<prefix>,
+#: so the check at the end looks every acknowledged callback up, not just counts rows.
+ACK_LOG = """
+local ack_file = nil
+local plain_response = response
+function response(status, headers, body)
+  plain_response(status, headers, body)
+  if status ~= 200 then return end
+  if ack_file == nil then ack_file = io.open(os.getenv("BENCH_ACK_DIR") .. "/" .. prefix, "a") end
+  ack_file:write((body:match('"task_id"%s*:%s*"([^"]+)"') or "?") .. "\\n")
+  ack_file:flush()
+end
+"""
+
+
+def write_logging_script(workdir: Path) -> Path:
+    script = workdir / "bench.lua"
+    script.write_text(WRK_SCRIPT.replace("%TEMPLATE%", body_template()) + ACK_LOG)
+    return script
+
+
+def missing_acknowledged(database_url: str, acked_ids: set[str]) -> int:
+    """How many of the acknowledged task ids the database does not hold."""
+    keys = {task_key(i) for i in acked_ids}
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url[len("sqlite:///") :])
+        try:
+            stored = {k for (k,) in conn.execute("SELECT key FROM tasks")}
+        finally:
+            conn.close()
+    else:
+        with psycopg.connect(database_url) as pg:
+            stored = {k for (k,) in pg.execute("SELECT key FROM tasks")}
+    return len(keys - stored)
 
 
 def count_rows(database_url: str) -> tuple[int, int]:
@@ -159,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args, driver: str, counts: list[int], workdir: Path, made: list[str]) -> int:
     log_file = open(workdir / "servers.log", "ab")  # noqa: SIM115 - closed below
-    script = write_wrk_script(workdir) if driver == "wrk" else None
+    script = write_logging_script(workdir) if driver == "wrk" else None
+    acks = workdir / "acked"
+    acks.mkdir()
+    os.environ["BENCH_ACK_DIR"] = str(acks)  # wrk inherits it
     sqlite_url = f"sqlite:///{workdir / 'bench.db'}"
     pg1_url, pg2_url = (with_database(args.postgres_url, name) for name in made)
     targets = [
@@ -174,6 +215,7 @@ def run(args, driver: str, counts: list[int], workdir: Path, made: list[str]) ->
         ),
     ]
     acked = {t.name: 0 for t in targets}
+    prefixes: dict[str, list[str]] = {t.name: [] for t in targets}
     results: dict[tuple[str, int], list[Result]] = {}
     run_number = 0
 
@@ -187,6 +229,7 @@ def run(args, driver: str, counts: list[int], workdir: Path, made: list[str]) ->
         nonlocal run_number
         run_number += 1
         share = max(1, connections // len(target.servers))
+        prefixes[target.name] += [f"r{run_number}s{i}" for i in range(len(target.servers))]
         with concurrent.futures.ThreadPoolExecutor(len(target.servers)) as pool:
             parts = list(
                 pool.map(
@@ -225,29 +268,39 @@ def run(args, driver: str, counts: list[int], workdir: Path, made: list[str]) ->
                 stop(server.proc)
         log_file.close()
 
-    print("\nsummary (median of rounds; ratios to sqlite in this run):")
-    print(
-        f"{'conns':>5} {'target':<7} {'callbacks/s':>12} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8}"
-    )
+    print("\nsummary (median of rounds; ratios to sqlite in this run):\n")
+    print("| connections | target | callbacks/s | vs sqlite | p50 ms | p99 ms | p99 vs sqlite |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
     for connections in counts:
         base = statistics.median(r.rps for r in results[("sqlite", connections)])
+        base_p99 = statistics.median(r.p99_ms for r in results[("sqlite", connections)])
         for target in targets:
             rs = results[(target.name, connections)]
             rps = statistics.median(r.rps for r in rs)
+            p99 = statistics.median(r.p99_ms for r in rs)
             print(
-                f"{connections:>5} {target.name:<7} {rps:>12.0f} {rps / base:>6.2f}"
-                f" {statistics.median(r.p50_ms for r in rs):>8.2f}"
-                f" {statistics.median(r.p99_ms for r in rs):>8.2f}"
+                f"| {connections} | {target.name} | {rps:.0f} | {rps / base:.2f}"
+                f" | {statistics.median(r.p50_ms for r in rs):.1f} | {p99:.1f}"
+                f" | {p99 / base_p99:.2f} |"
             )
     lost = False
     print()
     for target in targets:
         tasks, deliveries = count_rows(target.database_url)
         ok = tasks >= acked[target.name] and deliveries >= acked[target.name]
+        how = "counted"
+        if script is not None:  # wrk logged every acknowledged id: look each one up
+            ids = set()
+            for prefix in prefixes[target.name]:
+                path = acks / prefix
+                ids |= set(path.read_text().split()) if path.exists() else set()
+            missing = missing_acknowledged(target.database_url, ids)
+            ok = ok and missing == 0 and len(ids) == acked[target.name]
+            how = f"each of {len(ids)} ids looked up, {missing} missing"
         lost |= not ok
         print(
             f"durability {target.name}: {acked[target.name]} acknowledged; the database holds"
-            f" {tasks} tasks, {deliveries} deliveries: {'ok' if ok else 'LOST CALLBACKS'}"
+            f" {tasks} tasks, {deliveries} deliveries ({how}): {'ok' if ok else 'LOST CALLBACKS'}"
         )
     return 1 if lost else 0
 

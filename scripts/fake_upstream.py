@@ -70,6 +70,7 @@ from scripts.fake_upstream_http import (  # noqa: E402
     drop_connection,
     fake_state,
     hold,
+    injected_fault,
     json_answer,
     json_body,
     latency,
@@ -113,31 +114,6 @@ __all__ = [
 _FILE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
-async def _injected_fault(request: Request, provider: str, kind: str) -> Response | None:
-    """The answer of an injected fault for this call, or None to answer normally."""
-    state = fake_state(request)
-    fault = state.draw_fault(provider)
-    error = s2_error if provider == "seedance2" else ace_error
-    if fault is None:
-        return None
-    if fault == "429":
-        headers = {"Retry-After": f"{state.retry_after:g}"}
-        return error(429, "too_many_requests", "Too many requests, slow down.", headers)
-    if fault == "500":
-        return error(500, "api_error", "fetch failed")
-    if fault == "401":
-        return error(401, "invalid_token", "fake upstream: injected auth failure")
-    if fault == "timeout":
-        await hold(request, state, state.timeout_hold)
-        return error(504, "timeout", "fake upstream: injected timeout")
-    if fault == "malformed":
-        return Response("<html><body>502 Bad Gateway</body></html>", media_type="text/html")
-    if kind == "retrieve_batch":
-        ids = (await json_body(request) or {}).get("ids") or []
-        return JSONResponse({"items": [{} for _ in ids], "count": len(ids)})
-    return JSONResponse({})
-
-
 async def acedata_tasks(request: Request) -> Response:
     service, state = request.path_params["service"], fake_state(request)
     if service not in ACEDATA:
@@ -149,7 +125,7 @@ async def acedata_tasks(request: Request) -> Response:
     await latency(state)
     if not bearer_ok(request, state.config.acedata_token):
         return unauthorized(state, service)
-    if (fault := await _injected_fault(request, service, kind)) is not None:
+    if (fault := await injected_fault(request, service, kind)) is not None:
         return fault
     if not isinstance(body, dict) or action not in ("retrieve", "retrieve_batch"):
         return ace_error(400, "bad_request", "body must be a JSON object with a known action")
@@ -192,7 +168,7 @@ async def seedance2_query(request: Request) -> Response:
     await latency(state)
     if not bearer_ok(request, state.config.seedance2_key):
         return unauthorized(state, "seedance2")
-    if (fault := await _injected_fault(request, "seedance2", "seedance2_get")) is not None:
+    if (fault := await injected_fault(request, "seedance2", "seedance2_get")) is not None:
         return fault
     task = state.find("seedance2", task_id)
     if task is None:

@@ -1,8 +1,9 @@
 """The fake upstream's HTTP pieces every route uses.
 
-JSON answers (in AceData's and Seedance 2.0's error shapes), the bearer check,
-reading a body that may not be JSON, holding a call open (until the client
-hangs up or the fake stops) and dropping a connection without an answer.
+JSON answers (in AceData's and Seedance 2.0's error shapes, injected faults
+included), the bearer check, reading a body that may not be JSON, holding a
+call open (until the client hangs up or the fake stops) and dropping a
+connection without an answer.
 """
 
 from __future__ import annotations
@@ -102,6 +103,31 @@ async def latency(state: FakeState) -> None:
     # A fixed wait per upstream call, so a benchmark can compare a pass with its model.
     if state.config.latency > 0:
         await asyncio.sleep(state.config.latency)
+
+
+async def injected_fault(request: Request, provider: str, kind: str) -> Response | None:
+    """The answer of an injected fault for this call, or None to answer normally."""
+    state = fake_state(request)
+    fault = state.draw_fault(provider)
+    error = s2_error if provider == "seedance2" else ace_error
+    if fault is None:
+        return None
+    if fault == "429":
+        headers = {"Retry-After": f"{state.retry_after:g}"}
+        return error(429, "too_many_requests", "Too many requests, slow down.", headers)
+    if fault == "500":
+        return error(500, "api_error", "fetch failed")
+    if fault == "401":
+        return error(401, "invalid_token", "fake upstream: injected auth failure")
+    if fault == "timeout":
+        await hold(request, state, state.timeout_hold)
+        return error(504, "timeout", "fake upstream: injected timeout")
+    if fault == "malformed":
+        return Response("<html><body>502 Bad Gateway</body></html>", media_type="text/html")
+    if kind == "retrieve_batch":
+        ids = (await json_body(request) or {}).get("ids") or []
+        return JSONResponse({"items": [{} for _ in ids], "count": len(ids)})
+    return JSONResponse({})
 
 
 def unauthorized(state: FakeState, provider: str) -> JSONResponse:

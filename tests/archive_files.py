@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import mimetypes
+import threading
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -70,3 +74,34 @@ class FileServer:
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/f/{name}", self.serve)])
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A stdlib request handler that logs nothing."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class ThreadedServer:
+    """``handler`` served on its own threads, for tests that are not async themselves.
+
+    Leaving ``running()`` sets ``release`` (so answers held on it end), then stops.
+    """
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.release = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.release.set()
+            self.server.shutdown()
+            self.server.server_close()

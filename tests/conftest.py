@@ -4,6 +4,8 @@ import contextlib
 
 import httpx
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from server.core.tokens import callback_token
 from server.settings import Settings
@@ -11,6 +13,13 @@ from server.web.app import create_app
 
 from . import pgserver
 from .harness import API_TOKEN, CALLBACK_SECRET
+
+# Property tests check behaviour, not speed: on a shared CI machine generating an input
+# or running one example can take seconds, which must not fail a run.
+hypothesis_settings.register_profile(
+    "taskhook", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("taskhook")
 
 
 @pytest.fixture

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +159,42 @@ def edit_sqlite(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
             conn.execute(sql, params)
     finally:
         conn.close()
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float = 60,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m server ARGS`` in a child process, as an operator runs it; output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+@contextlib.contextmanager
+def fake_upstream(*args: str) -> Iterator[str]:
+    """``scripts/fake_upstream.py ARGS`` in its own process; yields its base URL.
+
+    ``--port=0``: it binds a free port and prints where it listens first.
+    """
+    command = [sys.executable, "scripts/fake_upstream.py", "--port=0", "--log-level=warning"]
+    proc = subprocess.Popen([*command, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        found = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
+        assert found, "the fake upstream did not say where it listens"
+        yield found.group(0)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()

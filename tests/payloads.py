@@ -4,6 +4,21 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
+
+#: A creation call's request per provider, as the upstream documents show it.
+CREATION_REQUESTS: dict[str, dict[str, Any]] = {
+    "seedream": {"model": "doubao-seedream-4-0-250828", "prompt": "a white siamese cat"},
+    "seedance": {
+        "model": "doubao-seedance-1-0-pro-250528",
+        "content": [{"type": "text", "text": "a kitten yawning"}],
+    },
+    "dreamina": {
+        "image_url": "https://cdn.example/p.jpg",
+        "audio_url": "https://cdn.example/v.wav",
+    },
+    "seedance2": {"model": "doubao-seedance-2-0-260128", "prompt": "a kitten yawning"},
+}
 
 
 def dumps(value) -> bytes:

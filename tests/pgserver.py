@@ -131,6 +131,13 @@ class ScratchDatabases:
         self.made.append(name)
         return with_database(self.server, name)
 
+    def blank(self) -> str:
+        """A new database without even the schema (servers racing to migrate it); its URL."""
+        name = self._name("blank")
+        self._admin.execute(f'CREATE DATABASE "{name}"')
+        self.made.append(name)
+        return with_database(self.server, name)
+
     def empty(self) -> str:
         """The session's shared database with every table emptied; its URL."""
         if self._shared is None:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import sys
 import threading
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -20,24 +17,23 @@ from server.ingest import receive
 from server.settings import Settings
 from server.store import open_store
 
-from .archive_files import CHUNK, content, digest
+from .archive_files import CHUNK, QuietHandler, ThreadedServer, content, digest
 from .conftest import callback_path
-from .harness import API_TOKEN, ROOT, ServerProcess, wait_until
+from .harness import API_TOKEN, ROOT, ServerProcess, run_cli, wait_until
 from .payloads import dumps, seedance
 
 pytestmark = pytest.mark.e2e
 
 
-class ThreadedFiles:
+class ThreadedFiles(ThreadedServer):
     """A file server on its own threads, for tests that are not async themselves."""
 
     def __init__(self) -> None:
         self.hold: set[str] = set()
         self.held = threading.Event()
-        self.release = threading.Event()
         files = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 name = self.path.rsplit("/", 1)[-1]
                 if name.startswith("missing"):
@@ -56,23 +52,7 @@ class ThreadedFiles:
                         files.release.wait(30)
                     self.wfile.write(body[CHUNK:])
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[ThreadedFiles]:
-        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.release.set()
-            self.server.shutdown()
-            self.server.server_close()
+        super().__init__(Handler)
 
 
 def video_callback(url: str) -> tuple[str, bytes]:
@@ -149,14 +129,7 @@ def run_archive_command(tmp_path: Path, **env: str) -> subprocess.CompletedProce
     # The environment a server would get, without serving.
     environment = ServerProcess(tmp_path / "taskhook.db").env()
     environment.update(archive_env(tmp_path), **env)
-    return subprocess.run(
-        [sys.executable, "-m", "server", "archive"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli("archive", env=environment, cwd=ROOT)
 
 
 def test_archive_command_copies_what_is_missing(tmp_path):

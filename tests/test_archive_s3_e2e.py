@@ -7,13 +7,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
-import re
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,8 +18,9 @@ import pytest
 
 from scripts.fake_upstream_payloads import file_content
 
+from .archive_files import QuietHandler, ThreadedServer
 from .conftest import callback_path
-from .harness import API_TOKEN, ROOT, ServerProcess, wait_until
+from .harness import API_TOKEN, ServerProcess, fake_upstream, wait_until
 from .moto_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoS3
 from .payloads import dumps, seedance
 from .test_archive_e2e import prepare_database, run_archive_command
@@ -32,9 +29,9 @@ pytestmark = pytest.mark.e2e
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 FILE_BYTES = 300_000
-#: The database backends two replicas can share. PostgreSQL joins this list with its
-#: backend; until then the replicas share one SQLite file (one host).
-DATABASES = ["sqlite"]
+#: The database backends two replicas can share: one SQLite file (one host), or one
+#: PostgreSQL database (any hosts).
+DATABASES = ["sqlite", "postgres"]
 
 
 @pytest.fixture
@@ -47,26 +44,8 @@ def s3() -> Iterator[MotoS3]:
 @pytest.fixture
 def fake() -> Iterator[str]:
     """``scripts/fake_upstream.py`` in its own process; yields its base URL."""
-    command = [
-        sys.executable,
-        "scripts/fake_upstream.py",
-        "--port=0",
-        f"--file-bytes={FILE_BYTES}",
-        "--finish-after=0.2",
-        "--tick=0.05",
-        "--log-level=warning",
-    ]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        found = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
-        assert found, "the fake upstream did not say where it listens"
-        yield found.group(0)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with fake_upstream(f"--file-bytes={FILE_BYTES}", "--finish-after=0.2", "--tick=0.05") as url:
+        yield url
 
 
 def start_server(tmp_path: Path, s3: MotoS3, bucket: str, **env: str) -> ServerProcess:
@@ -153,16 +132,16 @@ def test_the_same_bytes_under_two_urls_are_one_object(tmp_path, s3, fake):
     ]
 
 
-class HeldFile:
+class HeldFile(ThreadedServer):
     """One large result file, sent up to ``hold_at`` bytes, then held until ``release``."""
 
     def __init__(self, size: int, hold_at: int) -> None:
         self.body = random.Random(size).randbytes(size)
         self.digest = hashlib.sha256(self.body).hexdigest()
-        self.held, self.release, self.sent = threading.Event(), threading.Event(), threading.Event()
+        self.held, self.sent = threading.Event(), threading.Event()
         held = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 self.send_response(200)
                 self.send_header("Content-Type", "video/mp4")
@@ -178,30 +157,15 @@ class HeldFile:
                     self.wfile.flush()
                     held.sent.set()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/held.mp4"
-
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[HeldFile]:
-        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.release.set()
-            self.server.shutdown()
-            self.server.server_close()
+        super().__init__(Handler)
+        self.url = f"{self.base}/held.mp4"
 
 
 def test_a_copy_in_flight_when_s3_goes_away_completes_after_it_returns(tmp_path, s3):
     bucket = s3.bucket()
     # 12 MiB, held after 9: a multipart upload has begun when the bucket goes away.
     held = HeldFile(size=12 * 1024 * 1024, hold_at=9 * 1024 * 1024)
-    with held.serving():
+    with held.running():
         server = start_server(tmp_path, s3, bucket)
         try:
             body = seedance(str(uuid.uuid4()))
@@ -240,13 +204,21 @@ def test_a_copy_in_flight_when_s3_goes_away_completes_after_it_returns(tmp_path,
     assert SECRET_ACCESS_KEY not in server.logs()
 
 
-@pytest.mark.parametrize("database", DATABASES)
-def test_replicas_share_the_bucket(tmp_path, s3, fake, database):
+@pytest.fixture(params=DATABASES)
+def shared_database(request) -> dict[str, str]:
+    """The settings that put two replicas on one database: none for SQLite (the harness
+    gives both the same file), ``DATABASE_URL`` of a scratch database for PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    return {"DATABASE_URL": request.getfixturevalue("pg_databases").fresh()}
+
+
+def test_replicas_share_the_bucket(tmp_path, s3, fake, shared_database):
     """A replica that archives and one that does not: the second serves the first's files
     from the bucket, each with its own working directory and ARCHIVE_DIR."""
     bucket = s3.bucket()
-    copier = start_server(tmp_path, s3, bucket)
-    reader = start_server(tmp_path, s3, bucket, ARCHIVE="off")
+    copier = start_server(tmp_path, s3, bucket, **shared_database)
+    reader = start_server(tmp_path, s3, bucket, ARCHIVE="off", **shared_database)
     try:
         task_id = fake_task(fake, copier)
         copy = wait_until(lambda: archived(copier, task_id), what="the copy")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 
 from server.core.tokens import callback_token
 
-from .harness import API_TOKEN, CALLBACK_SECRET, ServerProcess
+from .harness import API_TOKEN, CALLBACK_SECRET, ServerProcess, run_cli
 from .payloads import dumps, seedance
 
 pytestmark = pytest.mark.e2e
@@ -22,14 +21,7 @@ PATH = f"/callbacks/seedance/{callback_token(CALLBACK_SECRET, 'seedance')}"
 
 
 def backup(env: dict[str, str], cwd: Path, target: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server", "backup", str(target)],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli("backup", str(target), env=env, cwd=cwd, timeout=120)
 
 
 async def tasks(url: str) -> dict[str, dict]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from server.providers import NAMES as PROVIDERS
 from tests import payloads
-from tests.harness import ROOT, ServerProcess, free_port
+from tests.harness import ROOT, ServerProcess, free_port, run_cli
 
 pytestmark = [
     pytest.mark.e2e,
@@ -40,14 +39,7 @@ def command(database_url: str, *args: str, cwd: Path) -> subprocess.CompletedPro
         CALLBACK_SECRETS="",
         PUBLIC_URL="https://taskhook.example",
     )
-    return subprocess.run(
-        [sys.executable, "-m", "server", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, env=env, cwd=cwd, timeout=120)
 
 
 def callback_urls(database_url: str, cwd: Path) -> dict[str, str]:

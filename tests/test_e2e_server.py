@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 
 import httpx
@@ -13,7 +11,7 @@ import pytest
 from server.core.tokens import callback_token
 
 from .fixtures import raw
-from .harness import API_TOKEN, CALLBACK_SECRET, ServerProcess
+from .harness import API_TOKEN, CALLBACK_SECRET, ServerProcess, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -69,14 +67,8 @@ def test_first_start_prints_secrets_and_callback_urls_once(tmp_path):
     assert server.logs().count("API_TOKEN=") == 1  # not printed again
 
     # The printed URL works, and callback-url prints the same one later.
-    url = subprocess.run(
-        [sys.executable, "-m", "server", "callback-url", "seedance"],
-        env=server.env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    printed = run_cli("callback-url", "seedance", env=server.env(), cwd=tmp_path, check=True)
+    url = printed.stdout.strip()
     assert url in first
     token = next(line.split("=", 1)[1] for line in first.splitlines() if "API_TOKEN=" in line)
     server.start()
@@ -102,17 +94,6 @@ def test_default_database_lives_under_data(tmp_path):
     finally:
         server.stop()
     assert (tmp_path / "data" / "taskhook.db").is_file()
-
-
-def run_cli(*args: str, env: dict[str, str], cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "server", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_check_command(tmp_path):

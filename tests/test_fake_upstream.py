@@ -19,7 +19,9 @@ from starlette.routing import Route
 
 import scripts.fake_upstream as fu
 import scripts.fake_upstream_payloads as payloads
+from scripts.fake_upstream_creations import CREATE_PATHS
 from tests.harness import eventually
+from tests.payloads import CREATION_REQUESTS
 
 TOKEN, KEY = "ace-token", "s2-key"
 ACE = {"authorization": f"Bearer {TOKEN}"}
@@ -360,24 +362,8 @@ async def test_shutdown_cancels_delayed_callbacks() -> None:
 
 # -- creation endpoints ---------------------------------------------------------------
 
-BODIES: dict[str, dict[str, Any]] = {
-    "seedream": {"model": "doubao-seedream-4-0-250828", "prompt": "a white siamese cat"},
-    "seedance": {
-        "model": "doubao-seedance-1-0-pro-250528",
-        "content": [{"type": "text", "text": "a kitten yawning"}],
-    },
-    "dreamina": {
-        "image_url": "https://cdn.example/p.jpg",
-        "audio_url": "https://cdn.example/v.wav",
-    },
-    "seedance2": {"model": "doubao-seedance-2-0-260128", "prompt": "a kitten yawning"},
-}
-PATHS = {
-    "seedream": "/seedream/images",
-    "seedance": "/seedance/videos",
-    "dreamina": "/dreamina/videos",
-    "seedance2": "/v1/video/generations",
-}
+BODIES = CREATION_REQUESTS
+PATHS = CREATE_PATHS
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 

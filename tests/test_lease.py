@@ -176,3 +176,15 @@ async def test_the_works_own_timeout_is_not_a_lost_lease(settings):
         with pytest.raises(TimeoutError, match="the work's own"):
             await lease.run(times_out)
         assert lease.held
+
+
+@pytest.mark.parametrize("interval", [1.0, 30.0, 300.0])
+def test_a_dead_holders_lease_moves_within_three_intervals(tmp_path, interval):
+    settings = make_settings(tmp_path, reconcile_interval=interval, reconciler="embedded")
+    loop = ReconcilerLoop(None, settings, {})  # type: ignore[arg-type] - no store needed
+    # It lapses lease_ttl after the holder's last renewal, and every other loop asks for it
+    # once an interval: one of them holds it within 3 intervals of the holder's death.
+    assert loop.lease_ttl + interval <= 3 * interval
+    # A live holder renews within an interval of its last renewal during a pass (renew_every)
+    # and between passes (its next tick), so the lease does not lapse under it.
+    assert loop.lease_ttl > loop.lease.renew_every + interval

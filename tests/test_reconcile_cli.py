@@ -13,20 +13,15 @@ from scripts.fake_upstream import FakeConfig, running_fake
 from server.settings import Settings
 from server.store import Registration, open_store
 
+from . import harness
 from .harness import ROOT
 
 pytestmark = pytest.mark.e2e
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "server", "reconcile", *args],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
+    return harness.run_cli("reconcile", *args, env=environment, cwd=ROOT)
 
 
 async def registered(db: str, tasks: list[dict]) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import subprocess
-import sys
 from dataclasses import replace
 
 import httpx
@@ -21,7 +19,7 @@ from server.settings import Settings
 from server.store import open_store
 
 from .conftest import callback_path, serve_app
-from .harness import ServerProcess, eventually
+from .harness import ServerProcess, eventually, run_cli
 from .payloads import dumps, seedance
 
 
@@ -181,14 +179,7 @@ def test_the_prune_command_prints_what_it_freed(tmp_path):
             ok = httpx.post(server.url + token_path, content=dumps(seedance(f"t{i}")), timeout=10)
             assert ok.status_code == 200
         age_tasks(f"sqlite:///{tmp_path / 't.db'}", 2)
-        result = subprocess.run(
-            [sys.executable, "-m", "server", "prune"],
-            env=server.env(),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_cli("prune", env=server.env(), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "dropped 3 raw bodies" in result.stdout and "kept 1 days" in result.stdout
         shown = httpx.get(

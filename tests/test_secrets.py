@@ -4,7 +4,6 @@ restart), and one line at start-up when the environment disagrees with the datab
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -15,19 +14,12 @@ from server.secrets import load_secrets, rotate_callback
 from server.settings import ConfigError, Settings
 from server.store import open_store
 
-from .harness import ServerProcess, eventually
+from .harness import ServerProcess, eventually, run_cli
 from .payloads import dumps, seedance
 
 
 def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(*args, env=env, cwd=cwd)
 
 
 def stored_env(tmp_path: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import ServerProcess, free_port
+from .harness import ServerProcess, free_port, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -125,14 +125,7 @@ def full_disk(tmp_path):
 def start_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     base = ServerProcess(tmp_path / "t.db").env()
     base.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "server", "check"],
-        env=base,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli("check", env=base, cwd=tmp_path)
 
 
 def test_check_on_a_full_disk_says_the_disk_is_full(tmp_path, full_disk):

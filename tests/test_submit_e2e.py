@@ -22,9 +22,19 @@ import httpx
 import pytest
 
 from scripts.fake_upstream import FakeConfig
+from scripts.fake_upstream_creations import CREATE_PATHS
 from server.providers import NAMES
 
-from .harness import API_TOKEN, ROOT, ServerProcess, edit_sqlite, free_port, wait_until
+from .harness import (
+    API_TOKEN,
+    ROOT,
+    ServerProcess,
+    edit_sqlite,
+    free_port,
+    run_cli,
+    wait_until,
+)
+from .payloads import CREATION_REQUESTS
 
 pytestmark = [
     pytest.mark.e2e,
@@ -34,24 +44,8 @@ pytestmark = [
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 SUBMIT_TIMEOUT = 4.0
-REQUESTS: dict[str, dict[str, Any]] = {
-    "seedream": {"model": "doubao-seedream-4-0-250828", "prompt": "a white siamese cat"},
-    "seedance": {
-        "model": "doubao-seedance-1-0-pro-250528",
-        "content": [{"type": "text", "text": "a kitten yawning"}],
-    },
-    "dreamina": {
-        "image_url": "https://cdn.example/p.jpg",
-        "audio_url": "https://cdn.example/v.wav",
-    },
-    "seedance2": {"model": "doubao-seedance-2-0-260128", "prompt": "a kitten yawning"},
-}
-PATHS = {
-    "seedream": "/seedream/images",
-    "seedance": "/seedance/videos",
-    "dreamina": "/dreamina/videos",
-    "seedance2": "/v1/video/generations",
-}
+REQUESTS = CREATION_REQUESTS
+PATHS = CREATE_PATHS
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -203,14 +197,8 @@ async def submit(
 
 def cli_callback_url(server: ServerProcess, provider: str) -> str:
     """What ``python -m server callback-url PROVIDER`` prints with the server's settings."""
-    done = subprocess.run(
-        [sys.executable, "-m", "server", "callback-url", provider],
-        env=server.env(),
-        cwd=server.db_path.parent,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+    done = run_cli(
+        "callback-url", provider, env=server.env(), cwd=server.db_path.parent, check=True
     )
     return done.stdout.strip()
 

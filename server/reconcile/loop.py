@@ -5,9 +5,10 @@ database; a lease with a term in the database lets exactly one of them run
 passes. The holder renews its term while a pass runs, and the pass is
 cancelled the moment a renewal is refused or the lease could have lapsed
 (``lease.Lease``), so a loop that lost the lease never polls upstream beside
-the new holder. If the holder dies the lease lapses after ``lease_ttl`` and
-another loop takes over. The last pass and the providers' health are written
-to the database, so ``/readyz`` on any worker reports them.
+the new holder. If the holder dies the lease lapses after ``lease_ttl`` (2
+intervals, at least ``MIN_LEASE_TTL``) and, as the others ask every interval,
+another loop holds it within 3 intervals. The last pass and the providers'
+health are written to the database, so ``/readyz`` on any worker reports them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ LAST_PASS_KEY = "reconciler.last_pass"
 PROVIDERS_KEY = "reconciler.providers"
 #: How long ``stop()`` lets a running pass finish before cancelling it.
 STOP_GRACE = 10.0
+#: The shortest lease (for sub-second test intervals: a renewal gets time to come back).
+MIN_LEASE_TTL = 2.0
 
 PassFn = Callable[[], Awaitable[PassReport]]
 
@@ -69,7 +72,9 @@ class ReconcilerLoop:
         self.clients = clients
         self.interval = settings.reconcile_interval
         self.holder = holder or holder_name()
-        self.lease_ttl = lease_ttl or max(3 * self.interval, 30.0)
+        # A dead holder's lease lapses 2 intervals after its last renewal, and the others
+        # ask every interval: another process holds it within 3 intervals of the death.
+        self.lease_ttl = lease_ttl or max(2 * self.interval, MIN_LEASE_TTL)
         self.lease = Lease(store, LEASE_NAME, self.holder, self.lease_ttl, renew_every=renew_every)
         self.health = HealthBoard(PauseRules.for_interval(self.interval))
         self._run = run or self._default_pass

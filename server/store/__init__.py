@@ -1,6 +1,7 @@
 """The store: every byte taskhook keeps goes through here.
 
-``server.store.base`` states the contract (``Store``) and its records;
+``server.store.base`` states the contract (``Store``), ``server.store.records``
+the records it speaks in; this package exports both;
 ``open_store(settings)`` picks the backend from ``DATABASE_URL``'s scheme.
 ``server.store.sqlite`` is the embedded backend (one writer thread, group
 commit, WAL readers); ``server.store.postgres`` is the one several replicas
@@ -12,38 +13,12 @@ from __future__ import annotations
 
 from server.errors import ConfigError
 from server.settings import Settings
-from server.store.base import (
-    CONCERNS,
-    ArchiveJob,
-    Delivery,
-    DueTask,
-    Event,
-    Incoming,
-    IngestOutcome,
-    QuarantineItem,
-    Registration,
-    Store,
-    SubmitRecord,
-    SubmitStart,
-    WorkKind,
-)
+from server.store import base
+from server.store.base import *  # noqa: F403 - the contract and its records, as asyncio does
+from server.store.base import Store
 
-__all__ = [
-    "CONCERNS",
-    "ArchiveJob",
-    "Delivery",
-    "DueTask",
-    "Event",
-    "Incoming",
-    "IngestOutcome",
-    "QuarantineItem",
-    "Registration",
-    "Store",
-    "SubmitRecord",
-    "SubmitStart",
-    "WorkKind",
-    "open_store",
-]
+__all__ = ["open_store"]
+__all__ += base.__all__
 
 
 def open_store(settings: Settings) -> Store:

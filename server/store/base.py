@@ -1,11 +1,14 @@
-"""The store contract: what every backend guarantees, and the records it speaks in.
+"""The store contract: what every backend guarantees.
 
 Everything taskhook keeps goes through a ``Store``. The rest of the code sees
-only this class and these records, so a backend (SQLite today, PostgreSQL
-next) is one subclass that translates them into its own SQL. What a backend
-must implement is every ``@abc.abstractmethod`` below; the domain decisions
-it applies are written once, above it (``server.core.decide``, the renderer
-in ``server.core.render``), never in a backend.
+only this class and its records (``server.store.records``, exported here
+too), so a backend (SQLite, PostgreSQL) is one subclass that translates them
+into its own SQL. What a backend must implement is every
+``@abc.abstractmethod`` below and in the parts this class inherits
+(``server.store.claims``, ``server.store.submits``,
+``server.store.webhooks``); the domain decisions it applies are written
+once, above it (``server.core.decide``, the renderer in
+``server.core.render``), never in a backend.
 
 Guarantees every backend gives (the contract suite in
 ``tests/store/test_contract.py`` checks each one):
@@ -26,7 +29,8 @@ Guarantees every backend gives (the contract suite in
   holder's rows are taken over once their lease lapsed: liveness is never
   guessed from process ids, so it works across hosts.
 - **Leases carry a term.** ``take_lease`` returns a new term when the holder
-  changes; only the holder of the current term can renew it.
+  changes; only the holder of the current term can renew it. (Leases and
+  archive claims: ``server.store.claims.ClaimStore``.)
 - **Cursors are opaque strings.** Callers pass back what they were given; a
   string the store did not hand out raises ``BadCursor``.
 - **Webhooks** (endpoints, their messages and attempts) are stated in
@@ -39,7 +43,8 @@ Guarantees every backend gives (the contract suite in
   raises ``StoreClosed``.
 - **Submit records hold idempotency keys across processes.** At most one
   record holds a given ``Idempotency-Key`` at a time, whichever process or
-  replica asks (``begin_submit``); the guarantees are on the methods.
+  replica asks (``begin_submit``); the guarantees are on the methods
+  (``server.store.submits.SubmitStore``).
 
 Errors a backend raises (all in ``server.errors``): ``StoreClosed``,
 ``StoreUnavailable`` (the database cannot be used now: 503), ``Overloaded``
@@ -52,13 +57,26 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from server.core.decide import Incoming
 from server.core.ids import task_key
 from server.core.types import TaskRecord
 from server.errors import ConfigError, ProviderMismatch
+from server.store.claims import ClaimStore
+from server.store.records import (
+    ArchiveJob,
+    Delivery,
+    DueTask,
+    Event,
+    IngestOutcome,
+    Pruned,
+    QuarantineItem,
+    Registration,
+    SubmitRecord,
+    SubmitStart,
+)
+from server.store.submits import SubmitStore
 from server.store.webhooks import WebhookStore
 
 __all__ = [
@@ -89,164 +107,10 @@ CONCERNS: tuple[str, ...] = ("conflicts", "archive_failed", "gap_filled")
 WorkKind = Literal["archive", "events", "webhooks"]
 
 
-# -- records ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IngestOutcome:
-    """What one ``Incoming`` did, read in the same transaction that applied it."""
-
-    task_id: str
-    provider: str
-    status: str
-    duplicate: bool  # byte-identical to a delivery already kept: nothing changed
-    changed: bool  # the merged state changed
-    became_final: bool
-    archive_queued: int = 0  # archive rows this ingest added
-    #: The status before this ingest (``pending`` for a task it created).
-    previous: str = "pending"
-    #: The task is held under another provider than the item named: nothing was
-    #: merged, and the body went to quarantine (``quarantine_id``).
-    mismatch: bool = False
-    quarantine_id: int | None = None
-    #: Ids of the events this ingest committed, in order.
-    events: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Registration:
-    """A task to expect (``POST /tasks``)."""
-
-    provider: str
-    task_id: str
-    trace_id: str | None = None
-    metadata: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class DueTask:
-    """An unfinished task the reconciler should ask about."""
-
-    task_id: str
-    provider: str
-    created_at: float
-    checks: int
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One distinct raw body kept for a task."""
-
-    id: int
-    source: str
-    received_at: float
-    sha256: str
-    body: bytes
-    #: The status the body reported (None: it said nothing about progress).
-    status: str | None
-    #: Whether merging it changed the task.
-    changed: bool
-
-
-@dataclass(frozen=True)
-class QuarantineItem:
-    """A delivery kept but not merged, with why."""
-
-    id: int
-    provider: str
-    received_at: float
-    reason: str
-    message: str
-    headers: Mapping[str, str]
-    sha256: str
-    body: bytes
-
-
-@dataclass(frozen=True)
-class ArchiveJob:
-    """One result file to copy, as claimed by an archiver."""
-
-    task_key: str
-    url: str
-    attempts: int  # failed attempts so far
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class Pruned:
-    """What one ``Store.prune`` dropped."""
-
-    bodies: int = 0
-    bytes: int = 0
-    quarantine_rows: int = 0
-    quarantine_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event of the outbox, as committed.
-
-    ``body`` is the exact JSON text ``{"type", "timestamp", "data"}`` written
-    in the transaction of the change; it never changes afterwards.
-    """
-
-    id: str
-    type: str
-    task_key: str
-    provider: str
-    created_at: float
-    body: str
-
-
-@dataclass(frozen=True)
-class SubmitStart:
-    """A ``POST /submit`` about to call upstream, as ``begin_submit`` records it.
-
-    ``status``/``body`` is the answer the record gives if it is never
-    finished (its process died during the call): the pessimistic one.
-    """
-
-    provider: str
-    key: str | None  # the Idempotency-Key, if the client sent one
-    fingerprint: str  # a digest of what was asked: the same key with another one is refused
-    status: int
-    body: str  # JSON text
-    lapse_after: float  # seconds the call may take before the record counts as answered
-    hold_for: float  # seconds the key stays held from now (until finish_submit says otherwise)
-    forget_before: float  # records begun before this moment may be dropped
-
-
-@dataclass(frozen=True)
-class SubmitRecord:
-    """One ``POST /submit`` as kept: what was asked, and the answer once there is one."""
-
-    id: int
-    provider: str
-    key: str | None
-    fingerprint: str
-    #: False while the creation call is in flight (see ``lapses_at``).
-    answered: bool
-    #: The answer (HTTP status, JSON text); while in flight, the one given should it lapse.
-    status: int
-    body: str
-    task_id: str | None
-    trace_id: str | None
-    created_at: float
-    answered_at: float | None
-    #: An unanswered record counts as answered with ``status``/``body`` from then on.
-    lapses_at: float
-    #: Until when ``key`` answers with this record (None: it holds no key).
-    holds_key_until: float | None
-
-    def settled(self, now: float) -> bool:
-        """Answered, or lapsed (its call died with its process): ``status``/``body`` stand."""
-        return self.answered or self.lapses_at <= now
-
-
 # -- the contract ----------------------------------------------------------------------
 
 
-class Store(WebhookStore, abc.ABC):
+class Store(ClaimStore, SubmitStore, WebhookStore, abc.ABC):
     """Every operation taskhook does on its database, whatever the backend."""
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -475,86 +339,6 @@ class Store(WebhookStore, abc.ABC):
         same ``expected`` exactly one succeeds.
         """
 
-    # -- leases ------------------------------------------------------------------------
-
-    @abc.abstractmethod
-    async def take_lease(self, name: str, holder: str, ttl: float) -> int | None:
-        """Take the lease ``name`` for ``ttl`` seconds; its term, or None if another holds it.
-
-        Free or lapsed: ``holder`` gets it with a new, higher term. Held by
-        ``holder`` and not lapsed: extended, same term. Held by someone else
-        and not lapsed: None.
-        """
-
-    @abc.abstractmethod
-    async def renew_lease(self, name: str, holder: str, term: int, ttl: float) -> bool:
-        """Extend the lease by ``ttl`` if ``holder`` still holds ``term`` and it has not lapsed.
-
-        False means the lease is lost (lapsed, or another holder took a newer
-        term): stop the work it guarded at once. A stale holder can never renew.
-        """
-
-    @abc.abstractmethod
-    async def release_lease(self, name: str, holder: str) -> None:
-        """Give the lease up if ``holder`` holds it (on shutdown), so another takes it at once."""
-
-    # -- the archive queue -------------------------------------------------------------
-
-    @abc.abstractmethod
-    async def enqueue_missing_archives(self) -> int:
-        """Queue every result of every succeeded task that has no archive row; how many."""
-
-    @abc.abstractmethod
-    async def claim_archives(
-        self, holder: str, limit: int, lease: float, due_by: float | None = None
-    ) -> list[ArchiveJob]:
-        """Claim up to ``limit`` rows due by ``due_by`` (default now) for ``lease`` seconds.
-
-        Exclusive: a row is claimed by one holder at a time, across processes
-        and hosts. A row whose claim lapsed (its holder died or stopped
-        renewing) is claimable again.
-        """
-
-    @abc.abstractmethod
-    async def renew_archive_claims(self, holder: str, lease: float) -> int:
-        """Extend every claim ``holder`` has by ``lease`` seconds from now; how many."""
-
-    @abc.abstractmethod
-    async def reschedule_archives(self, include_failed: bool = False) -> float:
-        """Make every pending row (and failed ones, if asked) due now; returns that moment."""
-
-    @abc.abstractmethod
-    async def finish_archive(
-        self, job: ArchiveJob, holder: str, sha256: str, size: int, content_type: str
-    ) -> None:
-        """Record a copy (only while ``holder`` still holds the claim).
-
-        When this settles the task's last copy (every result copied or failed
-        for good), the ``task.archived`` event is committed with it.
-        """
-
-    @abc.abstractmethod
-    async def fail_archive(
-        self, job: ArchiveJob, holder: str, error: str, message: str, retry_at: float | None
-    ) -> None:
-        """Record a failed attempt: pending again at ``retry_at``, or failed for good (None).
-
-        Only while ``holder`` still holds the claim; a final failure that
-        settles the task's last copy commits ``task.archived`` with it.
-        """
-
-    @abc.abstractmethod
-    async def release_archives(self, holder: str) -> int:
-        """Give back every row ``holder`` is running (on shutdown); how many."""
-
-    @abc.abstractmethod
-    async def archive_counts(self) -> dict[str, int]:
-        """Archive rows by status."""
-
-    @abc.abstractmethod
-    async def archived_file(self, sha256: str) -> tuple[str, int] | None:
-        """``(content_type, bytes)`` of a copy with that digest, or None."""
-
     # -- the outbox --------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -575,44 +359,6 @@ class Store(WebhookStore, abc.ABC):
     @abc.abstractmethod
     async def prune_events(self, before: float) -> int:
         """Drop the events committed before ``before`` (EVENT_RETENTION); how many."""
-
-    # -- submits -----------------------------------------------------------------------
-
-    @abc.abstractmethod
-    async def begin_submit(self, start: SubmitStart) -> tuple[SubmitRecord, bool]:
-        """Record a submit about to call upstream, or return the record holding its key.
-
-        Atomic across processes. When ``start.key`` is None, or no record
-        holds that key now (none has it, or its hold ran out), a new
-        unanswered record is kept, holding the key for ``start.hold_for``
-        seconds, and returned with True: the caller may call upstream. Else
-        the record holding the key is returned unchanged with False (the
-        caller compares fingerprints and answers from it). At most one record
-        holds a key at any moment. Records begun before ``start.forget_before``
-        that hold no key may be dropped in the same transaction.
-        """
-
-    @abc.abstractmethod
-    async def finish_submit(
-        self,
-        submit_id: int,
-        status: int,
-        body: str,
-        *,
-        task_id: str | None = None,
-        trace_id: str | None = None,
-        hold_for: float | None = None,
-    ) -> SubmitRecord:
-        """Record the answer of submit ``submit_id``; returns the record as kept.
-
-        ``hold_for`` None lets go of the key at once (the client may use it
-        again); a number keeps it held for that many seconds from now, so the
-        key answers with this record until then. Committed before it returns.
-        """
-
-    @abc.abstractmethod
-    async def get_submit(self, submit_id: int) -> SubmitRecord | None:
-        """The submit record ``submit_id``, or None (also for ids no record could have)."""
 
     # -- work signals ------------------------------------------------------------------
 

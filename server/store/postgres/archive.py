@@ -18,7 +18,9 @@ the last one settled and commits ``task.archived``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import psycopg
 
@@ -26,8 +28,10 @@ from server.archive.download import url_expiry
 from server.core.codec import state_from_dict
 from server.core.decide import ARCHIVED
 from server.core.types import ArchiveOutcome
+from server.store import statements
 from server.store.base import ArchiveJob
 from server.store.postgres import events as outbox
+from server.store.postgres.connection import pyformat
 from server.store.postgres.listener import CHANNEL
 from server.store.postgres.rows import (
     ARCHIVE_COLUMNS,
@@ -38,6 +42,9 @@ from server.store.postgres.rows import (
     task_record,
 )
 from server.store.postgres.values import DB_NOW
+from server.store.sql import SQLStore
+
+Conn = psycopg.AsyncConnection
 
 _CLAIM = f"""
 WITH due AS (
@@ -54,6 +61,9 @@ SET status = 'running', claimed_by = %(holder)s, claimed_until = {DB_NOW} + %(le
 FROM due WHERE a.task_key = due.task_key AND a.url = due.url
 RETURNING a.{ARCHIVE_JOB_COLUMNS.replace(", ", ", a.")}, a.next_attempt_at
 """
+
+_RELEASE = pyformat(statements.RELEASE_ARCHIVES)
+_UNSETTLED = pyformat(statements.UNSETTLED_COPIES)
 
 _INSERT = (
     "INSERT INTO archives (task_key, url, status, next_attempt_at, expires_at, created_at,"
@@ -79,9 +89,7 @@ async def enqueue_missing(conn: psycopg.AsyncConnection, now: float) -> int:
         for url in sorted({r.url for r in state.results}):
             cur = await conn.execute(_INSERT, (key, url, now, url_expiry(url, finished), now, now))
             added += max(cur.rowcount, 0)
-    if added:
-        await conn.execute("SELECT pg_notify(%s, 'archive')", (CHANNEL,))
-    return added
+    return await _requeued(conn, added)
 
 
 async def claim(
@@ -121,72 +129,31 @@ async def reschedule(conn: psycopg.AsyncConnection, now: float, include_failed: 
         " WHERE status = ANY(%s)",
         (now, now, statuses),
     )
-    if cur.rowcount:
-        await conn.execute("SELECT pg_notify(%s, 'archive')", (CHANNEL,))
-    return max(cur.rowcount, 0)
+    return await _requeued(conn, cur.rowcount)
 
 
-async def finish(
-    conn: psycopg.AsyncConnection,
-    job: ArchiveJob,
-    holder: str,
-    sha256: str,
-    size: int,
-    content_type: str,
-    now: float,
+async def settle(
+    conn: psycopg.AsyncConnection, key: str, statement: str, params: Any, now: float, final: bool
 ) -> tuple[str, ...]:
-    """Record a copy while ``holder`` holds the claim; the ``task.archived`` event ids."""
-    await _lock_task(conn, job.task_key)
-    cur = await conn.execute(
-        "UPDATE archives SET status = 'done', sha256 = %s, bytes = %s, content_type = %s,"
-        " error = NULL, message = NULL, claimed_by = NULL, claimed_until = NULL,"
-        " updated_at = %s WHERE task_key = %s AND url = %s AND claimed_by = %s",
-        (sha256, size, content_type, now, job.task_key, job.url, holder),
-    )
-    return await _archived_event(conn, job.task_key, now) if cur.rowcount == 1 else ()
-
-
-async def fail(
-    conn: psycopg.AsyncConnection,
-    job: ArchiveJob,
-    holder: str,
-    error: str,
-    message: str,
-    retry_at: float | None,
-    now: float,
-) -> tuple[str, ...]:
-    """Record a failed attempt: pending again at ``retry_at``, or failed for good (None)."""
-    await _lock_task(conn, job.task_key)
-    cur = await conn.execute(
-        "UPDATE archives SET status = %s, error = %s, message = %s, attempts = attempts + 1,"
-        " next_attempt_at = COALESCE(%s, next_attempt_at), claimed_by = NULL,"
-        " claimed_until = NULL, updated_at = %s"
-        " WHERE task_key = %s AND url = %s AND claimed_by = %s",
-        (
-            "failed" if retry_at is None else "pending",
-            error,
-            message,
-            retry_at,
-            now,
-            job.task_key,
-            job.url,
-            holder,
-        ),
-    )
-    if cur.rowcount != 1 or retry_at is not None:
+    """Settle one copy of task ``key`` (``statement``: a finish or a failure, guarded by the
+    claim); when ``final`` and it was the task's last copy, ``task.archived``: its ids."""
+    await _lock_task(conn, key)
+    cur = await conn.execute(statement, params)
+    if cur.rowcount != 1 or not final:
         return ()
-    return await _archived_event(conn, job.task_key, now)
+    return await _archived_event(conn, key, now)
 
 
 async def release(conn: psycopg.AsyncConnection, holder: str, now: float) -> int:
-    cur = await conn.execute(
-        "UPDATE archives SET status = 'pending', claimed_by = NULL, claimed_until = NULL,"
-        " next_attempt_at = %s, updated_at = %s WHERE status = 'running' AND claimed_by = %s",
-        (now, now, holder),
-    )
-    if cur.rowcount:
+    cur = await conn.execute(_RELEASE, (now, now, holder))
+    return await _requeued(conn, cur.rowcount)
+
+
+async def _requeued(conn: psycopg.AsyncConnection, rows: int) -> int:
+    """``rows`` due again: wake every replica's archiver (at commit); how many."""
+    if rows > 0:
         await conn.execute("SELECT pg_notify(%s, 'archive')", (CHANNEL,))
-    return max(cur.rowcount, 0)
+    return max(rows, 0)
 
 
 async def shown(
@@ -212,13 +179,7 @@ async def _lock_task(conn: psycopg.AsyncConnection, key: str) -> None:
 
 async def _archived_event(conn: psycopg.AsyncConnection, key: str, now: float) -> tuple[str, ...]:
     """``task.archived`` once every copy of the task is done or failed for good."""
-    row = await (
-        await conn.execute(
-            "SELECT count(*) FROM archives"
-            " WHERE task_key = %s AND status NOT IN ('done', 'failed')",
-            (key,),
-        )
-    ).fetchone()
+    row = await (await conn.execute(_UNSETTLED, (key,))).fetchone()
     if row is None or row[0]:
         return ()
     task = await (
@@ -231,3 +192,54 @@ async def _archived_event(conn: psycopg.AsyncConnection, key: str, now: float) -
     await conn.execute("SELECT pg_notify(%s, 'events')", (CHANNEL,))
     await outbox.add_events(conn, pending)
     return tuple(e.id for e in pending)
+
+
+class PostgresArchives(SQLStore):
+    """The archive queue of the PostgreSQL store (a mixin of ``PostgresStore``)."""
+
+    # Provided by PostgresStore.
+    _write: Callable[..., Awaitable[Any]]
+
+    async def _queued(self, what: str, fn: Callable[[Conn], Awaitable[int]]) -> int:
+        """Run ``fn``; rows it made due wake this process's archivers at once."""
+        rows: int = await self._write(what, fn)
+        if rows:
+            self._signals.notify("archive")
+        return rows
+
+    async def _settle_archive(
+        self, what: str, key: str, statement: str, params: Sequence[Any], final: bool, now: float
+    ) -> None:
+        sql = pyformat(statement)
+        if await self._write(what, lambda c: settle(c, key, sql, params, now, final)):
+            self._signals.notify("events")
+
+    async def enqueue_missing_archives(self) -> int:
+        now = time.time()
+        return await self._queued("queueing archive copies", lambda c: enqueue_missing(c, now))
+
+    async def claim_archives(
+        self, holder: str, limit: int, lease: float, due_by: float | None = None
+    ) -> list[ArchiveJob]:
+        now = time.time()
+        claimed: list[ArchiveJob] = await self._write(
+            "claiming archive copies", lambda c: claim(c, holder, limit, lease, now, due_by)
+        )
+        return claimed
+
+    async def renew_archive_claims(self, holder: str, lease: float) -> int:
+        renewed: int = await self._write(
+            "renewing archive claims", lambda c: renew(c, holder, lease)
+        )
+        return renewed
+
+    async def reschedule_archives(self, include_failed: bool = False) -> float:
+        now = time.time()
+        await self._queued(
+            "rescheduling archive copies", lambda c: reschedule(c, now, include_failed)
+        )
+        return now
+
+    async def release_archives(self, holder: str) -> int:
+        now = time.time()
+        return await self._queued("releasing archive claims", lambda c: release(c, holder, now))

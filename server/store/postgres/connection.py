@@ -172,3 +172,8 @@ async def unavailable(url: str, what: str) -> AsyncIterator[None]:
                 f" ({_reason(exc, url)}); retry later"
             ) from exc
         raise
+
+
+def pyformat(sql: str) -> str:
+    """Shared SQL text (``?`` placeholders, ``server.store.statements``) as psycopg takes it."""
+    return sql.replace("%", "%%").replace("?", "%s")

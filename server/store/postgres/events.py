@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -29,12 +29,8 @@ import psycopg
 from server.core.ids import event_id
 from server.core.render import event_text, task_json
 from server.core.types import ArchiveOutcome, TaskRecord
-from server.errors import BadCursor
 from server.store.postgres.rows import dumps
-
-#: The cursor meaning "before the first event".
-START = "0"
-MAX_SEQ = 2**63 - 1
+from server.store.records import Event
 
 _INSERT = """
 WITH counter AS (UPDATE event_counter SET seq = seq + %(n)s RETURNING seq)
@@ -46,16 +42,8 @@ FROM counter, unnest(%(ids)s::text[], %(types)s::text[], %(keys)s::text[],
 """
 
 
-@dataclass(frozen=True)
-class PendingEvent:
-    """An event rendered in its transaction, waiting for its seq."""
-
-    id: str
-    type: str
-    task_key: str
-    provider: str
-    created_at: float
-    body: str
+#: An event rendered in its transaction, waiting for its seq: the committed record's fields.
+PendingEvent = Event
 
 
 def render(
@@ -103,12 +91,3 @@ async def add_events(conn: psycopg.AsyncConnection, events: Sequence[PendingEven
         "bodies": [e.body for e in events],
     }
     await conn.execute(_INSERT, params)
-
-
-def parse_cursor(cursor: str | None) -> int:
-    """The seq a cursor stands after; ``BadCursor`` for a string we did not hand out."""
-    if cursor is None:
-        return 0
-    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 or int(cursor) > MAX_SEQ:
-        raise BadCursor(f"cursor {cursor[:40]!r} is not one this API gave out")
-    return int(cursor)

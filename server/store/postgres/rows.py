@@ -1,95 +1,24 @@
-"""How PostgreSQL rows read back as the contract's records, and how JSON is written.
+"""How JSON is written on PostgreSQL; the shared column lists and converters under their older name.
 
 JSON documents are stored as ``text`` written by ``dumps``: ASCII only
 (``ensure_ascii``), so any character a payload carried (NUL, lone
 surrogates, any language) travels as a JSON escape that PostgreSQL's
-``text`` accepts and ``json.loads`` gives back unchanged.
+``text`` accepts and ``json.loads`` gives back unchanged. The rows read back
+as records through ``server.store.rows``, the same for every backend.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
-from server.core.codec import state_from_dict
-from server.core.types import ArchiveOutcome, TaskRecord
-from server.store.base import ArchiveJob, Delivery, DueTask, Event, QuarantineItem
+from server.store import rows
+from server.store.rows import *  # noqa: F403
+
+__all__ = ["dumps"]
+__all__ += rows.__all__
 
 
 def dumps(value: Any) -> str:
     """Compact, ASCII-only JSON text."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
-
-
-TASK_COLUMNS = (
-    "key, task_id, provider, state, metadata, created_at, updated_at, completed_at,"
-    " deliveries, checks, next_check_at, last_source"
-)
-
-
-def task_record(row: Sequence[Any]) -> TaskRecord:
-    """A ``tasks`` row, selected as ``TASK_COLUMNS``, as a record."""
-    return TaskRecord(
-        state=state_from_dict(json.loads(row[3])),
-        metadata=json.loads(row[4]),
-        created_at=row[5],
-        updated_at=row[6],
-        completed_at=row[7],
-        deliveries=row[8],
-        checks=row[9],
-        next_check_at=row[10],
-        last_source=row[11],
-    )
-
-
-ARCHIVE_COLUMNS = "task_key, url, status, sha256, bytes, content_type, error, message, attempts"
-#: The archive rows a task shows: copied, or with a failure to tell.
-SHOWN_ARCHIVES = "(status = 'done' OR error IS NOT NULL)"
-
-
-def archive_outcome(row: Sequence[Any]) -> tuple[str, str, ArchiveOutcome]:
-    """(task_key, url, outcome) of a row selected as ``ARCHIVE_COLUMNS``."""
-    key, url, status, sha256, size, content_type, error, message, attempts = row
-    return key, url, ArchiveOutcome(status, sha256, size, content_type, error, message, attempts)
-
-
-DUE_COLUMNS = "task_id, provider, created_at, checks"
-
-
-def due_task(row: Sequence[Any]) -> DueTask:
-    return DueTask(row[0], row[1], row[2], row[3])
-
-
-DELIVERY_COLUMNS = "id, source, received_at, sha256, body, status, changed"
-
-
-def delivery(row: Sequence[Any]) -> Delivery:
-    ident, source, received_at, sha256, body, status, changed = row
-    return Delivery(ident, source, received_at, sha256, bytes(body), status, bool(changed))
-
-
-QUARANTINE_COLUMNS = "id, provider, received_at, reason, message, headers, sha256, body"
-
-
-def quarantined(row: Sequence[Any]) -> QuarantineItem:
-    ident, provider, received_at, reason, message, headers, sha256, body = row
-    return QuarantineItem(
-        ident, provider, received_at, reason, message, json.loads(headers), sha256, bytes(body)
-    )
-
-
-ARCHIVE_JOB_COLUMNS = "task_key, url, attempts, expires_at"
-
-
-def archive_job(row: Sequence[Any]) -> ArchiveJob:
-    return ArchiveJob(row[0], row[1], row[2], row[3])
-
-
-EVENT_COLUMNS = "seq, id, type, task_key, provider, created_at, body"
-
-
-def event_row(row: Sequence[Any]) -> tuple[int, Event]:
-    """(seq, event) of a row selected as ``EVENT_COLUMNS``."""
-    seq, ident, event_type, key, provider, created_at, body = row
-    return seq, Event(ident, event_type, key, provider, created_at, body)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.errors import SchemaTooNew
+from server.store.migrations import refuse_newer
 
 #: ``pg_advisory_xact_lock`` key of the migration (any constant; 'taskhook' in ASCII).
 MIGRATION_LOCK = 0x7461736B686F6F6B
@@ -280,11 +280,7 @@ async def migrate(conn: Any) -> int:
         await conn.execute(_VERSION_TABLE)
         row = await (await conn.execute("SELECT version FROM taskhook_schema")).fetchone()
         version = 0 if row is None else int(row[0])
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"the database is at schema version {version}, this taskhook knows up to "
-                f"{SCHEMA_VERSION}; upgrade taskhook or point DATABASE_URL elsewhere"
-            )
+        refuse_newer(version, SCHEMA_VERSION)
         for number in range(version, SCHEMA_VERSION):
             for statement in MIGRATIONS[number]:
                 await conn.execute(statement)

@@ -1,168 +1,85 @@
-"""Submit records on PostgreSQL: begin, finish and read (``Store.begin_submit`` and the others).
+"""Submit records on PostgreSQL: begin and finish (``Store.begin_submit``, ``finish_submit``).
 
 "At most one record holds a key", across replicas: the partial unique index
 ``submits_held_key`` allows one holder per key, and ``begin`` inserts with
 ``ON CONFLICT … DO NOTHING``. Two replicas beginning with one key at once:
 PostgreSQL makes the second insert wait for the first transaction, then
 finds the conflict and inserts nothing; the second then reads the first's
-record and answers from it.
+record and answers from it. The statements are the shared ones
+(``server.store.statements``).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
 
-from server.store.base import Store, SubmitRecord, SubmitStart
+from server.store import statements as sql
+from server.store.postgres.connection import pyformat
+from server.store.records import SubmitRecord, SubmitStart
+from server.store.rows import SUBMIT_COLUMNS, submit_record
+from server.store.sql import SQLStore
 
-MAX_ID = 2**63 - 1
-#: Old records dropped by one ``begin_submit`` at most (the rest go with the next ones).
-FORGET_BATCH = 100
-
-COLUMNS = (
-    "id, provider, idempotency_key, fingerprint, answered, status, body, task_id, trace_id,"
-    " created_at, answered_at, lapses_at, key_held_until"
+_FORGET = pyformat(sql.FORGET_SUBMITS)
+_LET_GO = pyformat(sql.LET_GO_OF_KEY)
+_HOLDER = pyformat(sql.HOLDER_OF_KEY)
+_INSERT = pyformat(
+    f"{sql.INSERT_SUBMIT} ON CONFLICT (idempotency_key) WHERE key_held_until IS NOT NULL"
+    f" DO NOTHING RETURNING {SUBMIT_COLUMNS}"
 )
-_HOLDER = f"SELECT {COLUMNS} FROM submits WHERE idempotency_key = %s AND key_held_until IS NOT NULL"
+_FINISH = pyformat(f"{sql.FINISH_SUBMIT} RETURNING {SUBMIT_COLUMNS}")
 
 
-def record(row: Sequence[Any]) -> SubmitRecord:
-    """A ``submits`` row, selected as ``COLUMNS``, as a record."""
-    return SubmitRecord(
-        id=row[0],
-        provider=row[1],
-        key=row[2],
-        fingerprint=row[3],
-        answered=bool(row[4]),
-        status=row[5],
-        body=row[6],
-        task_id=row[7],
-        trace_id=row[8],
-        created_at=row[9],
-        answered_at=row[10],
-        lapses_at=row[11],
-        holds_key_until=row[12],
-    )
+async def _holder(conn: psycopg.AsyncConnection, key: str | None) -> tuple[Any, ...] | None:
+    return await (await conn.execute(_HOLDER, (key,))).fetchone()
 
 
 async def begin(
     conn: psycopg.AsyncConnection, start: SubmitStart, now: float
 ) -> tuple[SubmitRecord, bool]:
     """One transaction: let go of a key whose hold ran out, then take it or return its holder."""
-    await conn.execute(
-        "DELETE FROM submits WHERE id IN (SELECT id FROM submits WHERE created_at < %s"
-        " AND (key_held_until IS NULL OR key_held_until <= %s) ORDER BY id LIMIT %s)",
-        (start.forget_before, now, FORGET_BATCH),
-    )
+    await conn.execute(_FORGET, sql.forget_submits(start, now))
     if start.key is not None:
-        await conn.execute(
-            "UPDATE submits SET key_held_until = NULL"
-            " WHERE idempotency_key = %s AND key_held_until <= %s",
-            (start.key, now),
-        )
-        held = await (await conn.execute(_HOLDER, (start.key,))).fetchone()
+        await conn.execute(_LET_GO, (start.key, now))
+        held = await _holder(conn, start.key)
         if held is not None:
-            return record(held), False
-    inserted = await (
-        await conn.execute(
-            "INSERT INTO submits (provider, idempotency_key, fingerprint, status, body,"
-            " created_at, lapses_at, key_held_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (idempotency_key) WHERE key_held_until IS NOT NULL DO NOTHING"
-            f" RETURNING {COLUMNS}",
-            (
-                start.provider,
-                start.key,
-                start.fingerprint,
-                start.status,
-                start.body,
-                now,
-                now + start.lapse_after,
-                now + start.hold_for if start.key is not None else None,
-            ),
-        )
-    ).fetchone()
+            return submit_record(held), False
+    inserted = await (await conn.execute(_INSERT, sql.new_submit(start, now))).fetchone()
     if inserted is not None:
-        return record(inserted), True
-    held = await (await conn.execute(_HOLDER, (start.key,))).fetchone()  # took it meanwhile
+        return submit_record(inserted), True
+    held = await _holder(conn, start.key)  # took it meanwhile
     assert held is not None, "an insert that conflicted on a held key has a holder"
-    return record(held), False
+    return submit_record(held), False
 
 
 async def finish(
-    conn: psycopg.AsyncConnection,
-    submit_id: int,
-    status: int,
-    body: str,
-    task_id: str | None,
-    trace_id: str | None,
-    hold_for: float | None,
-    now: float,
+    conn: psycopg.AsyncConnection, submit_id: int, params: Sequence[Any]
 ) -> SubmitRecord:
-    """Keep the answer; hold the key ``hold_for`` more seconds, or let go of it (None).
-
-    A record that no longer holds its key does not take it back.
-    """
-    row = await (
-        await conn.execute(
-            "UPDATE submits SET answered = true, status = %s, body = %s, task_id = %s,"
-            " trace_id = %s, answered_at = %s,"
-            " key_held_until = CASE WHEN key_held_until IS NULL OR %s THEN NULL ELSE %s END"
-            f" WHERE id = %s RETURNING {COLUMNS}",
-            (
-                status,
-                body,
-                task_id,
-                trace_id,
-                now,
-                hold_for is None,
-                now + (hold_for or 0),
-                submit_id,
-            ),
-        )
-    ).fetchone()
+    """Keep the answer (``FINISH_SUBMIT`` with ``params``); the record as kept."""
+    row = await (await conn.execute(_FINISH, params)).fetchone()
     if row is None:
         raise LookupError(f"no submit record {submit_id}")
-    return record(row)
+    return submit_record(row)
 
 
-class PostgresSubmits(Store):
+class PostgresSubmits(SQLStore):
     """The submit records of the PostgreSQL store (a mixin of ``PostgresStore``)."""
 
     # Provided by PostgresStore.
     _write: Callable[..., Awaitable[Any]]
-    _fetchone: Callable[..., Awaitable[tuple[Any, ...] | None]]
 
-    async def begin_submit(self, start: SubmitStart) -> tuple[SubmitRecord, bool]:
-        now = time.time()
+    async def _begin_submit(self, start: SubmitStart, now: float) -> tuple[SubmitRecord, bool]:
         began: tuple[SubmitRecord, bool] = await self._write(
             "recording a submit", lambda c: begin(c, start, now)
         )
         return began
 
-    async def finish_submit(
-        self,
-        submit_id: int,
-        status: int,
-        body: str,
-        *,
-        task_id: str | None = None,
-        trace_id: str | None = None,
-        hold_for: float | None = None,
+    async def _finish_submit(
+        self, submit_id: int, params: Sequence[Any], size: int
     ) -> SubmitRecord:
-        now = time.time()
         finished: SubmitRecord = await self._write(
-            "recording a submit's answer",
-            lambda c: finish(c, submit_id, status, body, task_id, trace_id, hold_for, now),
+            "recording a submit's answer", lambda c: finish(c, submit_id, params)
         )
         return finished
-
-    async def get_submit(self, submit_id: int) -> SubmitRecord | None:
-        if not 0 < submit_id <= MAX_ID:
-            return None
-        row = await self._fetchone(
-            "reading a submit", f"SELECT {COLUMNS} FROM submits WHERE id = %s", (submit_id,)
-        )
-        return record(row) if row is not None else None

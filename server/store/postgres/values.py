@@ -6,18 +6,16 @@ a pipeline too: they need no answer before the next statement).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 
+from server.store import statements
+from server.store.postgres.connection import pyformat
 from server.store.postgres.rows import dumps
 
-_INSERT_QUARANTINE = (
-    "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
-)
+_INSERT_QUARANTINE = pyformat(f"{statements.INSERT_QUARANTINE} RETURNING id")
 
 # Beyond the cap the oldest rows go, and how many went is counted, in one statement.
 _CAP_QUARANTINE = """
@@ -40,18 +38,8 @@ async def insert_quarantine(
     now: float,
 ) -> psycopg.AsyncCursor[Any]:
     """Queue the insert of a quarantine row; the cursor answers its id (``RETURNING id``)."""
-    return await conn.execute(
-        _INSERT_QUARANTINE,
-        (
-            provider,
-            now,
-            reason,
-            message,
-            dumps(dict(headers)),
-            hashlib.sha256(body).hexdigest(),
-            body,
-        ),
-    )
+    params = statements.new_quarantine(provider, body, dumps(dict(headers)), reason, message, now)
+    return await conn.execute(_INSERT_QUARANTINE, params)
 
 
 async def cap_quarantine(

@@ -7,25 +7,36 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable
+from typing import Any
 
 from server.archive.download import url_expiry
 from server.core.codec import state_from_dict
 from server.core.decide import ARCHIVED
 from server.core.types import Status
+from server.store import statements
 from server.store.base import ArchiveJob
+from server.store.rows import TASK_COLUMNS, task_record
 from server.store.sqlite.events import add_events
-from server.store.sqlite.rows import TASK_COLUMNS, task_record
 
 
-def enqueue_archives(conn: sqlite3.Connection, key: str, urls: Sequence[str], now: float) -> int:
-    """One pending row per URL not queued yet for this task; returns how many were added."""
+def enqueue_archives(
+    conn: sqlite3.Connection,
+    key: str,
+    urls: Iterable[str],
+    now: float,
+    finished: float | None = None,
+) -> int:
+    """One pending row per URL not queued yet for this task; returns how many were added.
+
+    URLs that do not say when they expire count from ``finished`` (default: now).
+    """
     added = 0
     for url in dict.fromkeys(urls):
         added += conn.execute(
             "INSERT OR IGNORE INTO archives (task_key, url, status, next_attempt_at,"
             " expires_at, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?)",
-            (key, url, now, url_expiry(url, now), now, now),
+            (key, url, now, url_expiry(url, now if finished is None else finished), now, now),
         ).rowcount
     return added
 
@@ -42,13 +53,7 @@ def enqueue_missing_archives(conn: sqlite3.Connection, now: float) -> int:
     ).fetchall()
     for key, encoded, completed_at in rows:
         state = state_from_dict(json.loads(encoded))
-        finished = completed_at if completed_at is not None else now
-        for url in dict.fromkeys(r.url for r in state.results):
-            added += conn.execute(
-                "INSERT OR IGNORE INTO archives (task_key, url, status, next_attempt_at,"
-                " expires_at, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?)",
-                (key, url, now, url_expiry(url, finished), now, now),
-            ).rowcount
+        added += enqueue_archives(conn, key, (r.url for r in state.results), now, completed_at)
     return added
 
 
@@ -81,64 +86,19 @@ def claim_archives(
     return [ArchiveJob(*row) for row in rows]
 
 
-def finish_archive(
-    conn: sqlite3.Connection,
-    job: ArchiveJob,
-    holder: str,
-    sha256: str,
-    size: int,
-    content_type: str,
-    now: float,
+def settle(
+    conn: sqlite3.Connection, key: str, statement: str, params: Any, now: float, final: bool
 ) -> tuple[str, ...]:
-    """Record a copy while ``holder`` holds the claim; the ``task.archived`` event ids."""
-    updated = conn.execute(
-        "UPDATE archives SET status = 'done', sha256 = ?, bytes = ?, content_type = ?,"
-        " error = NULL, message = NULL, claimed_by = NULL, claimed_until = NULL,"
-        " updated_at = ? WHERE task_key = ? AND url = ? AND claimed_by = ?",
-        (sha256, size, content_type, now, job.task_key, job.url, holder),
-    ).rowcount
-    return _archived_event(conn, job.task_key, now) if updated else ()
-
-
-def fail_archive(
-    conn: sqlite3.Connection,
-    job: ArchiveJob,
-    holder: str,
-    error: str,
-    message: str,
-    now: float,
-    retry_at: float | None,
-) -> tuple[str, ...]:
-    """Record a failed attempt: pending again at ``retry_at``, or failed for good (None).
-
-    Returns the ids of the ``task.archived`` event a final failure may settle.
-    """
-    updated = conn.execute(
-        "UPDATE archives SET status = ?, error = ?, message = ?, attempts = attempts + 1,"
-        " next_attempt_at = COALESCE(?, next_attempt_at), claimed_by = NULL,"
-        " claimed_until = NULL, updated_at = ? WHERE task_key = ? AND url = ? AND claimed_by = ?",
-        (
-            "failed" if retry_at is None else "pending",
-            error,
-            message,
-            retry_at,
-            now,
-            job.task_key,
-            job.url,
-            holder,
-        ),
-    ).rowcount
-    if not updated or retry_at is not None:
+    """Settle one copy of task ``key`` (``statement``: ``FINISH_ARCHIVE`` or ``FAIL_ARCHIVE``,
+    guarded by the claim); when ``final`` and it was the last copy, ``task.archived``: its ids."""
+    if conn.execute(statement, params).rowcount != 1 or not final:
         return ()
-    return _archived_event(conn, job.task_key, now)
+    return _archived_event(conn, key, now)
 
 
 def _archived_event(conn: sqlite3.Connection, key: str, now: float) -> tuple[str, ...]:
     """``task.archived`` once every copy of the task is done or failed for good."""
-    unsettled = conn.execute(
-        "SELECT count(*) FROM archives WHERE task_key = ? AND status NOT IN ('done', 'failed')",
-        (key,),
-    ).fetchone()[0]
+    unsettled = conn.execute(statements.UNSETTLED_COPIES, (key,)).fetchone()[0]
     if unsettled:
         return ()
     row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?", (key,)).fetchone()
@@ -159,11 +119,7 @@ def reschedule_archives(conn: sqlite3.Connection, now: float, include_failed: bo
 
 def release_archives(conn: sqlite3.Connection, holder: str, now: float) -> int:
     """Give back the rows ``holder`` is running (on shutdown): due again at once."""
-    return conn.execute(
-        "UPDATE archives SET status = 'pending', claimed_by = NULL, claimed_until = NULL,"
-        " next_attempt_at = ?, updated_at = ? WHERE status = 'running' AND claimed_by = ?",
-        (now, now, holder),
-    ).rowcount
+    return conn.execute(statements.RELEASE_ARCHIVES, (now, now, holder)).rowcount
 
 
 def renew_claims(conn: sqlite3.Connection, holder: str, lease: float, now: float) -> int:

@@ -12,27 +12,12 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
 from server.core.ids import event_id
 from server.core.jsontext import dumps
 from server.core.render import event_text, task_json
 from server.core.types import TaskRecord
-from server.errors import BadCursor
-from server.store.base import Event
-from server.store.sqlite.rows import ARCHIVE_COLUMNS, SHOWN_ARCHIVES, archive_outcome
-
-EVENT_COLUMNS = "seq, id, type, task_key, provider, created_at, body"
-
-
-def event_row(row: Sequence[Any]) -> tuple[int, Event]:
-    """(seq, event) of a row selected as ``EVENT_COLUMNS``."""
-    seq, ident, event_type, key, provider, created_at, body = row
-    return seq, Event(ident, event_type, key, provider, created_at, body)
-
-
-#: The cursor meaning "before the first event".
-START = "0"
+from server.store.rows import ARCHIVE_COLUMNS, SHOWN_ARCHIVES, archive_outcome
 
 
 def with_archives(conn: sqlite3.Connection, key: str, record: TaskRecord) -> TaskRecord:
@@ -98,12 +83,3 @@ def event_rows(
         )
         for event_type in types
     ]
-
-
-def parse_cursor(cursor: str | None) -> int:
-    """The ``seq`` a cursor stands after; ``BadCursor`` for a string we did not hand out."""
-    if cursor is None:
-        return 0
-    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 or int(cursor) >= 2**63:
-        raise BadCursor(f"cursor {cursor[:40]!r} is not one this API gave out")
-    return int(cursor)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from server.errors import SchemaTooNew
+from server.store.migrations import refuse_newer
 
 MIGRATIONS: list[list[str]] = [
     # 1: tasks, raw deliveries, quarantine, settings, leases
@@ -247,11 +247,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"the database is at schema version {version}, this taskhook knows up to "
-                f"{SCHEMA_VERSION}; upgrade taskhook or point DATABASE_URL elsewhere"
-            )
+        refuse_newer(version, SCHEMA_VERSION)
         for number in range(version, SCHEMA_VERSION):
             for statement in MIGRATIONS[number]:
                 conn.execute(statement)
