@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench_load import free_port, pinned, stop  # noqa: E402
 from server.core.tokens import callback_token  # noqa: E402
 
 API_TOKEN = "bench-api-token"
@@ -115,18 +115,6 @@ def serve_receiver(port: int, secret_file: str) -> None:
 # -- processes ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pinned(cpu: int | None, argv: list[str]) -> list[str]:
-    if cpu is None or shutil.which("taskset") is None:
-        return argv
-    return ["taskset", "-c", str(cpu), *argv]
-
-
 def wait_up(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -160,16 +148,6 @@ def start_taskhook(
     proc = subprocess.Popen(pinned(cpu, argv), cwd=workdir, env=env, stdout=log, stderr=log)
     wait_up(f"http://127.0.0.1:{port}/healthz", proc)
     return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 # -- load --------------------------------------------------------------------------

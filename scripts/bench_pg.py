@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
-from scripts.bench_ingest import (  # noqa: E402
+from scripts.bench_load import (  # noqa: E402
     CALLBACK_SECRET,
     PROVIDER,
     WRK_SCRIPT,

@@ -11,45 +11,55 @@ docs/profile-ingest.md for the commands that make the files.
 from __future__ import annotations
 
 import argparse
-import collections
 import re
 import sys
 from pathlib import Path
 
-#: (label, the frame's function name as py-spy prints it, up to the " (file:line)").
-ROWS = [
-    ("event loop thread, all", "BaseEventLoop.run_forever"),
-    ("  socket read + HTTP request parsing (uvicorn, h11)", "_SelectorSocketTransport._read_ready"),
-    ("  ASGI app: middleware, routing, the route", "ProxyHeadersMiddleware.__call__"),
-    ("    callback handler (receive_callback)", "receive_callback"),
-    ("      parse the body (json + provider reader)", "parse_body"),
-    ("      hand the job to the writer, await the commit", "Store.ingest"),
-    ("      headers kept with a delivery (safe_headers)", "safe_headers"),
-    ("    the response (JSONResponse + h11 write)", "Response.__call__"),
-    ("  logging (access line + callback line)", "Logger.info"),
-    ("writer thread, all", "Writer._main"),
-    ("  one callback's writes (statements, merge, JSON)", "ingest"),
-    ("    its events (archives read, render, JSON, insert)", "add_events"),
-    ("    JSON encoding (json.dumps, then orjson)", "dumps"),
-    ("  COMMIT and the rest of the group", "Writer._commit_group"),
+#: (label, the function names as py-spy prints them, up to the " (file:line)"): a sample
+#: counts for a row when its stack holds any of the names (the before and after of a change
+#: may name the same work differently).
+ROWS: list[tuple[str, tuple[str, ...]]] = [
+    ("event loop thread, all", ("BaseEventLoop.run_forever",)),
+    (
+        "  socket read + HTTP request parsing (uvicorn, h11)",
+        ("_SelectorSocketTransport._read_ready",),
+    ),
+    ("  the ASGI app, from uvicorn's proxy headers down", ("ProxyHeadersMiddleware.__call__",)),
+    ("    the callback (Starlette route, or the fast path)", ("receive_callback", "accept")),
+    ("      parse the body (json + provider reader)", ("parse_body",)),
+    ("      hand the job to the writer, await the commit", ("Store.ingest", "Writer.run")),
+    (
+        "    the answer (Starlette JSONResponse, or the fast path's send)",
+        ("Response.__call__", "RequestResponseCycle.send"),
+    ),
+    ("  logging (access line + callback line, or the callback line)", ("Logger.info",)),
+    ("writer thread, all", ("Writer._main",)),
+    ("  one callback's writes (statements, merge, JSON)", ("ingest",)),
+    ("    its events (archives read, render, JSON, insert)", ("add_events",)),
+    ("    JSON encoding", ("dumps",)),
+    ("  the group: its jobs, savepoints, COMMIT", ("Writer._commit_group",)),
 ]
 
 _FRAME = re.compile(r" \(.*$")
 
 
-def shares(path: Path) -> tuple[int, collections.Counter[str]]:
-    """(samples, samples per function name counted once per stack)."""
+def shares(path: Path) -> tuple[int, list[tuple[frozenset[str], int]]]:
+    """(samples, each stack as the set of its function names with its sample count)."""
     total = 0
-    inclusive: collections.Counter[str] = collections.Counter()
+    stacks: list[tuple[frozenset[str], int]] = []
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         n = int(count)
         total += n
-        for name in {_FRAME.sub("", frame) for frame in stack.split(";")}:
-            inclusive[name] += n
-    return total, inclusive
+        stacks.append((frozenset(_FRAME.sub("", frame) for frame in stack.split(";")), n))
+    return total, stacks
+
+
+def share(stacks: list[tuple[frozenset[str], int]], names: tuple[str, ...]) -> int:
+    """Samples whose stack holds any of ``names`` (each counted once)."""
+    return sum(n for frames, n in stacks if not frames.isdisjoint(names))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     loaded = [shares(path) for path in args.raw]
     print("| where | " + " | ".join(path.stem for path in args.raw) + " |")
     print("|---|" + "---|" * len(args.raw))
-    for label, name in ROWS:
-        cells = [f"{100 * counts[name] / total:.1f}%" if total else "-" for total, counts in loaded]
+    for label, names in ROWS:
+        cells = [
+            f"{100 * share(stacks, names) / total:.1f}%" if total else "-"
+            for total, stacks in loaded
+        ]
         indent = "&nbsp;" * (len(label) - len(label.lstrip()))
         print(f"| {indent}{label.strip()} | " + " | ".join(cells) + " |")
     print("| samples | " + " | ".join(str(total) for total, _ in loaded) + " |")

@@ -131,9 +131,13 @@ def test_json_logs_of_a_real_server_are_json_and_secret_free(tmp_path):
     for secret in SECRETS:
         assert not any(secret in line for line in lines), secret
     access = [e for e in entries if e["event"] == "http_request"]
-    callback = next(e for e in access if e["path"].startswith("/callbacks/seedance/[redacted]"))
-    assert callback["provider"] == "seedance" and callback["status"] == 200
-    assert any(e.get("task_id") == task_id and e["logger"] == "taskhook.callbacks" for e in entries)
+    callbacks = [e for e in access if e["path"].startswith("/callbacks/seedance/[redacted]")]
+    # The refused callback has its access line; the accepted one has its callback line
+    # instead (one line per callback: provider, task, outcome and client).
+    assert [(e["provider"], e["status"]) for e in callbacks] == [("seedance", 401)]
+    line = next(e for e in entries if e.get("task_id") == task_id and e["event"] == "callback")
+    assert line["logger"] == "taskhook.callbacks" and line["provider"] == "seedance"
+    assert line["client"].startswith("127.0.0.1:") and line["changed"] is True
     assert any(e["logger"] == "uvicorn.error" and e["event"] == "server" for e in entries)
     assert not any("color_message" in e for e in entries)
 

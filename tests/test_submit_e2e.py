@@ -156,19 +156,20 @@ async def up(fake_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def api_client(server: ServerProcess) -> httpx.AsyncClient:
+    """A client of ``server``'s API, signed in with the API token."""
+    return httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=30, trust_env=False)
+
+
 @pytest.fixture
 async def a(servers: tuple[ServerProcess, ServerProcess]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=servers[0].url, headers=AUTH, timeout=30, trust_env=False
-    ) as client:
+    async with api_client(servers[0]) as client:
         yield client
 
 
 @pytest.fixture
 async def b(servers: tuple[ServerProcess, ServerProcess]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=servers[1].url, headers=AUTH, timeout=30, trust_env=False
-    ) as client:
+    async with api_client(servers[1]) as client:
         yield client
 
 
@@ -466,7 +467,7 @@ async def test_a_cut_answer_after_upstream_created_the_task_is_504_and_its_callb
 async def test_no_token_is_503_naming_the_setting_and_sends_nothing(
     bare: ServerProcess, up
 ) -> None:
-    async with httpx.AsyncClient(base_url=bare.url, headers=AUTH, trust_env=False) as api:
+    async with api_client(bare) as api:
         answer = await submit(api, "seedance2", key=unique("no-token"))
         assert answer.status_code == 503
         assert answer.json()["error"]["code"] == "provider_not_configured"
@@ -475,7 +476,7 @@ async def test_no_token_is_503_naming_the_setting_and_sends_nothing(
 
 
 async def test_a_refused_connection_is_502_and_registers_nothing(bare: ServerProcess) -> None:
-    async with httpx.AsyncClient(base_url=bare.url, headers=AUTH, trust_env=False) as api:
+    async with api_client(bare) as api:
         answer = await submit(api, "seedream")
         assert answer.status_code == 502
         assert answer.json()["error"]["code"] == "upstream_unreachable"
@@ -575,9 +576,7 @@ async def test_a_process_killed_during_the_call_leaves_a_key_that_never_creates_
     server = start(tmp_path / "t.db", fake_url, RECONCILER="off")
     key = unique("killed")
     try:
-        async with httpx.AsyncClient(
-            base_url=server.url, headers=AUTH, timeout=30, trust_env=False
-        ) as api:
+        async with api_client(server) as api:
             doomed = asyncio.create_task(submit(api, "seedream", key=key))
 
             async def sent() -> bool:
@@ -588,9 +587,7 @@ async def test_a_process_killed_during_the_call_leaves_a_key_that_never_creates_
             with pytest.raises(httpx.TransportError):
                 await doomed
         server.start()
-        async with httpx.AsyncClient(
-            base_url=server.url, headers=AUTH, timeout=30, trust_env=False
-        ) as api:
+        async with api_client(server) as api:
             waiting = await submit(api, "seedream", key=key)
             assert waiting.status_code == 409  # the record is in the database, still in flight
             # Standing in for SUBMIT_TIMEOUT + 30 s passing: the record lapses.

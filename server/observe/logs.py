@@ -37,6 +37,10 @@ _STANDARD = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
 ) | {"message", "asctime", "taskName", "color_message"}
 
+#: What the text format never adds to a line: the standard attributes, the event's name
+#: (the message starts with it) and the factory's mark.
+_NOT_SHOWN = _STANDARD | {"event", "_redacted"}
+
 #: Chatty libraries whose INFO lines would only repeat what taskhook logs itself.
 _QUIET = ("httpx", "httpcore", "aiosqlite", "asyncio")
 
@@ -60,7 +64,24 @@ class RedactTokens(logging.Filter):
 
 
 def redact_record(record: logging.LogRecord) -> None:
+    """Redact a record in place.
+
+    An access line keeps its five arguments (the JSON format lifts them into
+    fields), its path redacted whole. Any other record with arguments is
+    formatted once and the message redacted once: one pass over the text
+    rather than one per argument, and a secret split across two arguments is
+    caught too. Should formatting fail, each argument is redacted on its own
+    and the handler reports the bad call as logging always does.
+    """
     if isinstance(record.msg, str):
+        if record.args and not _is_access(record):
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad call: left for the handler to report
+                pass
+            else:
+                record.msg, record.args = redact(message), ()
+                return
         record.msg = redact(record.msg)
     if _is_access(record):
         assert isinstance(record.args, tuple)
@@ -182,12 +203,11 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         message = record.message  # set by super().format
-        extras = {
-            k: v
-            for k, v in vars(record).items()
-            if k not in _STANDARD and not k.startswith("_") and k != "event"
-        }
-        missing = [f"{k}={v}" for k, v in extras.items() if f"{k}={v}" not in message]
+        fields = vars(record)
+        missing = []
+        if fields.keys() - _NOT_SHOWN:  # most records have no extra field: one set operation
+            extras = {k: v for k, v in fields.items() if k not in _NOT_SHOWN and k[0] != "_"}
+            missing = [f"{k}={v}" for k, v in extras.items() if f"{k}={v}" not in message]
         if missing:
             head, sep, tail = line.partition("\n")  # keep tracebacks after the fields
             line = f"{head} {' '.join(missing)}{sep}{tail}"
@@ -227,6 +247,13 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     """
     logging.setLogRecordFactory(_redacting_factory)
     logging.captureWarnings(True)
+    # What no line of ours shows is not collected (the logging HOWTO's "Optimization"):
+    # the caller's file and line, the thread, the process. A callback's line is made
+    # on the event loop, so each saves CPU on the busiest path.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = _StderrHandler()
     handler.addFilter(RedactTokens())
     handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())

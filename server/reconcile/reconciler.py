@@ -41,7 +41,7 @@ from server.providers.upstream import (
 from server.reconcile.health import HealthBoard, ProviderHealth
 from server.reconcile.report import Change, PassReport, ProviderReport, error_kind
 from server.settings import Settings
-from server.store import DueTask, Incoming, IngestOutcome, Store
+from server.store import DueTask, Incoming, IngestOutcome, Store, ingest_rows
 
 log = logging.getLogger("taskhook.reconciler")
 
@@ -315,18 +315,7 @@ async def _simulate(store: Store, batch: list[Incoming]) -> list[IngestOutcome]:
         key = task_key(item.task_id)
         decision = decide(held.get(key), item, time.time())
         held[key] = decision.record
-        state = decision.record.state
-        outcomes.append(
-            IngestOutcome(
-                state.task_id,
-                state.provider,
-                state.status.value,
-                decision.duplicate,
-                decision.changed,
-                decision.became_final,
-                previous=decision.previous.value,
-            )
-        )
+        outcomes.append(ingest_rows.outcome(decision))
     return outcomes
 
 

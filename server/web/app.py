@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from server.archive.archiver import Archiver
 from server.archive.storage import ArchiveStorage, storage_for
@@ -29,6 +30,7 @@ from server.store import Store, open_store
 from server.store.retention import EventRetention
 from server.web.responses import JSONResponse
 from server.web.routes import ROUTES
+from server.web.routes.callbacks import CallbackFastPath, error_response
 from server.web.runtime import Runtime
 
 log = logging.getLogger("taskhook.app")
@@ -44,10 +46,7 @@ def secret_values(secrets: Secrets) -> list[str]:
 async def taskhook_error(request: Request, exc: Exception) -> JSONResponse:
     """Any error of ours: its class says the status and the code."""
     assert isinstance(exc, TaskhookError)
-    # A message may quote what the client sent (an id, a path): no secret goes back out.
-    return JSONResponse(
-        error_body(exc.code, logs.redact(exc.message)), exc.http_status, headers=exc.headers
-    )
+    return error_response(exc)
 
 
 async def starlette_error(request: Request, exc: Exception) -> JSONResponse:
@@ -119,13 +118,30 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await store.close()
 
-    return Starlette(
+    return App(
         routes=ROUTES,
         lifespan=lifespan,
-        middleware=[Middleware(ConcurrencyLimit, limit=settings.limit_concurrency)],
         exception_handlers={
             TaskhookError: taskhook_error,
             HTTPException: starlette_error,
             Exception: unexpected_error,
         },
+        limit=settings.limit_concurrency,
     )
+
+
+class App(Starlette):
+    """Starlette behind two plain ASGI layers: the concurrency limit, then the callback route.
+
+    ``LIMIT_CONCURRENCY`` counts every request, callbacks included; a callback
+    is then served by ``CallbackFastPath`` without Starlette's routing and
+    request machinery (see ``server.web.routes.callbacks``).
+    """
+
+    def __init__(self, *, limit: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._entry = ConcurrencyLimit(CallbackFastPath(super().__call__), limit=limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        await self._entry(scope, receive, send)

@@ -65,6 +65,20 @@ class Delivery:
         return str(self.event["data"]["task_id"])
 
 
+class HangFirst:
+    """A rule: the first delivery hangs (no answer), every later one is accepted (204).
+
+    ``calls`` holds every delivery the rule was asked about, in order.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Delivery] = []
+
+    def __call__(self, delivery: Delivery) -> str | None:
+        self.calls.append(delivery)
+        return "hang" if len(self.calls) == 1 else None
+
+
 @dataclass
 class Receiver:
     secrets: list[str] = field(default_factory=list)

@@ -24,7 +24,7 @@ from tests.conftest import callback_path
 from tests.harness import API_TOKEN, ServerProcess, eventually
 from tests.payloads import dumps, seedance
 
-from .receiver import Receiver
+from .receiver import HangFirst, Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -213,13 +213,7 @@ async def test_kill_9_with_undelivered_events_then_restart_delivers_them_all(tmp
 
 
 async def test_an_attempt_in_flight_at_kill_9_is_made_again_and_recorded(tmp_path, receiver):
-    calls = []
-
-    def hang_first(delivery):
-        calls.append(delivery)
-        return "hang" if len(calls) == 1 else None
-
-    receiver.rule = hang_first
+    receiver.rule = rule = HangFirst()
     db = tmp_path / "taskhook.db"
     server = start(db, DELIVERY_TIMEOUT="3")
     try:
@@ -227,7 +221,7 @@ async def test_an_attempt_in_flight_at_kill_9_is_made_again_and_recorded(tmp_pat
             endpoint = await add_endpoint(client, receiver)
             await callback(client, str(uuid.uuid4()), "succeeded")
             (first, second) = await feed(client)
-            await eventually(lambda: calls, "the first attempt to be in flight")
+            await eventually(lambda: rule.calls, "the first attempt to be in flight")
         server.kill()
         # The dead process's claim lapses (DELIVERY_TIMEOUT + 10 s after it was taken);
         # the restarted process then takes the message over.

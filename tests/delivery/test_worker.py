@@ -15,7 +15,7 @@ from server.store import Store, open_store
 from tests.harness import eventually
 
 from .outbox import add_events
-from .receiver import Receiver
+from .receiver import HangFirst, Receiver
 
 S, OK = "task.status_changed", "task.succeeded"
 
@@ -111,13 +111,7 @@ async def test_after_the_last_attempt_of_the_schedule_the_event_fails(tmp_path, 
 
 
 async def test_a_hanging_endpoint_times_out_and_is_retried(tmp_path, receiver):
-    calls = []
-
-    def hang_once(delivery):
-        calls.append(delivery)
-        return "hang" if len(calls) == 1 else None
-
-    receiver.rule = hang_once
+    receiver.rule = HangFirst()
     async with running(tmp_path, delivery_timeout=0.3) as (store, _):
         ep = await subscribe(store, receiver)
         await add_events(store, (OK, "a"))

@@ -35,6 +35,13 @@ from server.core.decide import Decision, decide
 from server.core.ids import task_key
 from server.core.types import ArchiveOutcome, TaskRecord
 from server.store.base import Incoming, IngestOutcome
+from server.store.ingest_rows import (
+    Rules,
+    delivery_row,
+    mismatch_message,
+    mismatch_outcome,
+    outcome,
+)
 from server.store.postgres import events as outbox
 from server.store.postgres import values
 from server.store.postgres.listener import CHANNEL
@@ -46,6 +53,8 @@ from server.store.postgres.rows import (
     dumps,
     task_record,
 )
+
+__all__ = ["Rules", "apply_group"]
 
 #: A row that exists only inside the transaction that is about to fill it.
 _PLACEHOLDER = (
@@ -71,16 +80,6 @@ _ARCHIVE = (
     "INSERT INTO archives (task_key, url, status, next_attempt_at, expires_at, created_at,"
     " updated_at) VALUES (%s, %s, 'pending', %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The settings an ingest applies: RECONCILE_GRACE, ARCHIVE, QUARANTINE_MAX_ROWS/_BYTES."""
-
-    grace: float = 60.0
-    archive: bool = False
-    quarantine_max_rows: int = 100_000
-    quarantine_max_bytes: int | None = None
 
 
 @dataclass
@@ -144,7 +143,7 @@ async def apply_group(
                 continue
             if decision.keep_body:
                 assert item.body is not None and digest is not None
-                await conn.execute(_DELIVERY, _delivery_row(key, item, decision, digest, now))
+                await conn.execute(_DELIVERY, delivery_row(key, item, decision, digest, now))
                 task.kept.add(digest)
             if decision.write:
                 task.record, task.dirty = decision.record, True
@@ -213,14 +212,6 @@ async def _lock(
     return held
 
 
-def _delivery_row(
-    key: str, item: Incoming, decision: Decision, digest: str, now: float
-) -> tuple[Any, ...]:
-    observation = item.observation
-    reported = observation.status.value if observation and observation.status else None
-    return (key, item.provider, item.source, now, digest, item.body, reported, decision.changed)
-
-
 def _task_row(key: str, record: TaskRecord, final_source: str | None) -> tuple[Any, ...]:
     state = record.state
     return (
@@ -244,44 +235,20 @@ def _task_row(key: str, record: TaskRecord, final_source: str | None) -> tuple[A
 async def _quarantine_mismatch(
     conn: psycopg.AsyncConnection, item: Incoming, decision: Decision, now: float
 ) -> Any:
-    held = decision.record.state
-    message = (
-        f"task {held.task_id!r} is held under provider {held.provider!r}, not {item.provider!r}"
-    )
     assert item.body is not None
+    message = mismatch_message(decision, item)
     return await values.insert_quarantine(
         conn, item.provider, item.body, item.headers, "provider_mismatch", message, now
     )
 
 
 async def _outcome(entry: _Pending) -> IngestOutcome:
-    decision, state = entry.decision, entry.decision.record.state
+    decision = entry.decision
     if decision.mismatch is not None:
         quarantine_id = entry.item.quarantine_id
         if entry.quarantine is not None:
             row = await entry.quarantine.fetchone()
             quarantine_id = row[0]
-        status = state.status.value
-        return IngestOutcome(
-            state.task_id,
-            state.provider,
-            status,
-            False,
-            False,
-            False,
-            0,
-            status,
-            mismatch=True,
-            quarantine_id=quarantine_id,
-        )
-    return IngestOutcome(
-        state.task_id,
-        state.provider,
-        state.status.value,
-        decision.duplicate,
-        decision.changed,
-        decision.became_final,
-        sum(max(cursor.rowcount, 0) for cursor in entry.archives),
-        decision.previous.value,
-        events=entry.events,
-    )
+        return mismatch_outcome(decision, quarantine_id)
+    queued = sum(max(cursor.rowcount, 0) for cursor in entry.archives)
+    return outcome(decision, queued, entry.events)

@@ -174,7 +174,10 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLStore):
         now, rules = time.time(), self._rules
         size = sum(len(i.body) for i in items if i.body is not None)
         return await self._writer.run(
-            lambda c: batch.ingest_many(c, items, now, rules), size=size, signal=_ingest_signals
+            lambda c: batch.ingest_many(c, items, now, rules),
+            size=size,
+            signal=_ingest_signals,
+            rerun=True,  # it writes nothing but the database
         )
 
     async def register(self, regs: Sequence[Registration]) -> list[TaskRecord]:

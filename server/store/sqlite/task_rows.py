@@ -12,7 +12,17 @@ from typing import Any
 from server.core.codec import state_to_dict
 from server.core.decide import Decision, Incoming
 from server.core.jsontext import dumps
-from server.store.base import IngestOutcome
+from server.store.ingest_rows import delivery_row, outcome
+
+__all__ = [
+    "INSERT_DELIVERY",
+    "UPDATE_BOOKKEEPING",
+    "UPDATE_TASK",
+    "bookkeeping_only",
+    "delivery_row",
+    "outcome",
+    "update_row",
+]
 
 INSERT_DELIVERY = (
     "INSERT INTO deliveries"
@@ -32,15 +42,6 @@ UPDATE_TASK = (
 UPDATE_BOOKKEEPING = (
     "UPDATE tasks SET next_check_at = ?, deliveries = ?, checks = ?, last_source = ? WHERE key = ?"
 )
-
-
-def delivery_row(
-    key: str, item: Incoming, decision: Decision, digest: str | None, now: float
-) -> tuple[Any, ...]:
-    """``INSERT_DELIVERY``'s parameters for an item whose body is kept."""
-    observation = item.observation
-    reported = observation.status.value if observation and observation.status else None
-    return (key, item.provider, item.source, now, digest, item.body, reported, decision.changed)
 
 
 def bookkeeping_only(item: Incoming, decision: Decision) -> bool:
@@ -70,20 +71,4 @@ def update_row(key: str, decision: Decision, *, bookkeeping: bool = False) -> tu
         record.last_source,
         decision.final_source,
         key,
-    )
-
-
-def outcome(decision: Decision, queued: int = 0, events: tuple[str, ...] = ()) -> IngestOutcome:
-    """What applying ``decision`` did, as ``ingest`` reports it."""
-    state = decision.record.state
-    return IngestOutcome(
-        state.task_id,
-        state.provider,
-        state.status.value,
-        decision.duplicate,
-        decision.changed,
-        decision.became_final,
-        queued,
-        decision.previous.value,
-        events=events,
     )

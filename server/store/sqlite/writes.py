@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from server.core import schedule
 from server.core.codec import state_to_dict
@@ -18,7 +16,9 @@ from server.core.decide import Decision, Incoming, decide, new_task
 from server.core.ids import task_key
 from server.core.jsontext import dumps
 from server.core.types import Status
+from server.store import statements
 from server.store.base import IngestOutcome, Registration
+from server.store.ingest_rows import Rules, mismatch_message, mismatch_outcome
 from server.store.sqlite.archive_writes import enqueue_archives
 from server.store.sqlite.events import add_events
 from server.store.sqlite.retention import enforce_quarantine_bytes
@@ -34,19 +34,10 @@ from server.store.sqlite.task_rows import (
 )
 from server.store.sqlite.values import bump_counter
 
+__all__ = ["Rules", "discard_quarantined", "ingest", "ingest_many", "quarantine", "register"]
 
-def _dumps(value: Any) -> str:
-    return dumps(value)
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The settings an ingest applies: RECONCILE_GRACE, ARCHIVE, QUARANTINE_MAX_ROWS/_BYTES."""
-
-    grace: float = 60.0
-    archive: bool = False
-    quarantine_max_rows: int = 100_000
-    quarantine_max_bytes: int | None = None
+_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?"
+_REPEAT = "SELECT 1 FROM deliveries WHERE task_key = ? AND sha256 = ?"
 
 
 def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -> IngestOutcome:
@@ -58,15 +49,15 @@ def ingest(conn: sqlite3.Connection, item: Incoming, now: float, rules: Rules) -
     same transaction, so no copy is lost between commit and enqueue.
     """
     key = task_key(item.task_id)
-    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?", (key,)).fetchone()
+    row = conn.execute(_TASK, (key,)).fetchone()
     current = task_record(row) if row is not None else None
     digest = hashlib.sha256(item.body).hexdigest() if item.body is not None else None
+    # A delivery is kept only with its task (written together, neither ever deleted
+    # alone): no task, no kept body to repeat, so a new task costs no second read.
     repeat = (
-        digest is not None
-        and conn.execute(
-            "SELECT 1 FROM deliveries WHERE task_key = ? AND sha256 = ?", (key, digest)
-        ).fetchone()
-        is not None
+        current is not None
+        and digest is not None
+        and conn.execute(_REPEAT, (key, digest)).fetchone() is not None
     )
     decision = decide(current, item, now, repeat=repeat, grace=rules.grace, archive=rules.archive)
     if decision.mismatch is not None:
@@ -97,7 +88,7 @@ def _apply(
     if not decision.write:
         return
     if decision.created:
-        encoded = _dumps(state_to_dict(state))
+        encoded = dumps(state_to_dict(state))
         conn.execute(
             "INSERT INTO tasks (key, task_id, provider, status, state, metadata, created_at,"
             " updated_at, completed_at, next_check_at, deliveries, checks, last_source,"
@@ -108,7 +99,7 @@ def _apply(
                 state.provider,
                 state.status.value,
                 encoded,
-                _dumps(dict(record.metadata)),
+                dumps(dict(record.metadata)),
                 record.created_at,
                 record.updated_at,
                 record.completed_at,
@@ -131,36 +122,20 @@ def _mismatch(
     conn: sqlite3.Connection, item: Incoming, decision: Decision, now: float, rules: Rules
 ) -> IngestOutcome:
     """A delivery naming a task held under another provider: quarantined, task untouched."""
-    held = decision.record.state
     quarantine_id = item.quarantine_id
     if quarantine_id is None and item.body is not None:
-        message = (
-            f"task {held.task_id!r} is held under provider {held.provider!r}, not {item.provider!r}"
-        )
         quarantine_id = quarantine(
             conn,
             item.provider,
             item.body,
             dict(item.headers),
             "provider_mismatch",
-            message,
+            mismatch_message(decision, item),
             now,
             rules.quarantine_max_rows,
             rules.quarantine_max_bytes,
         )
-    status = held.status.value
-    return IngestOutcome(
-        held.task_id,
-        held.provider,
-        status,
-        False,
-        False,
-        False,
-        0,
-        status,
-        mismatch=True,
-        quarantine_id=quarantine_id,
-    )
+    return mismatch_outcome(decision, quarantine_id)
 
 
 def _remove_quarantined(conn: sqlite3.Connection, item: Incoming) -> None:
@@ -190,8 +165,8 @@ def register(
                 state.task_id,
                 reg.provider,
                 state.status.value,
-                _dumps(state_to_dict(state)),
-                _dumps(reg.metadata or {}),
+                dumps(state_to_dict(state)),
+                dumps(reg.metadata or {}),
                 now,
                 now,
                 schedule.first_check(now, grace),
@@ -213,19 +188,8 @@ def quarantine(
     max_bytes: int | None = None,
 ) -> int:
     """Keep a delivery we could not merge; drop the oldest beyond ``max_rows``/``max_bytes``."""
-    cursor = conn.execute(
-        "INSERT INTO quarantine (provider, received_at, reason, message, headers, sha256, body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            provider,
-            now,
-            reason,
-            message,
-            _dumps(dict(headers)),
-            hashlib.sha256(body).hexdigest(),
-            body,
-        ),
-    )
+    row = statements.new_quarantine(provider, body, dumps(dict(headers)), reason, message, now)
+    cursor = conn.execute(statements.INSERT_QUARANTINE, row)
     new_id = cursor.lastrowid
     assert new_id is not None
     dropped = conn.execute("DELETE FROM quarantine WHERE id <= ?", (new_id - max_rows,)).rowcount

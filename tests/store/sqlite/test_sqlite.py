@@ -85,6 +85,54 @@ async def test_a_failing_write_does_not_spoil_its_group(store: SQLiteStore) -> N
     assert await store.get_value("k") is None  # the failing job's insert was rolled back
 
 
+async def test_a_failing_write_in_a_group_without_savepoints(store: SQLiteStore) -> None:
+    # Jobs that may run twice share a transaction with no savepoint each; when one
+    # fails, the group runs again guarded: its neighbours commit, its own insert does not.
+    blocker = threading.Event()
+    runs: list[str] = []
+
+    def put(key: str, fails: bool = False):  # noqa: ANN202
+        def job(conn: sqlite3.Connection) -> str:
+            runs.append(key)
+            conn.execute("INSERT INTO settings (key, value) VALUES (?, '1')", (key,))
+            if fails:
+                raise ValueError("boom")
+            return key
+
+        return job
+
+    holding = threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        holding.set()
+        blocker.wait(5)
+
+    held = asyncio.ensure_future(store._writer.run(hold))
+    await eventually(holding.is_set, what="the writer held")  # the next three queue behind it
+    good = asyncio.ensure_future(store._writer.run(put("a"), rerun=True))
+    bad = asyncio.ensure_future(store._writer.run(put("b", fails=True), rerun=True))
+    after = asyncio.ensure_future(store.ingest(item()))
+    await eventually(lambda: store._writer.queued[0] == 4, what="the three jobs queued")
+    blocker.set()
+    await held
+    assert await good == "a" and (await after).status == "succeeded"
+    with pytest.raises(ValueError, match="boom"):
+        await bad
+    assert await store.get_value("a") == 1 and await store.get_value("b") is None
+    assert runs == ["a", "b", "a", "b"]  # unguarded, then guarded
+
+
+async def test_a_job_alone_fails_without_a_trace(store: SQLiteStore) -> None:
+    def fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO settings (key, value) VALUES ('k', '1')")
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await store._writer.run(fail)
+    assert await store.get_value("k") is None
+    assert (await store.ingest(item())).status == "succeeded"  # the writer goes on
+
+
 async def test_reads_do_not_wait_behind_writes(store: SQLiteStore) -> None:
     await store.ingest(item())
     release = threading.Event()
