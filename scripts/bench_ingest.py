@@ -209,6 +209,28 @@ def table(results: Results, names: list[str], counts: list[int]) -> list[str]:
     return lines
 
 
+def start_servers(args: argparse.Namespace, workdir: Path, log_file) -> list[Target]:
+    """bare, logged, taskhook (and before); if one fails to start, the others are stopped."""
+    targets: list[Target] = []
+    try:
+        targets.append(start_baseline(args.server_cpu, log_file, logged=False))
+        targets.append(start_baseline(args.server_cpu, log_file, logged=True))
+        targets.append(start_taskhook(args.server_cpu, workdir, args.synchronous, log_file))
+        if args.before:
+            (workdir / "before").mkdir()
+            checkout = Path(args.before)
+            before = start_taskhook(
+                args.server_cpu, workdir / "before", args.synchronous, log_file, checkout
+            )
+            before.name = "before"
+            targets.append(before)
+    except BaseException:
+        for target in targets:
+            stop(target.proc)
+        raise
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_baseline:
@@ -227,19 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         log_file = open(workdir / "servers.log", "ab")  # noqa: SIM115 - closed below
         script = write_wrk_script(workdir) if driver == "wrk" else None
-        targets = [
-            start_baseline(args.server_cpu, log_file, logged=False),
-            start_baseline(args.server_cpu, log_file, logged=True),
-            start_taskhook(args.server_cpu, workdir, args.synchronous, log_file),
-        ]
-        if args.before:
-            (workdir / "before").mkdir()
-            checkout = Path(args.before)
-            before = start_taskhook(
-                args.server_cpu, workdir / "before", args.synchronous, log_file, checkout
-            )
-            before.name = "before"
-            targets.append(before)
+        targets = start_servers(args, workdir, log_file)
         stores = [t for t in targets if t.db is not None]
         acked = {t.name: 0 for t in stores}
         results: Results = {}

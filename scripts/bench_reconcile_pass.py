@@ -2,35 +2,41 @@
 
 Not a test. Starts ``scripts/fake_upstream.py`` as a child process on
 127.0.0.1 with a fixed ``--latency`` per upstream call, creates ``--due``
-finished tasks there, registers the same ids in a fresh temporary database
-and times ONE ``run_pass(ignore_schedule=True)`` with the real httpx clients
-of ``server.providers.build_clients``. It prints the upstream calls per
-provider (from the fake's ``/_fake/stats``) next to ``ceil(due / batch)``
-and the pass time next to the model ``calls x latency / concurrency``.
+finished tasks there, and times ONE ``run_pass(ignore_schedule=True)`` per
+configuration, each in a process of its own (``bench_reconcile_worker.py``)
+on a fresh temporary database with the same ids registered, with the real
+httpx clients of ``server.providers.build_clients``. It prints the upstream
+calls per provider (from the fake's ``/_fake/stats``) next to
+``ceil(due / batch)``, the pass time next to the model ``calls x latency /
+concurrency``, and the CPU the pass used (the whole process, and the event
+loop's thread apart) per task; at the end a markdown table of every run.
 
-With ``--before`` the pass is first timed the way passes ran before they were
-pipelined (``run_pass(pipeline=False)``: a provider's next call waits until the
-previous answers are settled), on its own fresh database, in the same run.
+Configurations, all in the same run against the same fake:
+``--before`` the pass as it ran before pipelining (``run_pass(pipeline=False)``:
+a provider's next call waits until the previous answers are settled);
+``--checkout DIR`` (repeatable) the pass of another checkout's ``server/``,
+e.g. ``--checkout /work/main``; ``--runs N`` each configuration N times,
+interleaved (the machine may be shared: compare CPU per task first).
 
 With ``--big N`` the same pass is timed again on a database of N tasks (the
-due ones plus finished rows), and with ``--memory`` the real server
-(``python -m server serve``, RECONCILER=off, ARCHIVE=off) is started on that
-big database, sent a few hundred API reads and callbacks, and its VmRSS and
-VmHWM are read from /proc. Everything stops by itself.
+due ones plus finished rows), and with ``--memory`` the real server is started
+on that big database and its resident memory read (``bench_reconcile_memory.py``).
+Everything stops by itself. ``BENCH_WRAP`` (environment): arguments put
+before the worker script on its command line, e.g. a profiler's.
 
     python scripts/bench_reconcile_pass.py --due 5000 --latency 0.05
     python scripts/bench_reconcile_pass.py --due 15000 --providers acedata --latency 0.05 --before
+    python scripts/bench_reconcile_pass.py --due 15000 --providers acedata --checkout /work/main
     python scripts/bench_reconcile_pass.py --due 50000 --providers acedata --big 1000000 --memory
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import math
 import os
 import platform
-import random
 import socket
 import sqlite3
 import subprocess
@@ -38,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,29 +53,17 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.core.codec import state_to_dict  # noqa: E402
-from server.core.ids import task_key  # noqa: E402
-from server.core.tokens import callback_token  # noqa: E402
-from server.core.types import Status, TaskState  # noqa: E402
-from server.providers import build_clients, upstream  # noqa: E402
-from server.reconcile.reconciler import run_pass  # noqa: E402
-from server.reconcile.report import PassReport  # noqa: E402
-from server.settings import Settings  # noqa: E402
-from server.store import Registration  # noqa: E402
-from server.store.sqlite.store import SQLiteStore as Store  # noqa: E402
-from server.store.sqlite.writes import _dumps  # noqa: E402
-from tests.harness import API_TOKEN, CALLBACK_SECRET, ServerProcess  # noqa: E402
-from tests.payloads import dumps, seedance  # noqa: E402
+from bench_reconcile_worker import ACE_TOKEN, S2_KEY, settings_for  # noqa: E402
 
 ACEDATA = ("seedream", "seedance", "dreamina")
-ACE_TOKEN, S2_KEY = "bench-acedata-token", "bench-seedance2-key"
 #: Calls in flight per provider in a pass: AceData batches of one provider are sent one
-#: after another (the next goes out when the previous answers are in, and is in flight
-#: while they are settled); Seedance 2.0 sends the single calls of one chunk with
+#: after another (each as soon as the previous one answered, while earlier answers are
+#: settled); Seedance 2.0 sends the single calls of one chunk with
 #: ``Seedance2Client.concurrency`` (4) at once. Providers run concurrently, so a pass
 #: takes as long as its slowest provider.
 S2_CONCURRENCY = 4
 CREATE_CHUNK = 5000
+BATCH = 50  # RECONCILE_BATCH_SIZE's default
 
 
 def free_port() -> int:
@@ -145,90 +140,39 @@ class FakeProcess:
         self.log.close()
 
 
-def settings_for(db: Path, fake_url: str) -> Settings:
-    return Settings(
-        database_url=f"sqlite:///{db}",
-        callback_secrets=(CALLBACK_SECRET,),
-        api_token=API_TOKEN,
-        reconciler="off",
-        archive=False,
-        acedata_api_token=ACE_TOKEN,
-        acedata_base_url=fake_url,
-        seedance2_api_key=S2_KEY,
-        seedance2_base_url=fake_url,
-    )
+@dataclass
+class Run:
+    """One timed pass: what the worker measured, and what the fake saw meanwhile."""
+
+    label: str
+    result: dict[str, Any]
+    calls: dict[str, int]
+    fake_cpu: float
+    load: float
 
 
-async def fill_finished(settings: Settings, rows: int, provider_of: Sequence[str]) -> None:
-    """``rows`` finished tasks, inserted straight into the schema ``Store.open`` made."""
-    async with Store(settings):
-        pass  # creates the file and applies the migrations
-    now = time.time()
-    conn = sqlite3.connect(settings.database_path)
-    templates = {
-        p: _dumps(state_to_dict(TaskState("@ID@", p, Status.SUCCEEDED, "succeeded")))
-        for p in provider_of
-    }
-
-    def rows_of() -> Any:
-        for n in range(rows):
-            provider, task_id = provider_of[n % len(provider_of)], f"done-{n:09d}"
-            created = now - 86400 * 30 + n * (86400 * 30 / rows)
-            state = templates[provider].replace("@ID@", task_id)
-            yield (task_key(task_id), task_id, provider, "succeeded", state, created, created + 60)
-
-    try:
-        with conn:
-            conn.executemany(
-                "INSERT INTO tasks (key, task_id, provider, status, state, created_at,"
-                " updated_at, completed_at, deliveries, final_source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?7, 1, 'callback')",
-                rows_of(),
-            )
-        conn.execute("ANALYZE")
-    finally:
-        conn.close()
-
-
-async def register_due(settings: Settings, tasks: list[tuple[str, str]]) -> None:
-    async with Store(settings) as store:
-        for start in range(0, len(tasks), 1000):
-            chunk = tasks[start : start + 1000]
-            await store.register([Registration(p, t) for p, t in chunk])
-
-
-async def one_pass(
-    settings: Settings, fake: FakeProcess, due: int, pipeline: bool = True
-) -> tuple[PassReport, dict]:
-    before = fake.stats()["calls"]
-    last_answer: dict[str, float] = {}
-    cpu_started, fake_cpu_started = time.process_time(), fake.cpu()
-    started = time.perf_counter()
-
-    def progress(provider: str, checked: int, total: int) -> None:
-        last_answer[provider] = time.perf_counter() - started
-
-    async with Store(settings) as store, upstream.default_http_client() as http:
-        clients = build_clients(settings, http)
-        report = await run_pass(
-            store,
-            clients,
-            settings,
-            ignore_schedule=True,
-            limit=due,
-            progress=progress,
-            pipeline=pipeline,
-        )
-        cpu = time.process_time() - cpu_started  # this process, every thread (writer included)
-        unfinished = await store.due_tasks(time.time(), 10, ignore_schedule=True)
+def timed_pass(
+    fake: FakeProcess, db: Path, tasks_file: Path, label: str, root: Path, pipeline: bool = True
+) -> Run:
+    """One pass of ``root``'s server in a worker process, on a fresh database ``db``."""
+    before, fake_cpu = fake.stats()["calls"], fake.cpu()
+    # BENCH_WRAP: arguments run before the worker script, e.g. a profiler's module path.
+    wrap = os.environ.get("BENCH_WRAP", "").split()
+    cmd = [sys.executable, *wrap, str(ROOT / "scripts" / "bench_reconcile_worker.py")]
+    cmd += ["--root", str(root), "--db", str(db), "--fake-url", fake.url]
+    cmd += ["--tasks", str(tasks_file)] + ([] if pipeline else ["--no-pipeline"])
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{label}: the worker failed:\n{done.stderr[-4000:]}")
+    if wrap:
+        sys.stderr.write(done.stderr[-3000:])  # what the wrapper reported
+    result = json.loads(done.stdout.strip().splitlines()[-1])
     after = fake.stats()["calls"]
     calls = {
         p: sum(after.get(p, {}).values()) - sum(before.get(p, {}).values())
-        for p in report.providers
+        for p in result["providers"]
     }
-    seen = {"calls": calls, "per_provider": last_answer, "left": len(unfinished), "cpu": cpu}
-    seen["fake_cpu"] = fake.cpu() - fake_cpu_started
-    return report, seen
+    return Run(label, result, calls, fake.cpu() - fake_cpu, os.getloadavg()[0])
 
 
 def model_seconds(provider: str, due: int, batch: int, latency: float) -> tuple[int, float]:
@@ -240,90 +184,81 @@ def model_seconds(provider: str, due: int, batch: int, latency: float) -> tuple[
     return calls, calls * latency
 
 
-def print_pass(label: str, report: PassReport, seen: dict, batch: int, latency: float) -> float:
-    errors = {p: dict(r.errors) for p, r in report.providers.items() if r.errors}
+def worst_model(run: Run, latency: float) -> float:
+    return max(
+        (model_seconds(p, r["due"], BATCH, latency)[1] for p, r in run.result["providers"].items()),
+        default=0.0,
+    )
+
+
+def print_pass(run: Run, latency: float) -> None:
+    res, due = run.result, sum(r["due"] for r in run.result["providers"].values())
+    errors = {p: r["errors"] for p, r in res["providers"].items() if r["errors"]}
     print(
-        f"\n== {label}: pass {report.duration:.2f}s (CPU {seen['cpu']:.2f}s in this process, "
-        f"{seen['fake_cpu']:.2f}s in the fake; load average {os.getloadavg()[0]:.1f}), "
-        "tasks still unfinished after it: "
-        f"{seen['left']}, errors: {errors or 'none'}"
+        f"\n== {run.label}: pass {res['duration']:.2f}s, CPU {res['cpu']:.2f}s "
+        f"({per_task(res['cpu'], due)} us/task; event loop {per_task(res['loop_cpu'], due)}), "
+        f"fake {run.fake_cpu:.2f}s, load average {run.load:.1f}; "
+        f"unfinished after it: {res['left']}, errors: {errors or 'none'}"
     )
     print(
         f"{'provider':<10} {'due':>6} {'checked':>7} {'calls':>6} {'expected':>8} "
         f"{'time s':>7} {'model s':>7} {'ratio':>5}"
     )
-    worst_model = 0.0
-    for provider, rep in report.providers.items():
-        if not rep.due:
+    for provider, rep in res["providers"].items():
+        if not rep["due"]:
             continue
-        expected, model = model_seconds(provider, rep.due, batch, latency)
-        worst_model = max(worst_model, model)
-        took = seen["per_provider"].get(provider, 0.0)
+        expected, model = model_seconds(provider, rep["due"], BATCH, latency)
+        took = res["per_provider"].get(provider, 0.0)
         print(
-            f"{provider:<10} {rep.due:>6} {rep.checked:>7} {seen['calls'][provider]:>6} "
+            f"{provider:<10} {rep['due']:>6} {rep['checked']:>7} {run.calls[provider]:>6} "
             f"{expected:>8} {took:>7.2f} {model:>7.2f} {_ratio(took, model):>5}"
         )
-    ratio = _ratio(report.duration, worst_model)
+    model = worst_model(run, latency)
     print(
-        f"whole pass {report.duration:.2f}s vs model {worst_model:.2f}s (slowest provider): "
-        f"ratio {ratio} (target <= 1.2)"
+        f"whole pass {res['duration']:.2f}s vs model {model:.2f}s (slowest provider): "
+        f"ratio {_ratio(res['duration'], model)} (target <= 1.2)"
     )
-    return report.duration
+
+
+def per_task(seconds: float, due: int) -> str:
+    return f"{seconds / due * 1e6:.0f}" if due else "n/a"
 
 
 def _ratio(measured: float, model: float) -> str:
     return f"{measured / model:.2f}" if model > 0 else "n/a"
 
 
-def memory_check(db: Path, due_ids: list[tuple[str, str]], requests: int) -> None:
-    """The real server on ``db``: API reads and callbacks, then its resident memory."""
-    server = ServerProcess(db, env={"LOG_LEVEL": "warning"}).start()
-    try:
-        pid = server.proc.pid
-        rss_start = read_status(pid)
-        headers = {"authorization": f"Bearer {API_TOKEN}"}
-        rng = random.Random(3)
-        ace = [t for p, t in due_ids if p == "seedance"]
-        started = time.perf_counter()
-        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
-            for n in range(requests):
-                kind = n % 4
-                if kind == 0:
-                    r = client.get("/tasks", params={"limit": 100})
-                elif kind == 1:
-                    r = client.get(f"/tasks/done-{rng.randrange(1_000):09d}")
-                elif kind == 2:
-                    r = client.get("/tasks", params={"status": "succeeded", "limit": 50})
-                else:
-                    task_id = ace[n % len(ace)] if ace else None
-                    path = f"/callbacks/seedance/{callback_token(CALLBACK_SECRET, 'seedance')}"
-                    r = client.post(path, content=dumps(seedance(task_id)))
-                if r.status_code >= 400 and r.status_code != 404:
-                    raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code}")
-            client.get("/metrics")
-            client.get("/readyz")
-        took = time.perf_counter() - started
-        rss_end = read_status(pid)
-        print(
-            f"\n== server memory ({db.stat().st_size / 1e6:.0f} MB database), pid {pid}: "
-            f"{requests} requests in {took:.1f}s"
+def markdown(runs: list[Run], latency: float) -> None:
+    """Every run as the rows of one markdown table (ready for the README)."""
+    print(
+        "\n| run | pass s | model s | ratio | CPU s | CPU µs/task (event loop) "
+        "| calls (expected) | unfinished | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        res = run.result
+        due = sum(r["due"] for r in res["providers"].values())
+        calls = ", ".join(
+            f"{run.calls[p]} ({model_seconds(p, r['due'], BATCH, latency)[0]})"
+            for p, r in res["providers"].items()
+            if r["due"]
         )
-        print(f"after start  VmRSS {rss_start['VmRSS']}, VmHWM {rss_start['VmHWM']}")
-        print(f"after load   VmRSS {rss_end['VmRSS']}, VmHWM {rss_end['VmHWM']} (target < 100 MB)")
-    finally:
-        server.stop()
+        print(
+            f"| {run.label} | {res['duration']:.2f} | {worst_model(run, latency):.2f} "
+            f"| {_ratio(res['duration'], worst_model(run, latency))} | {res['cpu']:.2f} "
+            f"| {per_task(res['cpu'], due)} ({per_task(res['loop_cpu'], due)}) | {calls} "
+            f"| {res['left']} | {run.load:.1f} |"
+        )
 
 
-def read_status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = value.strip()
-    return fields
+def configurations(args: argparse.Namespace) -> list[tuple[str, Path, bool]]:
+    """(label, checkout, pipelined) of each pass to time, in the order they run."""
+    configs = [("not pipelined", ROOT, False)] if args.before else []
+    configs += [(f"checkout {Path(c).name or c}", Path(c), True) for c in args.checkout]
+    return configs + [("this checkout", ROOT, True)]
 
 
-async def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     providers = list(ACEDATA) if args.providers == "acedata" else [*ACEDATA, "seedance2"]
     print(
         f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
@@ -331,57 +266,64 @@ async def run(args: argparse.Namespace) -> None:
     )
     print(
         f"due {args.due} over {', '.join(providers)}; latency {args.latency * 1000:.0f} ms "
-        f"per call; batch {Settings().reconcile_batch_size}; Seedance 2.0 concurrency "
-        f"{S2_CONCURRENCY}; AceData batches one at a time per provider, the next sent "
-        "while the previous answers are settled"
+        f"per call; batch {BATCH}; Seedance 2.0 concurrency {S2_CONCURRENCY}; AceData "
+        "batches one call at a time per provider, settled behind the calls"
     )
+    runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="taskhook-benchpass-") as tmp_name:
         tmp = Path(tmp_name)
         fake = FakeProcess(args.latency, tmp)
         try:
             started = time.perf_counter()
             tasks = fake.create(providers, args.due)
+            tasks_file = tmp / "tasks.json"
+            tasks_file.write_text(json.dumps(tasks))
             print(
                 f"{len(tasks)} finished tasks created in the fake in "
                 f"{time.perf_counter() - started:.1f}s"
             )
-            small = settings_for(tmp / "small.db", fake.url)
-            batch = small.reconcile_batch_size
-            if args.before:
-                serial = settings_for(tmp / "serial.db", fake.url)
-                await register_due(serial, tasks)
-                report, seen = await one_pass(serial, fake, args.due, pipeline=False)
-                print_pass(
-                    f"before: not pipelined, small database ({args.due} tasks)",
-                    report,
-                    seen,
-                    batch,
-                    args.latency,
-                )
-            await register_due(small, tasks)
-            report, seen = await one_pass(small, fake, args.due)
-            small_time = print_pass(
-                f"small database ({args.due} tasks)", report, seen, batch, args.latency
-            )
+            for n in range(args.runs):
+                for label, root, pipeline in configurations(args):
+                    name = f"{label}, run {n + 1}" if args.runs > 1 else label
+                    db = tmp / f"pass-{len(runs)}.db"
+                    runs.append(timed_pass(fake, db, tasks_file, name, root, pipeline))
+                    print_pass(runs[-1], args.latency)
+                    db.unlink()
             if args.big:
-                big = settings_for(tmp / "big.db", fake.url)
-                started = time.perf_counter()
-                await fill_finished(big, args.big - args.due, providers)
-                await register_due(big, tasks)
-                print(
-                    f"\nbig database: {args.big} tasks ({args.big - args.due} finished) built in "
-                    f"{time.perf_counter() - started:.1f}s, "
-                    f"{big.database_path.stat().st_size / 1e6:.0f} MB"
-                )
-                report, seen = await one_pass(big, fake, args.due)
-                big_time = print_pass(
-                    f"big database ({args.big} tasks)", report, seen, batch, args.latency
-                )
-                print(f"\nbig / small pass time: {big_time / small_time:.2f} (target <= 1.5)")
-                if args.memory:
-                    memory_check(big.database_path, tasks, args.requests)
+                big_run(args, fake, tmp, tasks, tasks_file, providers, runs)
         finally:
             fake.stop()
+    markdown(runs, args.latency)
+
+
+def big_run(
+    args: argparse.Namespace,
+    fake: FakeProcess,
+    tmp: Path,
+    tasks: list[tuple[str, str]],
+    tasks_file: Path,
+    providers: Sequence[str],
+    runs: list[Run],
+) -> None:
+    """The same pass on a database of ``--big`` tasks; then, with ``--memory``, the server."""
+    import asyncio
+
+    from bench_reconcile_memory import fill_finished, memory_check
+
+    big = settings_for(tmp / "big.db", fake.url)
+    started = time.perf_counter()
+    asyncio.run(fill_finished(big, args.big - args.due, providers))
+    print(
+        f"\nbig database: {args.big} tasks ({args.big - args.due} finished) built in "
+        f"{time.perf_counter() - started:.1f}s, {big.database_path.stat().st_size / 1e6:.0f} MB"
+    )
+    small = runs[-1]
+    runs.append(timed_pass(fake, big.database_path, tasks_file, f"{args.big} tasks", ROOT))
+    print_pass(runs[-1], args.latency)
+    growth = runs[-1].result["duration"] / small.result["duration"]
+    print(f"\nbig / small pass time: {growth:.2f} (target <= 1.1)")
+    if args.memory:
+        memory_check(big.database_path, tasks, args.requests)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--due", type=int, default=5000, help="unfinished tasks in the pass")
     p.add_argument("--latency", type=float, default=0.05, help="seconds per upstream call")
     p.add_argument("--providers", choices=("all", "acedata"), default="all")
-    p.add_argument("--before", action="store_true", help="first time the pass without pipelining")
+    p.add_argument("--before", action="store_true", help="also time the pass without pipelining")
+    p.add_argument(
+        "--checkout", action="append", default=[], help="also time this checkout's server/"
+    )
+    p.add_argument("--runs", type=int, default=1, help="time each configuration this often")
     p.add_argument("--big", type=int, default=0, help="also time a database of this many tasks")
     p.add_argument("--memory", action="store_true", help="server RSS on the big database")
     p.add_argument("--requests", type=int, default=400, help="API calls for --memory")
@@ -398,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--big must be at least --due")
     if args.memory and not args.big:
         p.error("--memory needs --big")
-    asyncio.run(run(args))
+    run(args)
     return 0
 
 

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from server.core.types import iso_time
+from server.service import cancel
 from server.settings import Settings
 from server.store import Store
 from server.store.base import Pruned
@@ -76,10 +77,7 @@ class RetentionService:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()  # a prune step is one transaction: cancelling is safe
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)  # a prune step is one transaction: cancelling is safe
 
     async def status(self) -> dict[str, Any]:
         last = await self.store.get_value(LAST_RUN_KEY)

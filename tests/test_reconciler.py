@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -19,7 +20,7 @@ from server.ingest import receive
 from server.providers.acedata import AceDataClient
 from server.providers.seedance2 import Seedance2Client
 from server.reconcile.health import MAX_PAUSE, HealthBoard, PauseRules
-from server.reconcile.reconciler import run_pass
+from server.reconcile.reconciler import SETTLE_BEHIND, run_pass
 from server.settings import Settings
 from server.store import Registration, Store, open_store
 
@@ -360,10 +361,15 @@ async def test_a_partly_filled_batch_is_topped_up_with_tasks_due_soon(store, fak
 
 
 class SlowSettle:
-    """The real store, but each ``ingest_many`` waits until upstream has seen ``calls`` calls."""
+    """The real store, but each ``ingest_many`` waits until upstream has seen ``ahead`` more calls.
 
-    def __init__(self, store, fake: FakeAce) -> None:
+    The settle of call n waits for call n + ``ahead`` (or the last call): it can
+    only finish if that call goes out while call n is still being settled.
+    """
+
+    def __init__(self, store, fake: FakeAce, calls: int, ahead: int) -> None:
         self._store, self._fake = store, fake
+        self.calls, self.ahead = calls, ahead
         self.waited: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -371,26 +377,60 @@ class SlowSettle:
 
     async def ingest_many(self, items):
         settling = len(self.waited) + 1  # the answers of call n are being settled
-        # The next call must go out while this one is settled; 10 s only stops a hang.
+        needed = min(settling + self.ahead, self.calls)
+        # 10 s only stops a hang.
         await eventually(
-            lambda: len(self._fake.batches) > settling or settling == 3,
-            what=f"call {settling + 1} sent while call {settling} is settled",
+            lambda: len(self._fake.batches) >= needed,
+            what=f"call {needed} sent while call {settling} is settled",
             within=10,
         )
         self.waited.append(len(self._fake.batches))
         return await self._store.ingest_many(items)
 
 
-async def test_the_next_call_goes_out_while_the_previous_answers_are_settled(
-    store, fake_ace, clients
+@pytest.mark.parametrize("ahead", [1, SETTLE_BEHIND])
+async def test_the_next_calls_go_out_while_the_previous_answers_are_settled(
+    store, fake_ace, clients, ahead
 ):
-    ids = await register(store, "seedance", 25)  # 3 calls of 10, 10, 5
+    ids = await register(store, "seedance", 45)  # 5 calls of 10, 10, 10, 10, 5
     fake_ace.finished = set(ids)
-    slow = SlowSettle(store, fake_ace)
+    slow = SlowSettle(store, fake_ace, calls=5, ahead=ahead)
     report = await run_pass(slow, clients, store.settings, now=time.time() + 1)
-    assert slow.waited == [2, 3, 3]  # call n + 1 was out before call n was settled
-    assert len(fake_ace.batches) == 3  # still exactly ceil(25 / 10) calls
-    assert report.providers["seedance"].completed == 25
+    # Call n + ahead was out before call n was settled ...
+    assert all(sent >= min(n + ahead, 5) for n, sent in enumerate(slow.waited, 1))
+    assert len(fake_ace.batches) == 5  # ... and still exactly ceil(45 / 10) calls
+    assert report.providers["seedance"].completed == 45
+
+
+class HeldSettle:
+    """The real store, but the first ``ingest_many`` waits until ``release`` is set."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def ingest_many(self, items):
+        await self.release.wait()
+        return await self._store.ingest_many(items)
+
+
+async def test_answers_waiting_to_be_settled_are_bounded(store, fake_ace, clients):
+    ids = await register(store, "seedance", 45)  # 5 calls
+    fake_ace.finished = set(ids)
+    held = HeldSettle(store)
+    passing = asyncio.create_task(run_pass(held, clients, store.settings, now=time.time() + 1))
+    bound = SETTLE_BEHIND + 1  # answered chunks waiting, and the call in flight
+    await eventually(lambda: len(fake_ace.batches) >= bound, what=f"{bound} calls")
+    for _ in range(200):  # the in-process upstream answers within a few loop turns
+        await asyncio.sleep(0)
+    assert len(fake_ace.batches) == bound  # no more while the first answers are not settled
+    held.release.set()
+    report = await passing
+    assert len(fake_ace.batches) == 5
+    assert report.providers["seedance"].completed == 45
 
 
 async def test_no_call_is_sent_after_an_error_even_when_pipelined(store, fake_ace, run):

@@ -322,7 +322,7 @@ def lease_row(server: ServerProcess) -> tuple[str, int] | None:
 
 
 def holder_pid(holder: str) -> int:
-    return int(holder.split(":")[-2])  # host:pid:random (server.reconcile.loop.holder_name)
+    return int(holder.split(":")[-2])  # host:pid:random (server.service.holder_id)
 
 
 async def send_callbacks(

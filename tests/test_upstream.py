@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -291,38 +291,35 @@ ERROR_CASES: list[tuple[str, Handler, type[UpstreamError]]] = [
 ]
 
 
+#: Each client's call under test: (call, the provider it names, the path its errors show).
+CALLS: dict[str, tuple[Callable[[Handler], Awaitable[object]], str, str]] = {
+    "acedata": (lambda h: acedata(h).retrieve_batch(["a"]), "seedance", "/seedance/tasks"),
+    "seedance2": (
+        lambda h: seedance2(h).retrieve(S2_ID),
+        "seedance2",
+        f"/v1/video/generations/{S2_ID}",
+    ),
+}
+
+
+@pytest.mark.parametrize("client", list(CALLS))
 @pytest.mark.parametrize(
     ("case", "handler", "expected"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES]
 )
-async def test_acedata_errors_are_translated_without_the_token(
-    case: str, handler: Handler, expected: type[UpstreamError]
+async def test_errors_are_translated_without_the_token(
+    client: str, case: str, handler: Handler, expected: type[UpstreamError]
 ) -> None:
+    call, provider, path = CALLS[client]
     with pytest.raises(expected) as caught:
-        await acedata(handler).retrieve_batch(["a"])
+        await call(handler)
 
     exc = caught.value
     assert type(exc) is expected
-    assert exc.provider == "seedance"
-    assert "/seedance/tasks" in str(exc)
+    assert exc.provider == provider
+    assert path in str(exc)
     assert TOKEN not in str(exc) and TOKEN not in repr(exc) and TOKEN not in exc.detail
     if isinstance(exc, UpstreamTimeout | ConnectionFailed):
         assert isinstance(exc.__cause__, httpx.TransportError)
-
-
-@pytest.mark.parametrize(
-    ("case", "handler", "expected"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES]
-)
-async def test_seedance2_errors_are_translated_without_the_token(
-    case: str, handler: Handler, expected: type[UpstreamError]
-) -> None:
-    with pytest.raises(expected) as caught:
-        await seedance2(handler).retrieve(S2_ID)
-
-    exc = caught.value
-    assert type(exc) is expected
-    assert exc.provider == "seedance2"
-    assert f"/v1/video/generations/{S2_ID}" in str(exc)
-    assert TOKEN not in str(exc) and TOKEN not in repr(exc) and TOKEN not in exc.detail
 
 
 async def test_status_errors_carry_status_and_upstream_code() -> None:

@@ -12,7 +12,6 @@ is tried again with exponential backoff until the URL expires.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -303,7 +302,5 @@ class Archiver:
         try:
             await asyncio.gather(*(worker() for _ in range(self.slots)))
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await cancel(keeper)
         return summary

@@ -16,17 +16,12 @@ MAX_RANGES = 16
 _SPEC = re.compile(r"(\d*)-(\d*)", re.ASCII)
 
 
-class BadRange(BadRequest):
+class BadRange(BadRequest, code="bad_range"):
     """The ``Range`` header is not a valid ``bytes=`` range set."""
 
-    code = "bad_range"
 
-
-class RangeNotSatisfiable(HTTPError):
+class RangeNotSatisfiable(HTTPError, status=416, code="range_not_satisfiable"):
     """No requested range overlaps the file; carries ``Content-Range: bytes */size``."""
-
-    http_status = 416
-    code = "range_not_satisfiable"
 
     def __init__(self, header: str, size: int) -> None:
         super().__init__(

@@ -45,6 +45,7 @@ from server.archive.storage import (
     check_digest,
     parse_archive_url,
 )
+from server.service import cancel
 from server.settings import read_dotenv
 
 if TYPE_CHECKING:
@@ -160,11 +161,8 @@ class S3Storage:
             self._cleanup = asyncio.create_task(self._cleanup_quietly(), name="s3 cleanup")
 
     async def close(self) -> None:
-        if self._cleanup is not None:
-            self._cleanup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cleanup
-            self._cleanup = None
+        await cancel(self._cleanup)
+        self._cleanup = None
 
     async def status(self) -> str | None:
         try:

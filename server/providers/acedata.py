@@ -107,7 +107,7 @@ class AceDataClient(HTTPClient):
         for item in items:
             if not isinstance(item, dict) or not item:
                 continue  # "not yet" placeholders and junk say nothing about any task
-            key = next((k for k in _item_keys(item) if k in firsts), None)
+            key = _asked_key(item, firsts)
             if key is None or key in found:
                 logger.debug(
                     "ignoring an unmatched or repeated batch item provider=%s", self.provider
@@ -125,18 +125,23 @@ class AceDataClient(HTTPClient):
         return {key: a for key, a in results.items() if isinstance(a, Answer)}
 
 
-def _item_keys(item: dict[str, Any]) -> list[str]:
-    """Keys an item may be matched by: the wrapper's id, then the ids inside its response."""
+def _asked_key(item: dict[str, Any], firsts: Mapping[str, str]) -> str | None:
+    """The key of the asked task ``item`` answers: the first of its ids that was asked.
+
+    Its ids, in order: the wrapper's id, then the ids inside its response (Dreamina's
+    ``data.task_id`` may lack dashes). Read one at a time: the first one matches
+    in every answer we have seen, so the others are not even looked up.
+    """
     response = item.get("response")
     inner = response if isinstance(response, dict) else item
+    for candidate in (item.get("id"), item.get("task_id"), inner.get("task_id")):
+        if isinstance(candidate, str) and (key := task_key(candidate)) in firsts:
+            return key
     data = inner.get("data")
-    candidates = [
-        item.get("id"),
-        item.get("task_id"),
-        inner.get("task_id"),
-        data.get("task_id") if isinstance(data, dict) else None,  # Dreamina: may lack dashes
-    ]
-    return [task_key(c) for c in candidates if isinstance(c, str) and c.strip()]
+    candidate = data.get("task_id") if isinstance(data, dict) else None
+    if isinstance(candidate, str) and (key := task_key(candidate)) in firsts:
+        return key
+    return None
 
 
 # -- the providers -----------------------------------------------------------------------

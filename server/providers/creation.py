@@ -83,38 +83,30 @@ class CreationError(UpstreamError):
         self.headers = dict(headers or {})
 
 
-class CreationRejected(CreationError):
+class CreationRejected(CreationError, status=400, code="bad_request"):
     """Upstream refused the request itself (400/422): its code and message, as 400."""
 
-    http_status = 400
-    code = "bad_request"
     kind = "rejected"
 
 
-class CreationRateLimited(CreationError):
+class CreationRateLimited(CreationError, status=429, code="rate_limited"):
     """Upstream said 429: answered 429 with ``Retry-After`` (upstream's, or the default)."""
 
-    http_status = 429
-    code = "rate_limited"
     kind = "rate_limited"
 
 
-class CreationFailed(CreationError):
+class CreationFailed(CreationError, status=502, code="upstream_error"):
     """Nothing was created and the request was not at fault (401/403, 5xx, unreachable): 502."""
 
-    http_status = 502
-    code = "upstream_error"
     kind = "failed"
 
 
-class OutcomeUnknown(CreationError):
+class OutcomeUnknown(CreationError, status=504, code="submit_outcome_unknown"):
     """The request went out but no usable answer came back: a task may exist upstream (504).
 
     Its message says what happened to the call; the caller says what it means.
     """
 
-    http_status = 504
-    code = "submit_outcome_unknown"
     kind = "unknown"
 
     def __init__(self, provider: str, message: str, *, trace_id: str | None = None) -> None:

@@ -7,6 +7,7 @@ and nothing it sends may take the server down.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +52,8 @@ def text(value: Any) -> str | None:
     """A non-blank string we can store, else None (odd types count as absent)."""
     if not isinstance(value, str) or not value.strip():
         return None
+    if value.isascii():  # no surrogates to look for (and a flag CPython keeps: no scan)
+        return value
     try:
         value.encode("utf-8")  # JSON escapes can smuggle in lone surrogates
     except UnicodeEncodeError:
@@ -69,7 +72,7 @@ def task_id(value: Any) -> str | None:
 
 def mapping(value: Any) -> Mapping[str, Any]:
     """``value`` if it is a JSON object, else an empty one."""
-    return value if isinstance(value, Mapping) else {}
+    return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
 def is_scalar(value: Any) -> bool:
@@ -77,7 +80,7 @@ def is_scalar(value: Any) -> bool:
     if isinstance(value, str):
         return text(value) is not None
     if isinstance(value, float):
-        return value == value and value not in (float("inf"), float("-inf"))
+        return math.isfinite(value)
     return isinstance(value, int)  # bool included
 
 

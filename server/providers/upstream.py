@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from server import __version__
 from server.core.ids import task_key
@@ -233,8 +234,15 @@ def per_asked(ids: Sequence[str], by_key: Mapping[str, Fetched]) -> dict[str, An
 
 
 def compact(item: Any) -> bytes:
-    """One item of a batch answer as its own delivery body: compact JSON (NaN as null)."""
-    return dumps(item).encode()
+    """One item of a batch answer as its own delivery body: compact JSON (NaN as null).
+
+    The bytes ``jsontext.dumps`` would give, made by orjson directly (no text
+    decoded and encoded again) unless orjson refuses the value.
+    """
+    try:
+        return orjson.dumps(item)
+    except TypeError:  # an integer beyond 64 bits, say: the standard library's way
+        return dumps(item).encode()
 
 
 def default_http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:

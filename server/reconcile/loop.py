@@ -16,10 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +30,7 @@ from server.reconcile.health import HealthBoard, PauseRules
 from server.reconcile.lease import Lease, LeaseLost
 from server.reconcile.reconciler import run_pass
 from server.reconcile.report import PassReport
+from server.service import holder_id
 from server.settings import Settings
 from server.store import Store
 
@@ -47,10 +45,6 @@ STOP_GRACE = 10.0
 MIN_LEASE_TTL = 2.0
 
 PassFn = Callable[[], Awaitable[PassReport]]
-
-
-def holder_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class ReconcilerLoop:
@@ -71,7 +65,7 @@ class ReconcilerLoop:
         self.settings = settings
         self.clients = clients
         self.interval = settings.reconcile_interval
-        self.holder = holder or holder_name()
+        self.holder = holder or holder_id()
         # A dead holder's lease lapses 2 intervals after its last renewal, and the others
         # ask every interval: another process holds it within 3 intervals of the death.
         self.lease_ttl = lease_ttl or max(2 * self.interval, MIN_LEASE_TTL)

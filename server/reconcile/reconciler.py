@@ -50,6 +50,9 @@ TASKS_PER_PROVIDER_PASS = 1000
 #: How far ahead of its schedule a task may be asked to fill an AceData batch.
 BATCH_LOOKAHEAD = schedule.FIRST_BACKOFF
 
+#: Answered chunks of one provider that may wait to be settled while its next call is out.
+SETTLE_BEHIND = 2
+
 FINAL = ("succeeded", "failed", "expired")
 #: ``progress(provider, checked, total)`` after each upstream call.
 Progress = Callable[[str, int, int], None]
@@ -159,35 +162,56 @@ async def _provider_pass(
 async def _ask_and_settle(
     ctx: _Context, rep: ProviderReport, client: Client, health: ProviderHealth, due: list[DueTask]
 ) -> None:
-    """Ask upstream chunk by chunk, each chunk's answers settled as they come.
+    """Ask upstream chunk by chunk, each chunk's answers settled in order as they come.
 
-    Pipelined, one call ahead: the call for chunk n+1 goes out as soon as the
-    answers to chunk n are in, so settling chunk n (parse, merge, commit)
-    overlaps upstream's latency instead of adding to it. At most one call per
-    provider is in flight, and the next is sent only after the previous one
-    succeeded, so the calls are exactly as without pipelining, one per chunk,
-    and none after an error.
+    Pipelined: one task asks, one call at a time, each call sent as soon as the
+    previous one succeeded, while this coroutine settles the answers (parse,
+    merge, commit) behind it; up to ``SETTLE_BEHIND`` answered chunks may wait
+    to be settled, so settling overlaps upstream's latency, and a slow settle
+    (a commit, a busy CPU) is made up by the next fast one. The calls are
+    exactly as without pipelining, one per chunk, never two at once, and none
+    after an error. ``pipeline=False`` asks for a chunk only once the previous
+    one is settled.
     """
     size = ctx.settings.reconcile_batch_size
     chunks = [due[start : start + size] for start in range(0, len(due), size)]
-    ahead: asyncio.Task[Asked] | None = None
+    if not chunks:
+        return
+    # A place for each answered chunk not settled yet; the asker waits for one.
+    places = asyncio.Semaphore(SETTLE_BEHIND + 1 if ctx.pipeline else 1)
+    answered: asyncio.Queue[Asked | Exception] = asyncio.Queue()
+
+    async def ask_all() -> None:
+        try:
+            for chunk in chunks:
+                await places.acquire()
+                asked = await _ask(client, rep, [t.task_id for t in chunk])
+                answered.put_nowait(asked)
+                if asked[1] is not None:
+                    return  # no call after an error
+        except Exception as exc:  # a bug, not upstream (``fetch`` returns those): raised below
+            answered.put_nowait(exc)
+
+    asker = asyncio.create_task(ask_all())
     try:
         for index, chunk in enumerate(chunks):
-            ids = [t.task_id for t in chunk]
-            asking, ahead = ahead or asyncio.create_task(_ask(client, rep, ids)), None
-            answers, error = await asking
-            if error is None and ctx.pipeline and index + 1 < len(chunks):
-                following = [t.task_id for t in chunks[index + 1]]
-                ahead = asyncio.create_task(_ask(client, rep, following))
+            got = await answered.get()
+            if isinstance(got, Exception):
+                raise got
+            answers, error = got
             if error is None:
                 health.succeeded(ctx.now)
             else:
                 _trouble(ctx, rep, health, error)
-            asked = [i for i in ids if i in answers]
-            items = [_incoming(rep.provider, task_id, answers[task_id]) for task_id in asked]
+            items = [
+                _incoming(rep.provider, t.task_id, answers[t.task_id])
+                for t in chunk
+                if t.task_id in answers
+            ]
             rep.checked += len(items)
             rest = chunk if error is None else [t for c in chunks[index:] for t in c]
             await _settle(ctx, rep, items, [t for t in rest if _too_old(ctx, t)])
+            places.release()
             if ctx.progress:
                 ctx.progress(rep.provider, rep.checked, rep.due)
             if error is not None:
@@ -195,10 +219,10 @@ async def _ask_and_settle(
                     await _keep_bad_answer(ctx.store, rep.provider, error)
                 return
     finally:
-        if ahead is not None and not ahead.done():  # the pass was cancelled or failed
-            ahead.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ahead
+        if not asker.done():  # the pass was cancelled or failed
+            asker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asker
 
 
 def _fill(due: list[DueTask], soon: list[DueTask]) -> list[DueTask]:
@@ -303,11 +327,17 @@ def _tally(
     dry_run: bool,
 ) -> None:
     final_status: dict[str, str] = {}
-    before: dict[str, str] = {}  # a task's status before the first item of the batch
-    for item, outcome in zip(batch, outcomes, strict=True):
+    #: A task's first item in the batch and its status before that item.
+    first: dict[str, tuple[Incoming, str]] = {}
+    asked: set[str] = set()
+    gaps = 0
+    for index, (item, outcome) in enumerate(zip(batch, outcomes, strict=True)):
         key = task_key(item.task_id)
         final_status[key] = outcome.status
-        before.setdefault(key, outcome.previous)
+        if key not in first:
+            first[key] = (item, outcome.previous)
+        if index < answered:
+            asked.add(key)
         if not outcome.became_final:
             continue
         if outcome.status == "expired":
@@ -319,7 +349,7 @@ def _tally(
         else:
             rep.failed += 1
         if not dry_run:
-            metrics.GAPS_FILLED.labels(rep.provider).inc()
+            gaps += 1
             event(
                 log,
                 "gap_filled",
@@ -327,11 +357,10 @@ def _tally(
                 task_id=outcome.task_id,
                 status=outcome.status,
             )
-    asked = {task_key(i.task_id) for i in batch[:answered]}
+    if gaps:
+        metrics.GAPS_FILLED.labels(rep.provider).inc(gaps)
     rep.waiting += sum(1 for k in asked if final_status[k] not in FINAL)
-    first_item: dict[str, Incoming] = {}
-    for item in batch:  # a dict, not a scan of the batch per change (quadratic in batch size)
-        first_item.setdefault(task_key(item.task_id), item)
     for key, after in final_status.items():
-        if after != before[key]:
-            rep.changes.append(Change(first_item[key].task_id, rep.provider, before[key], after))
+        item, before = first[key]
+        if after != before:
+            rep.changes.append(Change(item.task_id, rep.provider, before, after))

@@ -8,12 +8,12 @@ Several processes may run it at once: pruning is idempotent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 from server.core.types import iso_time
+from server.service import cancel
 from server.store.base import Store
 
 log = logging.getLogger("taskhook.retention")
@@ -39,10 +39,7 @@ class EventRetention:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def prune(self) -> int:
         """Drop the events older than the retention now; how many."""

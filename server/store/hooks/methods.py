@@ -1,10 +1,10 @@
 """The ``WebhookStore`` methods, once for every backend.
 
-A backend mixes ``WebhookMethods`` into its store and supplies two
-primitives: ``_hook_write`` (a coroutine over a ``Tx``, run as one
-transaction, answered once committed; ``wake``: it made messages due now, so
-every delivery loop should look) and ``_hook_read`` (one SELECT, written with
-``?`` placeholders, on a read connection).
+A backend mixes ``WebhookMethods`` into its store and supplies
+``_hook_write``: a coroutine over a ``Tx``, run as one transaction, answered
+once committed (``wake``: it made messages due now, so every delivery loop
+should look). Like the other parts of a SQL store it derives from ``SQLStore``
+and reads through its ``_select`` and ``_in`` (``server.store.queries``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ from typing import Any, TypeVar
 
 from server.delivery.schedule import Next, Outcome
 from server.errors import BadCursor
-from server.settings import Settings
 from server.store.hooks import claims, endpoints, queue
 from server.store.hooks.tx import (
     ATTEMPT_COLUMNS,
     ENDPOINT_COLUMNS,
-    Row,
     Tx,
     attempt_row,
     endpoint_row,
 )
+from server.store.sql import SQLStore
 from server.store.webhooks import (
     Attempt,
     Backlog,
@@ -35,7 +34,6 @@ from server.store.webhooks import (
     Endpoint,
     Redelivery,
     Settled,
-    WebhookStore,
 )
 
 T = TypeVar("T")
@@ -58,16 +56,12 @@ def attempt_cursor(text: str | None) -> int | None:
     raise BadCursor(f"cursor {text[:40]!r} is not one this API gave out")
 
 
-class WebhookMethods(WebhookStore):
-    settings: Settings
+class WebhookMethods(SQLStore):
+    """The webhook side of a SQL store (see the module docstring)."""
 
     @abc.abstractmethod
     async def _hook_write(self, what: str, fn: HookWrite[T], *, wake: bool = False) -> T:
         """``fn(tx)`` in one transaction; returns once committed. ``what`` names it in errors."""
-
-    @abc.abstractmethod
-    async def _hook_read(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        """The rows of one SELECT (``?`` placeholders)."""
 
     @property
     def _first_delay(self) -> float:
@@ -85,7 +79,7 @@ class WebhookMethods(WebhookStore):
         )
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
-        rows = await self._hook_read(
+        rows = await self._select(
             "reading an endpoint",
             f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?",
             (endpoint_id,),
@@ -93,7 +87,7 @@ class WebhookMethods(WebhookStore):
         return endpoint_row(rows[0]) if rows else None
 
     async def list_endpoints(self) -> list[Endpoint]:
-        rows = await self._hook_read(
+        rows = await self._select(
             "listing endpoints",
             f"SELECT {ENDPOINT_COLUMNS} FROM endpoints ORDER BY created_at, id",
         )
@@ -180,7 +174,7 @@ class WebhookMethods(WebhookStore):
         before = attempt_cursor(cursor)
         filters = {"endpoint_id = ?": endpoint_id, "outcome = ?": outcome, "id < ?": before}
         given = {term: value for term, value in filters.items() if value is not None}
-        rows = await self._hook_read(
+        rows = await self._select(
             "reading webhook attempts",
             f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {' AND '.join(given)}"
             " ORDER BY id DESC LIMIT ?",
@@ -191,7 +185,7 @@ class WebhookMethods(WebhookStore):
         return [attempt for _, attempt in page], after
 
     async def webhook_backlog(self) -> list[Backlog]:
-        rows = await self._hook_read(
+        rows = await self._select(
             "reading the webhook backlog",
             "SELECT e.id, e.url, e.disabled_at, e.disabled_reason,"
             " (SELECT count(*) FROM messages m WHERE m.endpoint_id = e.id"

@@ -16,7 +16,7 @@ placeholders and supplies what truly differs by engine:
 - ``lease_clock`` / ``lease_now``: the clock leases run on (the process's on
   SQLite; the database server's on PostgreSQL, so replicas whose clocks
   disagree still agree on when a claim lapsed);
-- ``any_of``: "column is one of these values";
+- ``any_of``: "column is one of these values" (the store's ``_in``);
 - ``feed_end``: the seq of the last event committed.
 
 On SQLite the statements run at once, so a write never waits and runs to its
@@ -26,13 +26,15 @@ end on the writer thread (``server.store.sqlite.webhooks.settled``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from server.store.webhooks import Attempt, Endpoint
 
 #: A row as a backend's cursor gives it.
 Row = tuple[Any, ...]
+#: ``(column, values)`` -> the condition "column is one of values" and its parameters.
+AnyOf = Callable[[str, Sequence[Any]], tuple[str, list[Any]]]
 
 #: In the order of ``Endpoint``'s fields.
 ENDPOINT_COLUMNS = (
@@ -65,8 +67,9 @@ class Tx(Protocol):
     async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a change; how many rows it changed."""
 
-    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-        """SQL saying ``column`` is one of ``values`` (not empty), and its parameters."""
+    #: SQL saying ``column`` is one of ``values`` (not empty), and its parameters: the
+    #: store's ``_in``.
+    any_of: AnyOf
 
     def lease_now(self, now: float) -> tuple[str, list[Any]]:
         """SQL for the current time on the lease clock, and its parameters."""
@@ -78,13 +81,13 @@ class Tx(Protocol):
         """The seq of the last event committed (0: none yet); pruning does not lower it."""
 
 
-def endpoint_row(row: Row) -> Endpoint:
+def endpoint_row(row: Sequence[Any]) -> Endpoint:
     """An ``Endpoint`` from a row selected as ``ENDPOINT_COLUMNS`` (events kept as JSON)."""
     ident, url, events = row[:3]
     return Endpoint(ident, url, tuple(json.loads(events)) if events is not None else None, *row[3:])
 
 
-def attempt_row(row: Row) -> tuple[int, Attempt]:
+def attempt_row(row: Sequence[Any]) -> tuple[int, Attempt]:
     """(row id, attempt) of a row selected as ``ATTEMPT_COLUMNS``."""
     ident, event_id, number, at, outcome, status, duration, response, error = row
     return ident, Attempt(event_id, number, at, outcome, status, duration, response, error)

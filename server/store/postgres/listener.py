@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 import psycopg
 
+from server.service import cancel
 from server.store.postgres.connection import CONNECT_KWARGS, conninfo, label
 from server.store.signals import KINDS
 
@@ -54,10 +55,7 @@ class Listener:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         self.listening = False
 
     async def probe(self) -> bool:

@@ -11,48 +11,33 @@ of every replica (``pg_notify``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 
 from server.store.hooks.methods import HookWrite, WebhookMethods
-from server.store.hooks.tx import Row
+from server.store.hooks.tx import AnyOf, Row
+from server.store.postgres.connection import pyformat
 from server.store.postgres.listener import CHANNEL
 from server.store.postgres.values import DB_NOW
 
 T = TypeVar("T")
 
 
-@functools.lru_cache(maxsize=256)
-def placeholders(sql: str) -> str:
-    """``sql`` with psycopg's ``%s`` for each ``?`` (and a literal ``%`` escaped)."""
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
 class PostgresTx:
-    """A ``Tx`` over a pooled connection inside its transaction."""
+    """A ``Tx`` over a pooled connection inside its transaction.
 
-    #: As the partial indexes ``messages_due`` and ``messages_next`` spell it.
-    head = "head"
-    #: Endpoint rows are locked for the transaction.
+    Endpoint rows are locked for the transaction (``FOR UPDATE``); leases run on
+    the database server's clock; ``head`` is the boolean column, as the partial
+    indexes ``messages_due`` and ``messages_next`` spell it.
+    """
+
     lock = " FOR UPDATE"
+    head = "head"
 
-    def __init__(self, conn: psycopg.AsyncConnection) -> None:
-        self.conn = conn
-
-    async def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        return await (await self.conn.execute(placeholders(sql), params)).fetchone()
-
-    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return await (await self.conn.execute(placeholders(sql), params)).fetchall()
-
-    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return max((await self.conn.execute(placeholders(sql), params)).rowcount, 0)
-
-    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-        return f"{column} = ANY(?)", [list(values)]
+    def __init__(self, conn: psycopg.AsyncConnection, any_of: AnyOf) -> None:
+        self.conn, self.any_of = conn, any_of
 
     def lease_now(self, now: float) -> tuple[str, list[Any]]:
         return DB_NOW, []
@@ -68,16 +53,27 @@ class PostgresTx:
         row = await self.one("SELECT seq FROM event_counter")
         return int(row[0]) if row else 0
 
+    async def _cursor(self, sql: str, params: Sequence[Any]) -> psycopg.AsyncCursor[Row]:
+        return await self.conn.execute(pyformat(sql), params)
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        return await (await self._cursor(sql, params)).fetchone()
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return await (await self._cursor(sql, params)).fetchall()
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return max((await self._cursor(sql, params)).rowcount, 0)
+
 
 class PostgresWebhooks(WebhookMethods):
     # Provided by PostgresStore.
     _write: Callable[..., Awaitable[Any]]
-    _fetchall: Callable[..., Awaitable[list[tuple[Any, ...]]]]
     notify_work: Callable[..., None]
 
     async def _hook_write(self, what: str, fn: HookWrite[T], *, wake: bool = False) -> T:
         async def run(conn: psycopg.AsyncConnection) -> T:
-            value = await fn(PostgresTx(conn))
+            value = await fn(PostgresTx(conn, self._in))
             if wake:
                 await conn.execute("SELECT pg_notify(%s, 'webhooks')", (CHANNEL,))
             return value
@@ -86,6 +82,3 @@ class PostgresWebhooks(WebhookMethods):
         if wake:
             self.notify_work("webhooks")
         return value
-
-    async def _hook_read(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return await self._fetchall(what, placeholders(sql), params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from server.core.ids import event_id
@@ -59,14 +59,22 @@ INSERT_EVENT = (
 
 
 def event_rows(
-    key: str, record: TaskRecord, types: Sequence[str], now: float
+    key: str,
+    record: TaskRecord,
+    types: Sequence[str],
+    now: float,
+    randbits: Callable[[int], int] = secrets.randbits,
 ) -> list[tuple[str, str, str, str, float, str]]:
-    """``INSERT_EVENT``'s parameters, one per type, the task rendered once for all."""
+    """``INSERT_EVENT``'s parameters, one per type, the task rendered once for all.
+
+    ``randbits(56)`` gives each id its random part (``secrets.randbits``, or bits
+    the caller drew from the same source for many events at once).
+    """
     data = dumps(task_json(record))
     provider = record.state.provider
     return [
         (
-            event_id(now, secrets.randbits(56)),
+            event_id(now, randbits(56)),
             event_type,
             key,
             provider,

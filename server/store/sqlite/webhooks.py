@@ -14,21 +14,25 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from server.store.hooks.methods import HookWrite, WebhookMethods
-from server.store.hooks.tx import Row
+from server.store.hooks.tx import AnyOf, Row
 
 T = TypeVar("T")
 
 
 class SQLiteTx:
-    """A ``Tx`` over the writer's connection: every statement is answered at once."""
+    """A ``Tx`` over the writer's connection: every statement is answered at once.
 
-    #: As the partial indexes ``messages_due`` and ``messages_next`` spell it.
-    head = "head = 1"
-    #: One writer serialises every write: nothing to lock.
-    lock = ""
+    ``head`` is spelt ``head = 1``, as the partial indexes ``messages_due`` and
+    ``messages_next`` are (a bare ``head`` would not use them); nothing is
+    locked, since the one writer serialises every write; leases run on the
+    process's clock.
+    """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    head, lock = "head = 1", ""
+
+    def __init__(self, conn: sqlite3.Connection, any_of: AnyOf) -> None:
         self.conn = conn
+        self.any_of = any_of
 
     async def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = self.conn.execute(sql, params).fetchone()
@@ -39,9 +43,6 @@ class SQLiteTx:
 
     async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self.conn.execute(sql, params).rowcount
-
-    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
     def lease_now(self, now: float) -> tuple[str, list[Any]]:
         return "?", [now]
@@ -71,13 +72,11 @@ def settled(write: Coroutine[Any, Any, T]) -> T:
 
 
 class WebhookQueue(WebhookMethods):
-    # Provided by the store: its writer and read helper.
+    # Provided by the store: its writer.
     _webhook_write: Callable[..., Awaitable[Any]]
-    _fetchall: Callable[..., Awaitable[list[Any]]]
 
     async def _hook_write(self, what: str, fn: HookWrite[T], *, wake: bool = False) -> T:
-        value: T = await self._webhook_write(lambda c: settled(fn(SQLiteTx(c))), wake=wake)
+        value: T = await self._webhook_write(
+            lambda c: settled(fn(SQLiteTx(c, self._in))), wake=wake
+        )
         return value
-
-    async def _hook_read(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return await self._fetchall(sql, params)

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from server.core.ids import task_key
 from server.core.render import task_json
-from server.core.types import Status, iso_time
+from server.core.types import Status, TaskRecord, iso_time
 from server.errors import NotFound, NotJSON, Unprocessable
 from server.providers import PROVIDERS
 from server.providers.parse import decode
@@ -93,11 +93,7 @@ async def register_tasks(request: Request) -> JSONResponse:
 )
 async def get_task(request: Request) -> JSONResponse:
     require_api_token(request)
-    task_id = request.path_params["task_id"]
-    record = await runtime(request).store.get_task(task_id)
-    if record is None:
-        raise NotFound(f"no task {task_id!r} is known (ids match without case or dashes)")
-    return JSONResponse(task_json(record))
+    return JSONResponse(task_json(await _known_task(request)))
 
 
 @doc(
@@ -119,6 +115,15 @@ async def list_tasks(request: Request) -> JSONResponse:
         status=status, provider=provider, limit=limit, cursor=q.get("cursor") or None
     )
     return JSONResponse({"tasks": [task_json(r) for r in records], "next_cursor": next_cursor})
+
+
+async def _known_task(request: Request) -> TaskRecord:
+    """The task the path names, or 404."""
+    task_id = request.path_params["task_id"]
+    record = await runtime(request).store.get_task(task_id)
+    if record is None:
+        raise NotFound(f"no task {task_id!r} is known (ids match without case or dashes)")
+    return record
 
 
 def body_view(body: bytes) -> Any:
@@ -143,11 +148,7 @@ def body_view(body: bytes) -> Any:
 )
 async def task_deliveries(request: Request) -> JSONResponse:
     require_api_token(request)
-    task_id = request.path_params["task_id"]
-    store = runtime(request).store
-    record = await store.get_task(task_id)
-    if record is None:
-        raise NotFound(f"no task {task_id!r} is known (ids match without case or dashes)")
+    record = await _known_task(request)
     items = [
         {
             "id": d.id,
@@ -160,7 +161,7 @@ async def task_deliveries(request: Request) -> JSONResponse:
             "body": body_view(d.body) if d.body else None,
             **({"body_dropped": True} if not d.body else {}),
         }
-        for d in await store.deliveries(task_id)
+        for d in await runtime(request).store.deliveries(request.path_params["task_id"])
     ]
     return JSONResponse({"task_id": record.state.task_id, "deliveries": items})
 
