@@ -24,6 +24,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from server.service import cancel
+
 if TYPE_CHECKING:
     from server.store import Store
 
@@ -89,9 +91,7 @@ class Lease:
                 try:
                     return await work()
                 finally:
-                    keeper.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await keeper
+                    await cancel(keeper)
         except TimeoutError:
             if not fence.expired():
                 raise  # the work's own timeout, not ours

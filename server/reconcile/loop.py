@@ -30,7 +30,7 @@ from server.reconcile.health import HealthBoard, PauseRules
 from server.reconcile.lease import Lease, LeaseLost
 from server.reconcile.reconciler import run_pass
 from server.reconcile.report import PassReport
-from server.service import holder_id
+from server.service import cancel, holder_id
 from server.settings import Settings
 from server.store import Store
 
@@ -101,9 +101,7 @@ class ReconcilerLoop:
             event(
                 log, "reconcile_pass_cancelled", logging.WARNING, reason="shutdown", grace_s=grace
             )
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
         if self.lease.held:
             await self.lease.release()
         self._stopped.set()

@@ -15,7 +15,6 @@ its ``ProviderHealth``; a pass never raises because of upstream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +39,7 @@ from server.providers.upstream import (
 )
 from server.reconcile.health import HealthBoard, ProviderHealth
 from server.reconcile.report import Change, PassReport, ProviderReport, error_kind
+from server.service import cancel
 from server.settings import Settings
 from server.store import DueTask, Incoming, IngestOutcome, Store, ingest_rows
 
@@ -219,10 +219,7 @@ async def _ask_and_settle(
                     await _keep_bad_answer(ctx.store, rep.provider, error)
                 return
     finally:
-        if not asker.done():  # the pass was cancelled or failed
-            asker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asker
+        await cancel(asker)  # still running if the pass was cancelled or failed
 
 
 def _fill(due: list[DueTask], soon: list[DueTask]) -> list[DueTask]:

@@ -7,10 +7,13 @@ cannot drift apart (the statements themselves: ``server.store.statements``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from server.core.codec import state_to_dict
 from server.core.decide import Decision
+from server.core.types import TaskRecord
 from server.store.base import Incoming, IngestOutcome
 
 
@@ -31,6 +34,33 @@ def delivery_row(
     observation = item.observation
     reported = observation.status.value if observation and observation.status else None
     return (key, item.provider, item.source, now, digest, item.body, reported, decision.changed)
+
+
+def task_values(
+    record: TaskRecord, final_source: str | None, dumps: Callable[[Any], str]
+) -> tuple[Any, ...]:
+    """A task row's columns after its key, in ``rows.TASK_COLUMNS`` order.
+
+    (task_id, provider, status, state, metadata, created_at, updated_at,
+    completed_at, next_check_at, deliveries, checks, last_source, final_source);
+    ``dumps`` is the backend's JSON text encoder.
+    """
+    state = record.state
+    return (
+        state.task_id,
+        state.provider,
+        state.status.value,
+        dumps(state_to_dict(state)),
+        dumps(dict(record.metadata)),
+        record.created_at,
+        record.updated_at,
+        record.completed_at,
+        record.next_check_at,
+        record.deliveries,
+        record.checks,
+        record.last_source,
+        final_source,
+    )
 
 
 def mismatch_message(decision: Decision, item: Incoming) -> str:

@@ -30,7 +30,6 @@ from typing import Any
 import psycopg
 
 from server.archive.download import url_expiry
-from server.core.codec import state_to_dict
 from server.core.decide import Decision, decide
 from server.core.ids import task_key
 from server.core.types import ArchiveOutcome, TaskRecord
@@ -41,6 +40,7 @@ from server.store.ingest_rows import (
     mismatch_message,
     mismatch_outcome,
     outcome,
+    task_values,
 )
 from server.store.postgres import events as outbox
 from server.store.postgres import values
@@ -160,7 +160,9 @@ async def apply_group(
         for key in keys:
             task = held[key]
             if task.dirty and task.record is not None:
-                await conn.execute(_UPDATE, _task_row(key, task.record, task.final_source))
+                await conn.execute(
+                    _UPDATE, (*task_values(task.record, task.final_source, dumps), key)
+                )
         if quarantined:
             await values.cap_quarantine(conn, rules.quarantine_max_rows, rules.quarantine_max_bytes)
         if any(e.archives for e in pending):
@@ -210,26 +212,6 @@ async def _lock(
         key, url, outcome = archive_outcome(row)
         held[key].shown[url] = outcome
     return held
-
-
-def _task_row(key: str, record: TaskRecord, final_source: str | None) -> tuple[Any, ...]:
-    state = record.state
-    return (
-        state.task_id,
-        state.provider,
-        state.status.value,
-        dumps(state_to_dict(state)),
-        dumps(dict(record.metadata)),
-        record.created_at,
-        record.updated_at,
-        record.completed_at,
-        record.next_check_at,
-        record.deliveries,
-        record.checks,
-        record.last_source,
-        final_source,
-        key,
-    )
 
 
 async def _quarantine_mismatch(

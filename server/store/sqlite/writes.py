@@ -18,7 +18,7 @@ from server.core.jsontext import dumps
 from server.core.types import Status
 from server.store import statements
 from server.store.base import IngestOutcome, Registration
-from server.store.ingest_rows import Rules, mismatch_message, mismatch_outcome
+from server.store.ingest_rows import Rules, mismatch_message, mismatch_outcome, task_values
 from server.store.sqlite.archive_writes import enqueue_archives
 from server.store.sqlite.events import add_events
 from server.store.sqlite.retention import enforce_quarantine_bytes
@@ -81,34 +81,18 @@ def _apply(
     now: float,
 ) -> None:
     """Write what ``decision`` says: the delivery, then the task row."""
-    record, state = decision.record, decision.record.state
+    record = decision.record
     if decision.keep_body:
         assert item.body is not None
         conn.execute(INSERT_DELIVERY, delivery_row(key, item, decision, digest, now))
     if not decision.write:
         return
     if decision.created:
-        encoded = dumps(state_to_dict(state))
         conn.execute(
             "INSERT INTO tasks (key, task_id, provider, status, state, metadata, created_at,"
             " updated_at, completed_at, next_check_at, deliveries, checks, last_source,"
             " final_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                state.task_id,
-                state.provider,
-                state.status.value,
-                encoded,
-                dumps(dict(record.metadata)),
-                record.created_at,
-                record.updated_at,
-                record.completed_at,
-                record.next_check_at,
-                record.deliveries,
-                record.checks,
-                record.last_source,
-                decision.final_source,
-            ),
+            (key, *task_values(record, decision.final_source, dumps)),
         )
         return
     bookkeeping = bookkeeping_only(item, decision)
