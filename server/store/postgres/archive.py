@@ -33,7 +33,8 @@ from server.store.base import ArchiveJob
 from server.store.postgres import events as outbox
 from server.store.postgres.connection import pyformat
 from server.store.postgres.listener import CHANNEL
-from server.store.postgres.rows import (
+from server.store.postgres.values import DB_NOW
+from server.store.rows import (
     ARCHIVE_COLUMNS,
     ARCHIVE_JOB_COLUMNS,
     TASK_COLUMNS,
@@ -41,7 +42,6 @@ from server.store.postgres.rows import (
     archive_outcome,
     task_record,
 )
-from server.store.postgres.values import DB_NOW
 from server.store.sql import SQLStore
 
 Conn = psycopg.AsyncConnection

@@ -45,12 +45,12 @@ from server.store.ingest_rows import (
 from server.store.postgres import events as outbox
 from server.store.postgres import values
 from server.store.postgres.listener import CHANNEL
-from server.store.postgres.rows import (
+from server.store.postgres.rows import dumps
+from server.store.rows import (
     ARCHIVE_COLUMNS,
     SHOWN_ARCHIVES,
     TASK_COLUMNS,
     archive_outcome,
-    dumps,
     task_record,
 )
 

@@ -1,4 +1,4 @@
-"""How JSON is written on PostgreSQL; the shared column lists and converters under their older name.
+"""How JSON is written on PostgreSQL.
 
 JSON documents are stored as ``text`` written by ``dumps``: ASCII only
 (``ensure_ascii``), so any character a payload carried (NUL, lone
@@ -12,11 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from server.store import rows
-from server.store.rows import *  # noqa: F403
-
 __all__ = ["dumps"]
-__all__ += rows.__all__
 
 
 def dumps(value: Any) -> str:

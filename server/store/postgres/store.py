@@ -44,12 +44,13 @@ from server.store.base import Incoming, IngestOutcome, Registration
 from server.store.postgres import connection, ingest, retention, values
 from server.store.postgres.archive import PostgresArchives
 from server.store.postgres.listener import Listener
-from server.store.postgres.rows import TASK_COLUMNS, dumps, task_record
+from server.store.postgres.rows import dumps
 from server.store.postgres.schema import migrate
 from server.store.postgres.submits import PostgresSubmits
 from server.store.postgres.webhooks import PostgresWebhooks
 from server.store.postgres.writer import RETRYABLE, GroupWriter
 from server.store.queries import MAX_ROW_ID, concern_conditions
+from server.store.rows import TASK_COLUMNS, task_record
 from server.store.signals import KINDS, WorkSignals
 from server.store.sql import OnCommit, SQLStore, observe_commit
 

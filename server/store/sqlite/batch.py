@@ -28,9 +28,9 @@ from server.core.decide import Decision, Incoming, decide
 from server.core.ids import task_key
 from server.core.types import Status, TaskRecord
 from server.store.base import IngestOutcome
+from server.store.rows import TASK_COLUMNS, task_record
 from server.store.sqlite import writes
 from server.store.sqlite.events import INSERT_EVENT, event_rows
-from server.store.sqlite.rows import TASK_COLUMNS, task_record
 from server.store.sqlite.task_rows import (
     INSERT_DELIVERY,
     UPDATE_BOOKKEEPING,

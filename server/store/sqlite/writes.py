@@ -19,10 +19,10 @@ from server.core.types import Status
 from server.store import statements
 from server.store.base import IngestOutcome, Registration
 from server.store.ingest_rows import Rules, mismatch_message, mismatch_outcome, task_values
+from server.store.rows import TASK_COLUMNS, task_record
 from server.store.sqlite.archive_writes import enqueue_archives
 from server.store.sqlite.events import add_events
 from server.store.sqlite.retention import enforce_quarantine_bytes
-from server.store.sqlite.rows import TASK_COLUMNS, task_record
 from server.store.sqlite.task_rows import (
     INSERT_DELIVERY,
     UPDATE_BOOKKEEPING,
