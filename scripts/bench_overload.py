@@ -84,9 +84,7 @@ def start(folder: Path, pythonpath: str, env: dict[str, str], nofile: int | None
 
 
 def body(i: int) -> bytes:
-    return (
-        b'{"success": true, "task_id": "bench-%d", "data": {"status": "running"}}' % i
-    )
+    return b'{"success": true, "task_id": "bench-%d", "data": {"status": "running"}}' % i
 
 
 async def slowloris(args: argparse.Namespace, folder: Path) -> None:

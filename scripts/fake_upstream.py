@@ -66,6 +66,7 @@ from scripts.fake_upstream_creations import (  # noqa: E402
 from scripts.fake_upstream_http import (  # noqa: E402
     ConnectionDropped,
     ace_error,
+    answer_deadline,
     bearer_ok,
     drop_connection,
     fake_state,
@@ -73,9 +74,9 @@ from scripts.fake_upstream_http import (  # noqa: E402
     injected_fault,
     json_answer,
     json_body,
-    latency,
     s2_error,
     unauthorized,
+    until,
 )
 from scripts.fake_upstream_payloads import (  # noqa: E402
     SEEDANCE_SHAPES,
@@ -115,6 +116,13 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 async def acedata_tasks(request: Request) -> Response:
+    deadline = answer_deadline(fake_state(request))
+    response = await _acedata_tasks(request)
+    await until(deadline)
+    return response
+
+
+async def _acedata_tasks(request: Request) -> Response:
     service, state = request.path_params["service"], fake_state(request)
     if service not in ACEDATA:
         return ace_error(404, "not_found", f"no service {service!r}")
@@ -122,7 +130,6 @@ async def acedata_tasks(request: Request) -> Response:
     action = body.get("action", "retrieve") if isinstance(body, dict) else None
     kind = "retrieve_batch" if action == "retrieve_batch" else "retrieve"
     state.calls[service][kind] += 1
-    await latency(state)
     if not bearer_ok(request, state.config.acedata_token):
         return unauthorized(state, service)
     if (fault := await injected_fault(request, service, kind)) is not None:
@@ -163,9 +170,15 @@ async def acedata_tasks(request: Request) -> Response:
 
 
 async def seedance2_query(request: Request) -> Response:
+    deadline = answer_deadline(fake_state(request))
+    response = await _seedance2_query(request)
+    await until(deadline)
+    return response
+
+
+async def _seedance2_query(request: Request) -> Response:
     state, task_id = fake_state(request), request.path_params["task_id"]
     state.calls["seedance2"]["seedance2_get"] += 1
-    await latency(state)
     if not bearer_ok(request, state.config.seedance2_key):
         return unauthorized(state, "seedance2")
     if (fault := await injected_fault(request, "seedance2", "seedance2_get")) is not None:

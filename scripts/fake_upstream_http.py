@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -99,10 +100,22 @@ async def drop_connection(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def latency(state: FakeState) -> None:
-    # A fixed wait per upstream call, so a benchmark can compare a pass with its model.
-    if state.config.latency > 0:
-        await asyncio.sleep(state.config.latency)
+def answer_deadline(state: FakeState) -> float:
+    """When a tasks call that arrives now answers: ``--latency`` from its arrival.
+
+    The fake's own work (finding tasks, building and encoding the answer)
+    happens inside that time, not after it, so an upstream of latency L
+    answers in L whatever this one process costs per call; a benchmark can
+    then compare a pass with ``calls x latency`` (``until`` waits out the rest).
+    """
+    return time.monotonic() + state.config.latency
+
+
+async def until(deadline: float) -> None:
+    """Wait for ``deadline`` (a ``time.monotonic()`` time); at once when it has passed."""
+    left = deadline - time.monotonic()
+    if left > 0:
+        await asyncio.sleep(left)
 
 
 async def injected_fault(request: Request, provider: str, kind: str) -> Response | None:
