@@ -62,9 +62,7 @@ def test_token_settings_are_listed_once_per_setting() -> None:
 def test_configured_follows_the_token_settings() -> None:
     ace_only = Settings(acedata_api_token="t")
     assert [p for p in NAMES if get(p).configured(ace_only)] == ["seedream", "seedance", "dreamina"]
-    assert [p for p in NAMES if get(p).configured(Settings(seedance2_api_key="k"))] == [
-        "seedance2"
-    ]
+    assert [p for p in NAMES if get(p).configured(Settings(seedance2_api_key="k"))] == ["seedance2"]
 
 
 async def test_build_clients_asks_each_provider_for_its_client() -> None:

@@ -30,7 +30,7 @@ def run(settings: Settings, path: str) -> int:
     if settings.database_url.startswith(("postgresql://", "postgres://")):
         print(
             "backup: DATABASE_URL is a PostgreSQL database; back it up with pg_dump "
-            "(e.g. pg_dump --format=custom --file=taskhook.dump \"$DATABASE_URL\")",
+            '(e.g. pg_dump --format=custom --file=taskhook.dump "$DATABASE_URL")',
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -89,4 +89,11 @@ def dumps(value: Any) -> str:
 
 def event_text(event_type: str, timestamp: float, data: str) -> str:
     """``event_json`` as JSON text, given the task's JSON text (rendered once per change)."""
-    return f'{{"type":{dumps(event_type)},"timestamp":"{iso_time(timestamp)}","data":{data}}}'
+    quoted = _QUOTED.get(event_type)
+    if quoted is None:
+        quoted = _QUOTED.setdefault(event_type, dumps(event_type))
+    return f'{{"type":{quoted},"timestamp":"{iso_time(timestamp)}","data":{data}}}'
+
+
+#: Event types as JSON strings (a handful of names, each quoted once).
+_QUOTED: dict[str, str] = {}

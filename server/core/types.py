@@ -145,12 +145,26 @@ class TaskState:
 
 
 def iso_time(ts: float | None) -> str | None:
-    """Unix seconds -> ``2026-11-22T10:00:00Z`` (milliseconds when present)."""
+    """Unix seconds -> ``2026-11-22T10:00:00Z`` (milliseconds when present).
+
+    The last time rendered is remembered: a change renders the same instant
+    several times (the task's created, updated and completed times and each
+    event's timestamp are often one ``now``).
+    """
+    global _last_iso
     if ts is None:
         return None
+    last = _last_iso  # one tuple: another thread never sees a time with another's text
+    if last[0] == ts:
+        return last[1]
     moment = datetime.fromtimestamp(ts, tz=UTC)
     text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return text.replace(".000Z", "Z")
+    text = text.replace(".000Z", "Z")
+    _last_iso = (ts, text)
+    return text
+
+
+_last_iso: tuple[float, str] = (float("nan"), "")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ def _register_storage() -> None:
 
     REGISTRY.register(StorageCollector())
 
+
 CALLBACKS = Counter(
     "taskhook_callbacks_received",
     "Callbacks received, by provider and outcome (accepted, duplicate, unauthorized, "

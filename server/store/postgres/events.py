@@ -19,7 +19,6 @@ SQLite, so ``copy-db`` keeps every reader's cursor valid.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -29,6 +28,7 @@ import psycopg
 from server.core.ids import event_id
 from server.core.render import event_text, task_json
 from server.core.types import ArchiveOutcome, TaskRecord
+from server.store import randomness
 from server.store.postgres.rows import dumps
 from server.store.records import Event
 
@@ -62,7 +62,7 @@ def render(
     data = dumps(task_json(replace(record, archives=dict(archives))))
     return [
         PendingEvent(
-            event_id(now, secrets.randbits(56)),
+            event_id(now, randomness.randbits(56)),
             event_type,
             key,
             record.state.provider,

@@ -18,7 +18,6 @@ succeeded (they show its archive outcomes).
 from __future__ import annotations
 
 import hashlib
-import secrets
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,25 +42,6 @@ from server.store.sqlite.task_rows import (
 
 #: Keys per ``IN (...)`` read, under SQLite's limit on bound variables.
 READ_CHUNK = 400
-
-
-class _RandomBits:
-    """``secrets.randbits(56)`` for event ids, read from the OS in one call per ``size`` ids.
-
-    Each ``secrets.randbits`` is a system call (which also lets the event loop's
-    thread take the interpreter lock); a bulk ingest makes two events per task.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self._pool = b""
-
-    def __call__(self, bits: int) -> int:
-        width = -(-bits // 8)
-        if len(self._pool) < width:
-            self._pool = secrets.token_bytes(width * self.size)
-        drawn, self._pool = self._pool[:width], self._pool[width:]
-        return int.from_bytes(drawn, "big") >> (width * 8 - bits)
 
 
 @dataclass
@@ -96,7 +76,6 @@ def ingest_many(
     held = _held(conn, keys)
     kept = _kept(conn, [(k, d) for k, d in zip(keys, digests, strict=True) if d is not None])
     pending = _Rows()
-    randbits = _RandomBits(2 * len(items))
     outcomes: list[IngestOutcome] = []
     seen: set[str] = set()
     for item, key, digest in zip(items, keys, digests, strict=True):
@@ -112,7 +91,7 @@ def ingest_many(
             pending.write(conn)  # the item reads what the earlier ones wrote
             outcomes.append(writes.ingest(conn, item, now, rules))
             continue
-        outcomes.append(_gather(pending, key, item, decision, digest, now, randbits))
+        outcomes.append(_gather(pending, key, item, decision, digest, now))
     pending.write(conn)
     return outcomes
 
@@ -130,7 +109,6 @@ def _gather(
     decision: Decision,
     digest: str | None,
     now: float,
-    randbits: _RandomBits,
 ) -> IngestOutcome:
     """Add what ``decision`` writes to ``pending``; the outcome ``writes.ingest`` would give."""
     if decision.keep_body:
@@ -140,9 +118,7 @@ def _gather(
             pending.bookkeeping.append(update_row(key, decision, bookkeeping=True))
         else:
             pending.updates.append(update_row(key, decision))
-    rows = (
-        event_rows(key, decision.record, decision.events, now, randbits) if decision.events else []
-    )
+    rows = event_rows(key, decision.record, decision.events, now) if decision.events else []
     pending.events.extend(rows)
     return outcome(decision, events=tuple(row[0] for row in rows))
 

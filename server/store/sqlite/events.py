@@ -8,7 +8,6 @@ as a decimal string) never skips an event committed later.
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -17,6 +16,7 @@ from server.core.ids import event_id
 from server.core.jsontext import dumps
 from server.core.render import event_text, task_json
 from server.core.types import TaskRecord
+from server.store import randomness
 from server.store.rows import ARCHIVE_COLUMNS, SHOWN_ARCHIVES, archive_outcome
 
 
@@ -63,12 +63,12 @@ def event_rows(
     record: TaskRecord,
     types: Sequence[str],
     now: float,
-    randbits: Callable[[int], int] = secrets.randbits,
+    randbits: Callable[[int], int] = randomness.randbits,
 ) -> list[tuple[str, str, str, str, float, str]]:
     """``INSERT_EVENT``'s parameters, one per type, the task rendered once for all.
 
-    ``randbits(56)`` gives each id its random part (``secrets.randbits``, or bits
-    the caller drew from the same source for many events at once).
+    ``randbits(56)`` gives each id its random part (the process's pool of
+    operating-system randomness, ``server.store.randomness``).
     """
     data = dumps(task_json(record))
     provider = record.state.provider

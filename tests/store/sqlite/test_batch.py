@@ -128,11 +128,3 @@ def test_bulk_ingest_writes_the_rows_and_outcomes_item_by_item_writes(
     assert rows_bulk == rows_one
     assert rows_one["events"] and rows_one["deliveries"] and rows_one["quarantine"]
     assert bool(rows_one["archives"]) is archive
-
-
-def test_event_id_bits_drawn_in_bulk_are_56_random_bits_each() -> None:
-    draw = batch._RandomBits(3)  # refilled every third id
-    drawn = [draw(56) for _ in range(1000)]
-    assert all(0 <= bits < 2**56 for bits in drawn)
-    assert len(set(drawn)) == 1000
-    assert max(drawn).bit_length() > 50  # the high bits are used too
