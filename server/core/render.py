@@ -89,10 +89,23 @@ def dumps(value: Any) -> str:
 
 def event_text(event_type: str, timestamp: float, data: str) -> str:
     """``event_json`` as JSON text, given the task's JSON text (rendered once per change)."""
+    return f'{{"type":{_quoted(event_type)},"timestamp":"{iso_time(timestamp)}","data":{data}}}'
+
+
+def retyped(body: str, source_type: str, event_type: str) -> str:
+    """The body of an event of ``event_type`` made from ``body``, the same change's
+    event of ``source_type`` (``event_text`` of the same time and data)."""
+    head = f'{{"type":{_quoted(source_type)},'
+    if not body.startswith(head):
+        raise ValueError(f"an event body of type {source_type!r} does not begin {head!r}")
+    return f'{{"type":{_quoted(event_type)},{body[len(head) :]}'
+
+
+def _quoted(event_type: str) -> str:
     quoted = _QUOTED.get(event_type)
     if quoted is None:
         quoted = _QUOTED.setdefault(event_type, dumps(event_type))
-    return f'{{"type":{quoted},"timestamp":"{iso_time(timestamp)}","data":{data}}}'
+    return quoted
 
 
 #: Event types as JSON strings (a handful of names, each quoted once).

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from server.core.codec import state_from_dict
+from server.core.render import retyped
 from server.core.types import ArchiveOutcome, TaskRecord
 from server.store.records import ArchiveJob, Delivery, DueTask, Event, QuarantineItem, SubmitRecord
 
@@ -101,12 +102,32 @@ def quarantined(row: Sequence[Any]) -> QuarantineItem:
     )
 
 
-EVENT_COLUMNS = "seq, id, type, task_key, provider, created_at, body"
+#: An event's body as stored, selected ``FROM events`` (unaliased): its own text, or,
+#: when ``data_back`` is set, the type and text of the event that many seqs back, the
+#: first event of the same change, which holds the task for all of them (``event_body``).
+#: Retention prunes by ``created_at``, which the events of one change share.
+EVENT_BODY = (
+    "type, body, data_back,"
+    " (SELECT f.type FROM events f WHERE f.seq = events.seq - events.data_back),"
+    " (SELECT f.body FROM events f WHERE f.seq = events.seq - events.data_back)"
+)
+EVENT_COLUMNS = f"seq, id, task_key, provider, created_at, {EVENT_BODY}"
+
+
+def event_body(row: Sequence[Any]) -> tuple[str, str]:
+    """(type, body) of an event from the five columns of ``EVENT_BODY``."""
+    event_type, body, data_back, source_type, source_body = row
+    if data_back is None:
+        return event_type, body
+    if source_type is None:  # cannot happen: a change's events are pruned together
+        raise LookupError(f"the event {data_back} seqs back, which holds this body, is gone")
+    return event_type, retyped(source_body, source_type, event_type)
 
 
 def event_row(row: Sequence[Any]) -> tuple[int, Event]:
     """(seq, event) of a row selected as ``EVENT_COLUMNS``."""
-    seq, ident, event_type, key, provider, created_at, body = row
+    seq, ident, key, provider, created_at = row[:5]
+    event_type, body = event_body(row[5:])
     return seq, Event(ident, event_type, key, provider, created_at, body)
 
 

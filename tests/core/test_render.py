@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.core.render import event_text
+from server.core.render import event_text, retyped
 from server.core.types import iso_time
 
 times = st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False)  # 1970 to 2100
@@ -37,3 +38,16 @@ def test_event_text_is_the_event_as_json(event_type: str, ts: float) -> None:
     data = '{"task_id":"t-1","status":"succeeded"}'
     body = json.loads(event_text(event_type, ts, data))
     assert body == {"type": event_type, "timestamp": plain(ts), "data": json.loads(data)}
+
+
+@given(st.sampled_from(["task.status_changed", "task.failed"]), times)
+def test_retyped_is_the_same_change_as_another_type(source_type: str, ts: float) -> None:
+    data = '{"task_id":"t-1","note":"\\"type\\":\\"x\\""}'
+    body = event_text(source_type, ts, data)
+    assert retyped(body, source_type, "task.succeeded") == event_text("task.succeeded", ts, data)
+
+
+def test_retyped_refuses_a_body_of_another_type() -> None:
+    body = event_text("task.failed", 0, "{}")
+    with pytest.raises(ValueError, match="does not begin"):
+        retyped(body, "task.succeeded", "task.status_changed")

@@ -514,6 +514,10 @@ async def test_each_change_commits_its_events_with_the_task_as_rendered(store: S
     assert record is not None and last["data"] == task_json(record)
     first = json.loads(events[0].body)["data"]
     assert first["status"] == "running" and first["deliveries"] == 1  # as it was then
+    # The two events of the last change carry the same task at the same time.
+    changed = json.loads(events[1].body)
+    assert changed["type"] == STATUS_CHANGED and changed["data"] == last["data"]
+    assert changed["timestamp"] == last["timestamp"]
     assert {e.task_key for e in events} == {task_id.replace("-", "")}
     assert {e.provider for e in events} == {"seedance"}
 

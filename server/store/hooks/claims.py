@@ -23,6 +23,7 @@ from server.store.hooks.tx import (
     endpoint_row,
     get_endpoint,
 )
+from server.store.rows import EVENT_BODY, event_body
 from server.store.webhooks import Attempt, Claim, Claims, Endpoint, Settled, take_turns
 
 _RECORD_ATTEMPT = (
@@ -108,13 +109,14 @@ async def _claim_one(
     if lapsed is not None:  # the last holder died mid-attempt: record what we know of it
         lost = (endpoint_id, ident, event_id, attempts, now, "retrying", None, None, None)
         await tx.run(_RECORD_ATTEMPT, (*lost, LOST_ATTEMPT))
-    event = await tx.one("SELECT type, body FROM events WHERE seq = ?", (seq,))
+    event = await tx.one(f"SELECT {EVENT_BODY} FROM events WHERE seq = ?", (seq,))
     if event is None:  # pruned by EVENT_RETENTION before it could be delivered
         await tx.run("UPDATE messages SET attempts = attempts + 1 WHERE id = ?", (ident,))
         await _settle(tx, ident, endpoint_id, key, "failed", None, scheduled, now)
         gone = (endpoint_id, ident, event_id, attempts + 1, now, "failed", None, None, None)
         await tx.run(_RECORD_ATTEMPT, (*gone, "the event is no longer kept"))
         return None
+    event_type, body = event_body(event)
     await tx.run(
         "UPDATE messages SET claimed_by = ?, claim = ?, claimed_until = ?,"
         " attempts = attempts + 1 WHERE id = ?",
@@ -127,9 +129,9 @@ async def _claim_one(
         url=endpoint.url,
         secrets=endpoint.signing_secrets(now),
         event_id=event_id,
-        event_type=event[0],
+        event_type=event_type,
         task_key=key,
-        body=event[1],
+        body=body,
         committed_at=committed,
         attempt=attempts + 1,
         scheduled=scheduled,

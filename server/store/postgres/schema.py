@@ -257,6 +257,13 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TRIGGER quarantine_bytes_removed AFTER DELETE ON quarantine"
         " FOR EACH ROW EXECUTE FUNCTION taskhook_quarantine_bytes()",
     ],
+    # 10: as on SQLite, an event may point back to the event of its change that holds
+    # the body (``rows.EVENT_BODY``). This backend still writes every body in full, so
+    # replicas of the previous version, running beside this one during a rolling
+    # deploy, read every event it writes.
+    [
+        "ALTER TABLE events ADD COLUMN data_back integer",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -54,7 +54,8 @@ def add_events(
 
 
 INSERT_EVENT = (
-    "INSERT INTO events (id, type, task_key, provider, created_at, body) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (id, type, task_key, provider, created_at, body, data_back)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -64,14 +65,16 @@ def event_rows(
     types: Sequence[str],
     now: float,
     randbits: Callable[[int], int] = randomness.randbits,
-) -> list[tuple[str, str, str, str, float, str]]:
+) -> list[tuple[str, str, str, str, float, str, int | None]]:
     """``INSERT_EVENT``'s parameters, one per type, the task rendered once for all.
 
     ``randbits(56)`` gives each id its random part (the process's pool of
     operating-system randomness, ``server.store.randomness``).
     """
-    data = dumps(task_json(record))
+    first = event_text(types[0], now, dumps(task_json(record)))
     provider = record.state.provider
+    # One writer inserts a change's events together, so their seqs are consecutive:
+    # the first holds the body, the i-th later one points i seqs back to it.
     return [
         (
             event_id(now, randbits(56)),
@@ -79,7 +82,8 @@ def event_rows(
             key,
             provider,
             now,
-            event_text(event_type, now, data),
+            "" if back else first,
+            back or None,
         )
-        for event_type in types
+        for back, event_type in enumerate(types)
     ]

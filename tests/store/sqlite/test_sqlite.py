@@ -185,6 +185,40 @@ async def test_a_database_of_the_previous_version_opens_with_its_data(settings: 
     assert sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
+async def test_the_events_of_one_change_keep_one_copy_of_the_task(
+    store: SQLiteStore, settings: Settings
+) -> None:
+    """The second event of a change stores no body: it points back to the first's."""
+    outcome = await store.ingest(item("t1"))
+    rows = sql(settings.database_path, "SELECT seq, id, type, length(body), data_back FROM events")
+    (seq1, id1, type1, size1, back1), (seq2, id2, type2, size2, back2) = rows
+    assert (id1, id2) == outcome.events and seq2 == seq1 + 1
+    assert (back1, size2, back2) == (None, 0, 1) and size1 > 100
+    first, second = (await store.events_after(None))[0]
+    assert (first.type, second.type) == (type1, type2) == ("task.status_changed", "task.succeeded")
+    one, two = json.loads(first.body), json.loads(second.body)
+    assert one["type"] == type1 and two["type"] == type2
+    assert one["timestamp"] == two["timestamp"] and one["data"] == two["data"]
+    assert two["data"]["status"] == "succeeded"
+
+
+async def test_an_event_written_before_version_10_is_read_as_written(
+    store: SQLiteStore, settings: Settings
+) -> None:
+    """Events from before ``data_back`` carry their whole body; they read unchanged."""
+    body = '{"type":"task.failed","timestamp":"2026-01-01T00:00:00Z","data":{"task_id":"old"}}'
+    conn = sqlite3.connect(settings.database_path)
+    conn.execute(
+        "INSERT INTO events (id, type, task_key, provider, created_at, body)"
+        " VALUES ('evt_old', 'task.failed', 'old', 'seedance', 1767225600, ?)",
+        (body,),
+    )
+    conn.commit()
+    conn.close()
+    (event,), _ = await store.events_after(None)
+    assert (event.id, event.type, event.body) == ("evt_old", "task.failed", body)
+
+
 async def test_due_tasks_use_the_partial_index(store: SQLiteStore) -> None:
     rows = await store._fetchall(
         "EXPLAIN QUERY PLAN SELECT task_id FROM tasks WHERE next_check_at IS NOT NULL"
