@@ -264,6 +264,10 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE events ADD COLUMN data_back integer",
     ],
+    # 11: as on SQLite, deliveries_body (task_key, sha256) serves a task's deliveries too.
+    [
+        "DROP INDEX IF EXISTS deliveries_task",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

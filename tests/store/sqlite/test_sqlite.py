@@ -229,6 +229,18 @@ async def test_due_tasks_use_the_partial_index(store: SQLiteStore) -> None:
     assert "tasks_due" in plan and "SCAN tasks" not in plan
 
 
+async def test_a_tasks_deliveries_are_found_by_the_one_index_of_deliveries(
+    store: SQLiteStore, settings: Settings
+) -> None:
+    rows = await store._fetchall(
+        "EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE task_key = ? ORDER BY id", ("k",)
+    )
+    plan = " ".join(str(r[-1]) for r in rows)
+    assert "INDEX deliveries_body (task_key=?)" in plan and "SCAN deliveries" not in plan
+    indexes = sql(settings.database_path, "PRAGMA index_list(deliveries)")
+    assert sorted(row[1] for row in indexes) == ["deliveries_body"]
+
+
 async def test_due_tasks_of_one_provider_use_their_partial_index(store: SQLiteStore) -> None:
     await store.register([Registration("seedance", f"t{i}") for i in range(20)])
     await store._writer.run(lambda c: c.execute("ANALYZE"))
