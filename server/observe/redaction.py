@@ -33,7 +33,8 @@ MIN_HIDDEN_LENGTH = 8
 _PROVIDER_NAMES = frozenset(p.lower() for p in NAMES)
 # A path inside free text: from a "callbacks" segment to the next space or quote.
 _CALLBACK_PATH = re.compile(r"(?i)(/+callbacks?(?:/|%2f)[^\s\"'<>]*)")
-_HAS_CALLBACK = re.compile(r"(?i)callback")
+# What every such path holds (a cheap test first: most lines have none).
+_HAS_CALLBACK = re.compile(r"(?i)/callbacks?(?:/|%2f)")
 _TOKEN_RUN = re.compile(r"[A-Za-z0-9_\-]{16,}")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+@")
 

@@ -43,9 +43,7 @@ def decode(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise NotJSON(f"body is not UTF-8 text (invalid byte at offset {exc.start})") from None
     try:
-        return json.loads(
-            text, parse_constant=_reject_constant, parse_float=_finite, parse_int=_finite_int
-        )
+        return _DECODER.decode(text)
     except RecursionError:
         raise NotJSON("body nests JSON arrays/objects deeper than we read") from None
     except json.JSONDecodeError as exc:
@@ -79,6 +77,12 @@ def _finite_int(text: str) -> int:
                 f"body holds a {len(text)}-digit integer, which overflows a double"
             ) from None
     return value
+
+
+#: Made once (``json.loads`` with options builds a decoder per call).
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite, parse_int=_finite_int
+)
 
 
 def parse_body(provider: str, body: bytes) -> Observation:
