@@ -158,13 +158,22 @@ class Store(ClaimStore, SubmitStore, WebhookStore, abc.ABC):
 
     async def ingest(self, item: Incoming) -> IngestOutcome:
         """``ingest_many`` of one item; raises ``ProviderMismatch`` for a mismatch."""
-        outcome = (await self.ingest_many([item]))[0]
+        outcome = await self._ingest_one(item)
         if outcome.mismatch:
             raise ProviderMismatch(
                 f"task {outcome.task_id!r} is held under provider {outcome.provider!r}, not"
                 f" {item.provider!r}; the body was kept (quarantine id {outcome.quarantine_id})"
             )
         return outcome
+
+    async def _ingest_one(self, item: Incoming) -> IngestOutcome:
+        """One item's outcome, with the guarantees of ``ingest_many``.
+
+        A backend may gather concurrent calls into one ``ingest_many`` (the
+        SQLite backend does: ``sqlite.coalesce``); each caller still gets
+        its own outcome, after its commit, or its own error.
+        """
+        return (await self.ingest_many([item]))[0]
 
     @abc.abstractmethod
     async def register(self, regs: Sequence[Registration]) -> list[TaskRecord]:

@@ -1,18 +1,18 @@
-"""``ingest_many`` for many items at once: one reconcile answer settled in bulk.
+"""``ingest_many`` for many items at once: a reconcile answer, or the callbacks
+that arrived together, settled in bulk.
 
 The same decisions and rows as ``writes.ingest`` item by item (``core.decide``
 decides, ``task_rows`` and ``events.event_rows`` make the rows), with the
 per-statement work shared: the task rows and the kept digests of every item
-are read with two statements, and the deliveries, task updates and events
-are written with one ``executemany`` each, in item order (so delivery ids and
-event ``seq`` keep that order). Runs on the writer thread inside one job.
+are read with two statements, and the new tasks, deliveries, task updates and
+events are written with one ``executemany`` each, in item order (so delivery
+ids and event ``seq`` keep that order). Runs on the writer thread inside one job.
 
 An item the bulk form does not cover is handed to ``writes.ingest`` after
 what was gathered so far is written, so it reads the task as the earlier
-items left it: a task the store does not hold yet, a second item about a
-task already in this call, a replayed quarantine row, a provider mismatch,
-result files to queue for the archive, and events of a task that had
-succeeded (they show its archive outcomes).
+items left it: a second item about a task already in this call, a replayed
+quarantine row, a provider mismatch, result files to queue for the archive,
+and events of a task that had succeeded (they show its archive outcomes).
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ from server.store.sqlite import writes
 from server.store.sqlite.events import INSERT_EVENT, event_rows
 from server.store.sqlite.task_rows import (
     INSERT_DELIVERY,
+    INSERT_TASK,
     UPDATE_BOOKKEEPING,
     UPDATE_TASK,
     bookkeeping_only,
     delivery_row,
+    insert_row,
     outcome,
     update_row,
 )
@@ -48,6 +50,7 @@ READ_CHUNK = 400
 class _Rows:
     """What the items decided so far will write, per statement, in item order."""
 
+    inserts: list[tuple[Any, ...]] = field(default_factory=list)
     deliveries: list[tuple[Any, ...]] = field(default_factory=list)
     updates: list[tuple[Any, ...]] = field(default_factory=list)
     bookkeeping: list[tuple[Any, ...]] = field(default_factory=list)
@@ -55,6 +58,7 @@ class _Rows:
 
     def write(self, conn: sqlite3.Connection) -> None:
         for sql, rows in (
+            (INSERT_TASK, self.inserts),
             (INSERT_DELIVERY, self.deliveries),
             (UPDATE_TASK, self.updates),
             (UPDATE_BOOKKEEPING, self.bookkeeping),
@@ -79,14 +83,15 @@ def ingest_many(
     outcomes: list[IngestOutcome] = []
     seen: set[str] = set()
     for item, key, digest in zip(items, keys, digests, strict=True):
-        current = held.get(key) if key not in seen and item.quarantine_id is None else None
-        seen.add(key)
         decision = None
-        if current is not None:
-            repeat = (key, digest) in kept
+        if key not in seen and item.quarantine_id is None:
+            # A task not held yet keeps no body: its first item is no repeat.
+            current = held.get(key)
+            repeat = current is not None and (key, digest) in kept
             decision = decide(
                 current, item, now, repeat=repeat, grace=rules.grace, archive=rules.archive
             )
+        seen.add(key)
         if decision is None or not _plain(decision):
             pending.write(conn)  # the item reads what the earlier ones wrote
             outcomes.append(writes.ingest(conn, item, now, rules))
@@ -113,7 +118,9 @@ def _gather(
     """Add what ``decision`` writes to ``pending``; the outcome ``writes.ingest`` would give."""
     if decision.keep_body:
         pending.deliveries.append(delivery_row(key, item, decision, digest, now))
-    if decision.write:
+    if decision.created:
+        pending.inserts.append(insert_row(key, decision))
+    elif decision.write:
         if bookkeeping_only(item, decision):
             pending.bookkeeping.append(update_row(key, decision, bookkeeping=True))
         else:

@@ -37,6 +37,7 @@ from server.store.sqlite import backup as sqlite_backup
 from server.store.sqlite import batch, retention, values, writes
 from server.store.sqlite.archive_queue import ArchiveQueue
 from server.store.sqlite.checkpoint import Checkpointer
+from server.store.sqlite.coalesce import Coalescer
 from server.store.sqlite.schema import migrate
 from server.store.sqlite.submits import SubmitRecords
 from server.store.sqlite.webhooks import WebhookQueue
@@ -84,6 +85,8 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLStore):
             quarantine_max_rows=settings.quarantine_max_rows,
             quarantine_max_bytes=settings.quarantine_max_bytes,
         )
+        # Callbacks of one event-loop turn share one writer job (see ``coalesce``).
+        self._coalescer = Coalescer(self.ingest_many)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -116,6 +119,7 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLStore):
         if self._closed:
             return
         self._closed = True
+        await self._coalescer.drain()  # callbacks taken before close are queued writes too
         await self._writer.close()
         await asyncio.to_thread(self._checkpointer.stop)
         for reader in self._all_readers:
@@ -179,6 +183,9 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLStore):
             signal=_ingest_signals,
             rerun=True,  # it writes nothing but the database
         )
+
+    async def _ingest_one(self, item: Incoming) -> IngestOutcome:
+        return await self._coalescer.ingest(item)
 
     async def register(self, regs: Sequence[Registration]) -> list[TaskRecord]:
         now, grace = time.time(), self.settings.reconcile_grace

@@ -12,14 +12,16 @@ from typing import Any
 from server.core.codec import state_to_dict
 from server.core.decide import Decision, Incoming
 from server.core.jsontext import dumps
-from server.store.ingest_rows import delivery_row, outcome
+from server.store.ingest_rows import delivery_row, outcome, task_values
 
 __all__ = [
     "INSERT_DELIVERY",
+    "INSERT_TASK",
     "UPDATE_BOOKKEEPING",
     "UPDATE_TASK",
     "bookkeeping_only",
     "delivery_row",
+    "insert_row",
     "outcome",
     "update_row",
 ]
@@ -28,6 +30,13 @@ INSERT_DELIVERY = (
     "INSERT INTO deliveries"
     " (task_key, provider, source, received_at, sha256, body, status, changed)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+#: A task the store did not hold.
+INSERT_TASK = (
+    "INSERT INTO tasks (key, task_id, provider, status, state, metadata, created_at,"
+    " updated_at, completed_at, next_check_at, deliveries, checks, last_source,"
+    " final_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 #: The whole row after a change.
@@ -52,6 +61,11 @@ def bookkeeping_only(item: Incoming, decision: Decision) -> bool:
     item that brings none.
     """
     return not decision.changed and not decision.created and item.metadata is None
+
+
+def insert_row(key: str, decision: Decision) -> tuple[Any, ...]:
+    """``INSERT_TASK``'s parameters for a task ``decision`` created."""
+    return (key, *task_values(decision.record, decision.final_source, dumps))
 
 
 def update_row(key: str, decision: Decision, *, bookkeeping: bool = False) -> tuple[Any, ...]:

@@ -18,17 +18,19 @@ from server.core.jsontext import dumps
 from server.core.types import Status
 from server.store import statements
 from server.store.base import IngestOutcome, Registration
-from server.store.ingest_rows import Rules, mismatch_message, mismatch_outcome, task_values
+from server.store.ingest_rows import Rules, mismatch_message, mismatch_outcome
 from server.store.rows import TASK_COLUMNS, task_record
 from server.store.sqlite.archive_writes import enqueue_archives
 from server.store.sqlite.events import add_events
 from server.store.sqlite.retention import enforce_quarantine_bytes
 from server.store.sqlite.task_rows import (
     INSERT_DELIVERY,
+    INSERT_TASK,
     UPDATE_BOOKKEEPING,
     UPDATE_TASK,
     bookkeeping_only,
     delivery_row,
+    insert_row,
     outcome,
     update_row,
 )
@@ -81,19 +83,13 @@ def _apply(
     now: float,
 ) -> None:
     """Write what ``decision`` says: the delivery, then the task row."""
-    record = decision.record
     if decision.keep_body:
         assert item.body is not None
         conn.execute(INSERT_DELIVERY, delivery_row(key, item, decision, digest, now))
     if not decision.write:
         return
     if decision.created:
-        conn.execute(
-            "INSERT INTO tasks (key, task_id, provider, status, state, metadata, created_at,"
-            " updated_at, completed_at, next_check_at, deliveries, checks, last_source,"
-            " final_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, *task_values(record, decision.final_source, dumps)),
-        )
+        conn.execute(INSERT_TASK, insert_row(key, decision))
         return
     bookkeeping = bookkeeping_only(item, decision)
     conn.execute(

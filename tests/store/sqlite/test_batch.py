@@ -34,7 +34,7 @@ TABLES = {
     "archives": "task_key, url",
     "quarantine": "id",
 }
-IDS = [f"7b0c{n:04d}-1111-2222-3333-444455556666" for n in range(8)]
+IDS = [f"7b0c{n:04d}-1111-2222-3333-444455556666" for n in range(10)]
 
 
 def said(
@@ -59,6 +59,9 @@ ROUNDS: list[list[Incoming]] = [
         expiry(IDS[0]),  # a second item about a task of this call
         said(IDS[6], Status.RUNNING),  # a task the store does not hold
         said(IDS[7], Status.RUNNING),  # held under another provider
+        said(IDS[8], Status.SUCCEEDED),  # not held, and over at once: two events
+        said(IDS[9], Status.RUNNING),  # not held, then a second item about it
+        said(IDS[9], Status.SUCCEEDED),
     ],
     [
         said(IDS[0], Status.RUNNING, "10%"),  # same bytes again: a repeated answer

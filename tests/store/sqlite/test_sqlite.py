@@ -57,8 +57,12 @@ async def test_concurrent_writes_share_commits(settings: Settings) -> None:
     sizes: list[int] = []
     async with SQLiteStore(settings, on_commit=lambda size, _: sizes.append(size)) as store:
         await asyncio.gather(*(store.ingest(item()) for _ in range(200)))
-        counts = await store.count_by_status()
-    assert counts == {"succeeded": 200}
+        assert await store.count_by_status() == {"succeeded": 200}
+        assert len(sizes) < 200  # callbacks of one turn are one job (see test_coalesce)
+        sizes.clear()
+        regs = [[Registration("seedance", str(uuid.uuid4()))] for _ in range(200)]
+        await asyncio.gather(*(store.register(r) for r in regs))  # a job each
+        assert (await store.count_by_status())["pending"] == 200
     assert sum(sizes) >= 200
     assert max(sizes) > 1  # at least one group held several writes
 
@@ -298,12 +302,14 @@ async def test_a_dead_writer_fails_every_write_fast(
 
 async def test_a_full_queue_refuses_at_once(settings: Settings) -> None:
     async with SQLiteStore(settings) as store:
-        store._writer.max_jobs = 3
+        store._writer.max_jobs = 2
         release = threading.Event()
         held = asyncio.ensure_future(store._writer.run(lambda conn: release.wait(10)))
         await asyncio.sleep(0)
         waiting = [asyncio.ensure_future(store.ingest(item())) for _ in range(2)]
-        await asyncio.sleep(0)
+        await eventually(
+            lambda: store._writer.queued[0] == 2, "the two callbacks queued as one job"
+        )
         with pytest.raises(Overloaded) as refused:
             await store.ingest(item())
         assert refused.value.http_status == 503 and refused.value.code == "overloaded"
