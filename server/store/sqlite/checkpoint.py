@@ -18,8 +18,11 @@ from pathlib import Path
 
 log = logging.getLogger("taskhook.checkpoint")
 
-#: Seconds between two checkpoints.
-INTERVAL = 1.0
+#: Seconds between two checkpoints. Short, so that each copies little: a checkpoint's
+#: copy takes the CPU in one burst, and under load one every second (~25 MB of WAL)
+#: was the slowest 1% of callbacks (p99 at 16 connections 19-37 ms; every 0.05 s,
+#: 10 ms). An idle one costs a few microseconds.
+INTERVAL = 0.05
 #: The writer checkpoints by itself only past this many WAL pages (40 MB).
 WRITER_AUTOCHECKPOINT = 10_000
 
