@@ -15,7 +15,8 @@ client disconnect). Cut-offs are counted in ``taskhook_http_refused_total``
 and logged at most once a second.
 
 The timers follow the parser's state after every chunk of data and after every
-response, so they cost one timer handle per connection, not per byte.
+response: one timer per connection, not per byte, and not re-made per request
+(it fires when first set and then waits out what is left, if anything).
 """
 
 from __future__ import annotations
@@ -62,24 +63,45 @@ class Deadlines:
     transport: asyncio.Transport
     client: tuple[str, int] | None
 
-    _deadline: asyncio.TimerHandle | None = None
-    _timing: Phase | None = None
+    _deadline: asyncio.TimerHandle | None = None  # the connection's one timer, when armed
+    _timing: Phase | None = None  # the phase being timed
+    _due: float = 0.0  # when that phase's time is up (loop time)
 
     def _phase(self) -> Phase | None:
         """What the connection waits for now: ``headers``, ``body`` or nothing (None)."""
         raise NotImplementedError
 
     def _follow(self) -> None:
-        """(Re)arm or cancel the timer to match the phase the parser is in now."""
+        """Time the phase the parser is in now, from now, if it is not the one being timed.
+
+        The timer is not moved on every request (a cancelled timer stays in the
+        loop's heap): it fires when it was set to, and, if the phase began again
+        since, sets itself to the new time. It is moved only to fire sooner.
+        """
         transport = getattr(self, "transport", None)
         phase = None if transport is None or transport.is_closing() else self._phase()
         if phase == self._timing:
             return
-        self._cancel_deadline()
-        if phase is not None:
-            delay = self.header_timeout if phase == "headers" else self.body_timeout
-            self._deadline = self.loop.call_later(delay, self._expired, phase)
-            self._timing = phase
+        self._timing = phase
+        if phase is None:
+            return  # an armed timer finds nothing to time, and stops
+        timeout = self.header_timeout if phase == "headers" else self.body_timeout
+        self._due = self.loop.time() + timeout
+        if self._deadline is not None and self._deadline.when() > self._due:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._deadline is None:
+            self._deadline = self.loop.call_at(self._due, self._check)
+
+    def _check(self) -> None:
+        self._deadline = None
+        phase = self._timing
+        if phase is None or self.transport.is_closing():
+            return
+        if self.loop.time() < self._due:  # the phase began again after the timer was set
+            self._deadline = self.loop.call_at(self._due, self._check)
+            return
+        self._expired(phase)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
