@@ -260,12 +260,15 @@ def main(argv: list[str] | None = None) -> int:
             run_number += 1
             prefix = f"r{run_number}"
             used = cpu_seconds(target.proc.pid)
+            on_loop = cpu_seconds(target.proc.pid, main_thread=True)
             if script is not None:
                 result = run_wrk(target, connections, seconds, args.load_cpu, script, prefix)
             else:
                 result = run_httpx(target, connections, seconds, args.load_cpu, prefix)
             used = cpu_seconds(target.proc.pid) - used
+            on_loop = cpu_seconds(target.proc.pid, main_thread=True) - on_loop
             result.cpu_us = used / max(1, result.requests) * 1e6
+            result.loop_cpu_us = on_loop / max(1, result.requests) * 1e6
             if target.db is not None:
                 acked[target.name] += result.ok
             return result
@@ -282,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"  {target.name:<8} c={connections:<3} {result.rps:8.0f} req/s"
                             f"  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
                             f"  ok {result.ok} errors {result.errors}"
-                            f"  server CPU {result.cpu_us:5.0f} µs/request",
+                            f"  server CPU {result.cpu_us:5.0f} µs/request"
+                            f" (event loop {result.loop_cpu_us:3.0f})",
                             flush=True,
                         )
         finally:

@@ -112,12 +112,19 @@ class Result:
     p99_ms: float
     #: Server CPU time (user + system, all threads) per answered request, in µs.
     cpu_us: float = 0.0
+    #: The part of it on the process's main thread (the event loop), in µs.
+    loop_cpu_us: float = 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far (Linux ``/proc``; 0 elsewhere)."""
+def cpu_seconds(pid: int, *, main_thread: bool = False) -> float:
+    """User + system CPU time the process (or its main thread) has used so far.
+
+    Linux ``/proc``; 0 elsewhere. The main thread is the one whose id is the
+    process's: uvicorn's event loop in the servers measured here.
+    """
+    stat = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
