@@ -53,7 +53,7 @@ def callback_urls(database_url: str, cwd: Path) -> dict[str, str]:
 
 
 def snapshot(server: ServerProcess, token: str) -> dict[str, object]:
-    """Everything the API shows about the data: tasks, each task's deliveries, quarantine."""
+    """Everything the API shows about the data: tasks, their deliveries, quarantine, events."""
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as api:
         tasks = api.get("/tasks", params={"limit": 500}).json()
         deliveries = {
@@ -62,7 +62,15 @@ def snapshot(server: ServerProcess, token: str) -> dict[str, object]:
         }
         one = {t["task_id"]: api.get(f"/tasks/{t['task_id']}").json() for t in tasks["tasks"]}
         quarantine = api.get("/quarantine").json()
-    return {"tasks": tasks, "one": one, "deliveries": deliveries, "quarantine": quarantine}
+        events = api.get("/events", params={"limit": 500}).json()  # bodies kept once read whole
+    assert len(events["items"]) == 3 and events["items"][-1]["data"]["status"] == "succeeded"
+    return {
+        "tasks": tasks,
+        "one": one,
+        "deliveries": deliveries,
+        "quarantine": quarantine,
+        "events": events,
+    }
 
 
 def served(database_url: str, workdir: Path, token: str) -> dict[str, object]:
