@@ -518,6 +518,8 @@ async def test_each_change_commits_its_events_with_the_task_as_rendered(store: S
     changed = json.loads(events[1].body)
     assert changed["type"] == STATUS_CHANGED and changed["data"] == last["data"]
     assert changed["timestamp"] == last["timestamp"]
+    [alone] = await all_events(store, {SUCCEEDED})  # read without the event before it
+    assert json.loads(alone.body) == last
     assert {e.task_key for e in events} == {task_id.replace("-", "")}
     assert {e.provider for e in events} == {"seedance"}
 
