@@ -1,10 +1,12 @@
-"""Retention: what ``RETENTION_DAYS`` and the quarantine caps let go, now or once a day.
+"""Retention: what ``RETENTION_DAYS``, the quarantine caps and ``EVENT_RETENTION`` let go.
 
 ``prune`` asks the store to drop the raw bodies of deliveries of tasks final
 for longer than ``RETENTION_DAYS`` (0 keeps them forever) and to hold the
 quarantine to its caps. ``RetentionService`` runs it in the web process once
 a day; the time of the last run is kept in the database, so several
 processes on one database prune once a day between them, not once each.
+``EventRetention`` drops the outbox's events older than ``EVENT_RETENTION``
+(and the webhook rows as old) once an hour.
 """
 
 from __future__ import annotations
@@ -122,3 +124,65 @@ class RetentionService:
     async def _last_run(self) -> float | None:
         last = await self.store.get_value(LAST_RUN_KEY)
         return float(last["at"]) if last else None
+
+
+#: Seconds between two prunes of the outbox.
+EVENT_PRUNE_INTERVAL = 3600.0
+
+
+class EventRetention:
+    """Prunes the outbox once at start, then every ``interval`` seconds: events older
+    than ``EVENT_RETENTION``, and the webhook attempts and finished messages as old.
+
+    Policy over the contract (``Store.prune_events``), so every backend gets it.
+    Several processes may run it at once: pruning is idempotent.
+    """
+
+    name = "event_retention"
+
+    def __init__(
+        self, store: Store, retention: float, interval: float = EVENT_PRUNE_INTERVAL
+    ) -> None:
+        self.store, self.retention, self.interval = store, retention, interval
+        self._task: asyncio.Task[None] | None = None
+        self.last_at: float | None = None
+        self.last_pruned = 0
+
+    async def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+        return self._task
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel(task)
+
+    async def prune(self) -> int:
+        """Drop the events older than the retention now; how many."""
+        now = time.time()
+        pruned = await self.store.prune_events(now - self.retention)
+        webhooks = await self.store.prune_webhooks(now - self.retention)
+        self.last_at, self.last_pruned = now, pruned
+        if pruned or webhooks:
+            log.info(
+                "pruned %d event(s) and %d webhook row(s) older than %gs",
+                pruned,
+                webhooks,
+                self.retention,
+            )
+        return pruned
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception:  # the next round retries; old events only wait longer
+                log.warning("could not prune events", exc_info=True)
+            await asyncio.sleep(self.interval)
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "retention": self.retention,
+            "last_pruned_at": iso_time(self.last_at),
+            "last_pruned": self.last_pruned,
+        }

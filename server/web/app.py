@@ -21,13 +21,12 @@ from server.http.limit import ConcurrencyLimit
 from server.observe import logs
 from server.providers import PROVIDERS
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
-from server.retention import RetentionService
+from server.retention import EventRetention, RetentionService
 from server.secrets import Secrets, load_secrets, mismatch_warning
 from server.service import Service
 from server.settings import Settings
 from server.startup import banner
 from server.store import Store, open_store
-from server.store.retention import EventRetention
 from server.web.responses import JSONResponse
 from server.web.routes import ROUTES
 from server.web.routes.callbacks import CallbackFastPath, error_response
