@@ -34,11 +34,11 @@ from server.archive.download import (
     download,
     guess_content_type,
     redact_url,
-    url_expiry,
 )
 from server.archive.egress import archive_client
 from server.archive.folder import FolderStorage, archive_path
 from server.archive.storage import StorageError
+from server.core.expiry import url_expiry
 
 from .harness import eventually
 

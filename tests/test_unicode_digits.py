@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from server.archive.download import url_expiry
+from server.core.expiry import url_expiry
 from server.observe.logs import _scalar
 
 from .conftest import callback_path, serve_app

@@ -16,12 +16,10 @@ the vetted address); this module turns its refusal into ``PrivateAddress``.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import mimetypes
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -29,8 +27,6 @@ from server.archive.egress import AddressRefused
 from server.archive.storage import ArchiveStorage
 from server.errors import ArchiveError
 
-DEFAULT_URL_LIFETIME = 24 * 3600.0  # Seedance 2.0 documents 24 hours
-_ABSOLUTE_AFTER = 1_000_000_000  # relative validities are <= 30 days; unix times are 10 digits
 _MEANINGLESS_TYPES = {"", "application/octet-stream", "binary/octet-stream", "application/unknown"}
 # A private table so guesses do not depend on the host's /etc/mime.types.
 _MIME = mimetypes.MimeTypes()
@@ -112,40 +108,6 @@ def guess_content_type(url: str, header: str | None) -> str:
         return media_type
     guessed, _ = _MIME.guess_type(urlsplit(url).path)
     return guessed or "application/octet-stream"
-
-
-def url_expiry(url: str, finished_at: float) -> float:
-    """The unix time a signed URL stops working; ``finished_at`` + 24 h when it does not say.
-
-    TOS (``X-Tos-*``) and S3 v4 (``X-Amz-*``) give a validity in seconds
-    relative to the signing time ``X-...-Date`` (``yyyyMMddTHHmmssZ``). Without
-    that date the validity counts from ``finished_at``, a late bound since the
-    URL was signed before we got it. OSS/S3 v2 ``Expires`` is a unix time.
-    """
-    params = {key.lower(): value for key, value in parse_qsl(urlsplit(url).query)}
-    for prefix in ("x-tos-", "x-amz-"):
-        seconds = _whole_number(params.get(prefix + "expires"))
-        if seconds is None:
-            continue
-        if seconds >= _ABSOLUTE_AFTER:
-            return float(seconds)
-        signed_at = _basic_iso_time(params.get(prefix + "date"))
-        return (finished_at if signed_at is None else signed_at) + seconds
-    absolute = _whole_number(params.get("expires"))
-    if absolute is not None and absolute >= _ABSOLUTE_AFTER:
-        return float(absolute)
-    return finished_at + DEFAULT_URL_LIFETIME
-
-
-def _whole_number(value: str | None) -> int | None:
-    return int(value) if value and value.isascii() and value.isdigit() else None
-
-
-def _basic_iso_time(value: str | None) -> float | None:
-    try:
-        return float(calendar.timegm(time.strptime(value or "", "%Y%m%dT%H%M%SZ")))
-    except ValueError:
-        return None
 
 
 async def download(

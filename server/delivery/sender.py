@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from server.delivery.schedule import Answer
+from server.core.delivery_schedule import Answer
 
 #: How much of an answer's body an attempt keeps.
 RESPONSE_KEEP = 1024

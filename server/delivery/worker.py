@@ -33,8 +33,8 @@ from typing import Any
 
 import httpx
 
+from server.core.delivery_schedule import after_attempt
 from server.delivery import sender, signing
-from server.delivery.schedule import after_attempt
 from server.observe.logs import event
 from server.observe.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DISABLED, WEBHOOK_LATENCY
 from server.service import Inflight, cancel, holder_id

@@ -16,28 +16,30 @@ from server.settings import Settings
 from server.store import base
 from server.store.base import *  # noqa: F403 - the contract and its records, as asyncio does
 from server.store.base import Store
+from server.store.sql import OnCommit
 
 __all__ = ["open_store"]
 __all__ += base.__all__
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, on_commit: OnCommit = None) -> Store:
     """The store for ``settings.database_url``, not opened yet.
 
     Open it with ``async with open_store(settings) as store:`` (or ``await
     store.open()`` / ``await store.close()``). ``sqlite:///…`` is the embedded
     backend; ``postgresql://…`` (or ``postgres://…``) the PostgreSQL one.
+    ``on_commit(size, seconds)`` is called after each group commit (metrics).
     """
     url = settings.database_url
     scheme = url.partition(":")[0].lower()
     if scheme == "sqlite":
         from server.store.sqlite.store import SQLiteStore
 
-        return SQLiteStore(settings)
+        return SQLiteStore(settings, on_commit=on_commit)
     if scheme in ("postgresql", "postgres"):
         from server.store.postgres.store import PostgresStore
 
-        return PostgresStore(settings)
+        return PostgresStore(settings, on_commit=on_commit)
     raise ConfigError(
         f"DATABASE_URL has the scheme {scheme!r}, which taskhook does not know; "
         "use sqlite:///relative/path.db or sqlite:////absolute/path.db."

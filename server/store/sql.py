@@ -25,15 +25,9 @@ from server.store.queries import SQLReads
 from server.store.records import ArchiveJob, SubmitRecord, SubmitStart
 from server.store.signals import WorkSignals
 
-#: Called after each group commit with (items in it, seconds in the transaction).
+#: Called after each group commit with (items in it, seconds in the transaction); the web
+#: app passes ``server.observe.metrics.observe_commit`` (the store knows no metrics).
 OnCommit = Callable[[int, float], None] | None
-
-
-def observe_commit(size: int, seconds: float) -> None:
-    """The default ``on_commit`` of both backends: one group commit, for ``/metrics``."""
-    from server.observe.metrics import observe_commit
-
-    observe_commit(size, seconds)
 
 
 class SQLStore(SQLReads):

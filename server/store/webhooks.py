@@ -6,7 +6,7 @@ backend guarantees; ``server.store.base.Store`` inherits it, and
 ``server.store.hooks`` implements it once for both SQL backends (each adds
 only its transaction seam, ``hooks.tx.Tx``). The policy (what an answer means,
 when the next attempt is) is decided above the store, in
-``server.delivery.schedule``; a backend only applies it.
+``server.core.delivery_schedule``; a backend only applies it.
 
 Guarantees:
 
@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from server.delivery.schedule import Next, Outcome
+from server.core.delivery_schedule import Next, Outcome
 
 
 @dataclass(frozen=True)

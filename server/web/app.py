@@ -18,7 +18,7 @@ from server.core.tokens import callback_token
 from server.delivery.worker import Delivery
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.http.limit import ConcurrencyLimit
-from server.observe import logs
+from server.observe import logs, metrics
 from server.providers import PROVIDERS
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
 from server.retention import EventRetention, RetentionService
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         logs.configure(settings.log_format)
-        store = open_store(settings)
+        store = open_store(settings, on_commit=metrics.observe_commit)
         await store.open()
         try:
             secrets = await load_secrets(store, settings)

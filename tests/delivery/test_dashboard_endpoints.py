@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from server.delivery.schedule import Answer, after_attempt
+from server.core.delivery_schedule import Answer, after_attempt
 from server.store.webhooks import Attempt
 from tests.harness import API_TOKEN
 from tests.test_dashboard import csrf_of, sign_in

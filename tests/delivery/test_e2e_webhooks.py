@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.delivery.schedule import LOST_ATTEMPT
+from server.core.delivery_schedule import LOST_ATTEMPT
 from tests.conftest import callback_path
 from tests.harness import API_TOKEN, ServerProcess, eventually
 from tests.payloads import dumps, seedance

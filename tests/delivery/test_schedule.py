@@ -1,4 +1,4 @@
-"""What an answer means and when the next attempt is (server.delivery.schedule)."""
+"""What an answer means and when the next attempt is (server.core.delivery_schedule)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.delivery.schedule import Answer, after_attempt, first_attempt_at, should_disable
+from server.core.delivery_schedule import Answer, after_attempt, first_attempt_at, should_disable
 from server.errors import ConfigError
 from server.settings import Settings, retry_schedule
 

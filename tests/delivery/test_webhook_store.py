@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from server.delivery.schedule import LOST_ATTEMPT, Answer, after_attempt
+from server.core.delivery_schedule import LOST_ATTEMPT, Answer, after_attempt
 from server.errors import BadCursor
 from server.settings import Settings
 from server.store import open_store

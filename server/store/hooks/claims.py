@@ -4,7 +4,7 @@ A claim locks only the endpoints with work (events to fan out, a due head
 nobody holds), so a claim that finds nothing writes nothing; it then waits
 only for another claim or settle of the same endpoints, never for an attempt
 in flight. Policy (what an answer means, when an endpoint is disabled, the
-reason it records) comes from ``server.delivery.schedule``.
+reason it records) comes from ``server.core.delivery_schedule``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from server.delivery.schedule import LOST_ATTEMPT, Next, Outcome, disable_reason
+from server.core.delivery_schedule import LOST_ATTEMPT, Next, Outcome, disable_reason
 from server.store.hooks.endpoints import disable
 from server.store.hooks.queue import fan_out, promote
 from server.store.hooks.tx import (

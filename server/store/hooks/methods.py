@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from server.delivery.schedule import Next, Outcome
+from server.core.delivery_schedule import Next, Outcome
 from server.errors import BadCursor
 from server.store.hooks import claims, endpoints, queue
 from server.store.hooks.tx import (

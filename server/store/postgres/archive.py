@@ -24,9 +24,9 @@ from typing import Any
 
 import psycopg
 
-from server.archive.download import url_expiry
 from server.core.codec import state_from_dict
 from server.core.decide import ARCHIVED
+from server.core.expiry import url_expiry
 from server.core.types import ArchiveOutcome
 from server.store import statements
 from server.store.base import ArchiveJob

@@ -29,8 +29,8 @@ from typing import Any
 
 import psycopg
 
-from server.archive.download import url_expiry
 from server.core.decide import Decision, decide
+from server.core.expiry import url_expiry
 from server.core.ids import task_key
 from server.core.types import ArchiveOutcome, TaskRecord
 from server.store.base import Incoming, IngestOutcome

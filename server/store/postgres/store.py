@@ -52,7 +52,7 @@ from server.store.postgres.writer import RETRYABLE, GroupWriter
 from server.store.queries import MAX_ROW_ID, concern_conditions
 from server.store.rows import TASK_COLUMNS, task_record
 from server.store.signals import KINDS, WorkSignals
-from server.store.sql import OnCommit, SQLStore, observe_commit
+from server.store.sql import OnCommit, SQLStore
 
 T = TypeVar("T")
 #: A health check's write must find a connection within this long.
@@ -65,7 +65,7 @@ class PostgresStore(PostgresSubmits, PostgresArchives, PostgresWebhooks, SQLStor
     #: The state is read as ``json``, not ``jsonb``: it may hold ``\u0000``, which jsonb refuses.
     _concerns = concern_conditions("json_array_length(state::json -> 'conflicts')")
 
-    def __init__(self, settings: Settings, *, on_commit: OnCommit = observe_commit) -> None:
+    def __init__(self, settings: Settings, *, on_commit: OnCommit = None) -> None:
         self.settings = settings
         self._url = settings.database_url
         self._pool = connection.open_pool(self._url, settings.database_pool_size)

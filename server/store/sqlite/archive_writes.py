@@ -10,9 +10,9 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from server.archive.download import url_expiry
 from server.core.codec import state_from_dict
 from server.core.decide import ARCHIVED
+from server.core.expiry import url_expiry
 from server.core.types import Status
 from server.store import statements
 from server.store.base import ArchiveJob

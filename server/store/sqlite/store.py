@@ -32,7 +32,7 @@ from server.store.base import Incoming, IngestOutcome, Registration
 from server.store.queries import MAX_ROW_ID, concern_conditions, row_cursor
 from server.store.rows import TASK_COLUMNS, task_record
 from server.store.signals import WorkSignals
-from server.store.sql import OnCommit, SQLStore, observe_commit
+from server.store.sql import OnCommit, SQLStore
 from server.store.sqlite import backup as sqlite_backup
 from server.store.sqlite import batch, retention, values, writes
 from server.store.sqlite.archive_queue import ArchiveQueue
@@ -63,7 +63,7 @@ class SQLiteStore(SubmitRecords, ArchiveQueue, WebhookQueue, SQLStore):
 
     _concerns = concern_conditions("json_array_length(state, '$.conflicts')")
 
-    def __init__(self, settings: Settings, *, on_commit: OnCommit = observe_commit) -> None:
+    def __init__(self, settings: Settings, *, on_commit: OnCommit = None) -> None:
         self.settings = settings
         self.path = settings.database_path
         self._signals = WorkSignals(probe=self._data_version_changed)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from server.core.delivery_schedule import Outcome
 from server.core.types import iso_time
 from server.delivery import signing
 from server.delivery.endpoints import (
@@ -19,7 +20,6 @@ from server.delivery.endpoints import (
     check_url,
     view,
 )
-from server.delivery.schedule import Outcome
 from server.errors import BadRequest, Conflict, NotFound
 from server.observe.logs import event
 from server.store import Store
