@@ -73,8 +73,7 @@ class Coalescer:
                 await asyncio.gather(*(self._alone(item, future) for item, future in waiting))
         else:
             for (_, future), outcome in zip(waiting, outcomes, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
+                _succeed(future, outcome)
 
     async def _alone(self, item: Incoming, future: asyncio.Future[IngestOutcome]) -> None:
         try:
@@ -82,8 +81,12 @@ class Coalescer:
         except Exception as exc:
             _fail(future, exc)
         else:
-            if not future.done():
-                future.set_result(outcome)
+            _succeed(future, outcome)
+
+
+def _succeed(future: asyncio.Future[IngestOutcome], outcome: IngestOutcome) -> None:
+    if not future.done():  # its caller may have given up
+        future.set_result(outcome)
 
 
 def _fail(future: asyncio.Future[IngestOutcome], exc: BaseException) -> None:

@@ -39,10 +39,10 @@ def add_events(
     *,
     archives: bool = True,
 ) -> tuple[str, ...]:
-    """Write one event per type, each carrying ``record`` rendered; their ids, in order.
+    """Write one event per type, all showing ``record``; their ids, in order.
 
     ``archives``: the task may have archive outcomes to show (read them first).
-    The task is rendered once for all the types.
+    The task is rendered and stored once for all the types (``event_rows``).
     """
     if not types:
         return ()
@@ -66,11 +66,14 @@ def event_rows(
     now: float,
     randbits: Callable[[int], int] = randomness.randbits,
 ) -> list[tuple[str, str, str, str, float, str, int | None]]:
-    """``INSERT_EVENT``'s parameters, one per type, the task rendered once for all.
+    """``INSERT_EVENT``'s parameters, one per type: the first row holds the body, each
+    later one ``data_back``, how many seqs back that body is (``rows.event_body``).
 
     ``randbits(56)`` gives each id its random part (the process's pool of
     operating-system randomness, ``server.store.randomness``).
     """
+    if not types:
+        return []
     first = event_text(types[0], now, dumps(task_json(record)))
     provider = record.state.provider
     # One writer inserts a change's events together, so their seqs are consecutive:
