@@ -19,6 +19,7 @@ from server.delivery.worker import Delivery
 from server.errors import HTTP_STATUS_CODES, TaskhookError, error_body
 from server.http.limit import ConcurrencyLimit
 from server.observe import logs, metrics
+from server.observe.heap import settled_heap
 from server.providers import PROVIDERS
 from server.reconcile.loop import EmbeddedReconciler, ReconcilerOff
 from server.retention import EventRetention, RetentionService
@@ -110,7 +111,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 for service in background_services(settings, store, archive):
                     await rt.services.start(service)
                 log.info("taskhook ready database=%s", settings.database_label)
-                yield
+                with settled_heap():
+                    yield
             finally:
                 await rt.services.stop()
                 await archive.close()
