@@ -17,10 +17,6 @@ and logged at most once a second.
 The timers follow the parser's state after every chunk of data and after every
 response: one timer per connection, not per byte, and not re-made per request
 (it fires when first set and then waits out what is left, if anything).
-
-And a response leaves in one write (``OneWrite``): uvicorn writes its head and
-its body separately, and asyncio sends each at once, so a small answer took
-two ``send`` system calls and two TCP segments.
 """
 
 from __future__ import annotations
@@ -127,63 +123,8 @@ class Deadlines:
         self.transport.close()
 
 
-class OneWrite:
-    """A response's view of its connection: what it writes in one go leaves in one ``write``.
-
-    uvicorn writes a response's head, its body and its end separately, and
-    asyncio sends each at once: a small answer left in two TCP segments, two
-    ``send`` system calls, and the client woke up twice. Here a response's
-    writes are held and joined; they leave when the response completes (the
-    protocol calls ``flush`` before anything else), before the response
-    closes the connection, or at the loop's next turn, whichever comes first,
-    so a streamed body or a ``100 Continue`` is held for less than a turn.
-    """
-
-    __slots__ = ("_held", "_loop", "_scheduled", "transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self.transport = transport
-        self._loop = loop
-        self._held: list[bytes] = []
-        self._scheduled = False
-
-    def write(self, data: bytes) -> None:
-        if not data:
-            return
-        self._held.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._turn_ended)
-
-    def _turn_ended(self) -> None:
-        self._scheduled = False
-        self.flush()
-
-    def flush(self) -> None:
-        held = self._held
-        if held:
-            self._held = []
-            if not self.transport.is_closing():
-                self.transport.write(held[0] if len(held) == 1 else b"".join(held))
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-
-def _write_once(cycle: Any, writes: OneWrite | None) -> None:
-    """Give a request-response cycle that uvicorn just made the connection's ``OneWrite``."""
-    if cycle is not None and writes is not None and cycle.transport is writes.transport:
-        cycle.transport = writes
-
-
 class DeadlineH11Protocol(Deadlines, H11Protocol):
-    """uvicorn's h11 protocol with header and body deadlines, each response written at once."""
-
-    _writes: OneWrite | None = None
+    """uvicorn's h11 protocol with header and body deadlines."""
 
     def _phase(self) -> Phase | None:
         state = self.conn.their_state
@@ -195,20 +136,13 @@ class DeadlineH11Protocol(Deadlines, H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._writes = OneWrite(transport, self.loop)
         self._follow()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._follow()
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        _write_once(self.cycle, self._writes)
-
     def on_response_complete(self) -> None:
-        if self._writes is not None:
-            self._writes.flush()
         super().on_response_complete()
         self._follow()
 
@@ -226,14 +160,12 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
 
     class DeadlineHttpToolsProtocol(Deadlines, HttpToolsProtocol):
         _waiting: Phase | None = "headers"
-        _writes: OneWrite | None = None
 
         def _phase(self) -> Phase | None:
             return self._waiting
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._writes = OneWrite(transport, self.loop)
             self._waiting = "headers"
             self._follow()
 
@@ -244,15 +176,12 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
         def on_headers_complete(self) -> None:
             self._waiting = "body"
             super().on_headers_complete()
-            _write_once(self.cycle, self._writes)
 
         def on_message_complete(self) -> None:
             self._waiting = None
             super().on_message_complete()
 
         def on_response_complete(self) -> None:
-            if self._writes is not None:
-                self._writes.flush()
             if self._waiting is None:
                 self._waiting = "headers"
             super().on_response_complete()
